@@ -1,0 +1,313 @@
+// FWHT against an independent float64 reference: Sylvester matrices built by
+// the recursion H_2m = [[H, H], [H, -H]], combined with H_K from hadamard_k.h by
+// explicit Kronecker products. Every case runs on the CPU and, when available,
+// on CUDA (compared to the reference and to the CPU result).
+#include "kernels/fwht.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/hadamard_k.h"
+
+namespace qwha::kernels {
+namespace {
+
+std::vector<torch::Device> Devices() {
+  std::vector<torch::Device> d = {torch::kCPU};
+  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA);
+  return d;
+}
+
+// Sylvester H_m (float64) by recursion.
+torch::Tensor RefSylvester(int64_t m) {
+  torch::Tensor h = torch::ones({1, 1}, torch::kFloat64);
+  while (h.size(0) < m) h = torch::cat({torch::cat({h, h}, 1), torch::cat({h, -h}, 1)}, 0);
+  return h;
+}
+
+torch::Tensor RefHk(int64_t k) {
+  torch::Tensor h = torch::empty({k, k}, torch::kFloat64);
+  const int8_t* src = FindHadamardK(static_cast<int>(k));
+  for (int64_t i = 0; i < k * k; ++i) h.data_ptr<double>()[i] = src[i];
+  return h;
+}
+
+// A ⊗ B by broadcasting.
+torch::Tensor RefKron(const torch::Tensor& a, const torch::Tensor& b) {
+  const int64_t p = a.size(0), q = b.size(0);
+  return (a.view({p, 1, p, 1}) * b.view({1, q, 1, q})).reshape({p * q, p * q});
+}
+
+torch::Tensor RefMatrix(int64_t k, int64_t m) {
+  return k == 1 ? RefSylvester(m) : RefKron(RefHk(k), RefSylvester(m));
+}
+
+// scale * x · H (or Hᵀ) in float64 on the CPU, x [..., n] with n = k * m.
+// Dense for small n; for large n via H_K ⊗ H_m1 ⊗ H_m2 (m = m1 * m2).
+torch::Tensor RefTransform(const torch::Tensor& x, int64_t k, int64_t m, double scale,
+                           bool transpose) {
+  torch::Tensor xd = x.detach().to(torch::kCPU, torch::kFloat64);
+  const int64_t n = k * m;
+  torch::Tensor y;
+  if (n <= 1024) {
+    torch::Tensor h = RefMatrix(k, m);
+    y = torch::matmul(xd.reshape({-1, n}), transpose ? h.t() : h);
+  } else {
+    int64_t m1 = 1;
+    while (m1 * m1 < m) m1 *= 2;
+    const int64_t m2 = m / m1;
+    torch::Tensor v = xd.reshape({-1, k, m1, m2});
+    torch::Tensor hk = k == 1 ? torch::ones({1, 1}, torch::kFloat64) : RefHk(k);
+    if (transpose) hk = hk.t();
+    // y[c, b', d'] = Σ H_K[a, c] H_m1[b, b'] H_m2[d, d'] x[a, b, d].
+    v = torch::einsum("rabd,ac->rcbd", {v, hk});
+    v = torch::einsum("rcbd,be->rced", {v, RefSylvester(m1)});
+    y = torch::einsum("rced,df->rcef", {v, RefSylvester(m2)});
+  }
+  return (y * scale).reshape(x.sizes());
+}
+
+double RelErr(const torch::Tensor& y, const torch::Tensor& ref) {
+  torch::Tensor yd = y.detach().to(torch::kCPU, torch::kFloat64);
+  const double denom = ref.norm().item<double>();
+  return (yd - ref).norm().item<double>() / (denom > 0 ? denom : 1.0);
+}
+
+double Tolerance(torch::ScalarType t, int64_t n) {
+  const double log_n = std::max(1.0, std::log2(static_cast<double>(n)));
+  switch (t) {
+    case torch::kFloat64:
+      return 1e-12;
+    case torch::kFloat32:
+      return 1e-6 * log_n;
+    case torch::kFloat16:
+      return 2e-3;
+    default:
+      return 1e-2;
+  }
+}
+
+// Random input of `rows` rows on device, never all zero.
+torch::Tensor RandomInput(int64_t rows, int64_t n, torch::ScalarType dtype, torch::Device dev) {
+  return torch::randn({rows, n}, torch::kFloat64).to(dev, dtype);
+}
+
+struct SizeCase {
+  int64_t k;
+  int64_t m;
+};
+
+// Powers of two 1..32768 and K·2^m for every K with small m, plus model sizes.
+std::vector<SizeCase> AllSizes() {
+  std::vector<SizeCase> sizes;
+  for (int64_t m = 1; m <= kMaxFwhtSize; m *= 2) sizes.push_back({1, m});
+  for (int k : kSupportedHadamardK) {
+    for (int64_t m : {1, 2, 8, 64}) {
+      if (k == 20 && m > 1) continue;  // 20·2^j, j >= 1, factors as 40·2^(j-1).
+      if (k * m <= kMaxFwhtSize) sizes.push_back({k, m});
+    }
+  }
+  for (SizeCase s : {SizeCase{172, 64}, {28, 512}, {12, 256}, {40, 128}, {108, 128}, {12, 2048},
+                     {60, 512}, {172, 128}}) {
+    sizes.push_back(s);
+  }
+  return sizes;
+}
+
+TEST(FactorHadamardSizeTest, FactorsSupportedSizes) {
+  for (int64_t m = 1; m <= kMaxFwhtSize; m *= 2) {
+    auto f = FactorHadamardSize(m);
+    ASSERT_TRUE(f.ok()) << m;
+    EXPECT_EQ(f->k, 1);
+    EXPECT_EQ(f->pow2, m);
+  }
+  for (int k : kSupportedHadamardK) {
+    auto f = FactorHadamardSize(k);
+    ASSERT_TRUE(f.ok()) << k;
+    EXPECT_EQ(f->k, k);
+    EXPECT_EQ(f->pow2, 1);
+  }
+  const std::vector<std::array<int64_t, 3>> known = {
+      {11008, 172, 64}, {14336, 28, 512}, {3072, 12, 256}, {5120, 40, 128},
+      {13824, 108, 128}, {40, 40, 1},     {80, 40, 2},     {24, 12, 2}};
+  for (const auto& [n, k, m] : known) {
+    auto f = FactorHadamardSize(n);
+    ASSERT_TRUE(f.ok()) << n;
+    EXPECT_EQ(f->k, k) << n;
+    EXPECT_EQ(f->pow2, m) << n;
+  }
+}
+
+TEST(FactorHadamardSizeTest, RejectsUnsupportedSizes) {
+  for (int64_t n : {int64_t{0}, int64_t{-4}, int64_t{3}, int64_t{7}, int64_t{100}, int64_t{44},
+                    int64_t{65536}, int64_t{172 * 256}, int64_t{12 * 4096}}) {
+    auto f = FactorHadamardSize(n);
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument) << n;
+    EXPECT_NE(std::string(f.status().message()).find(std::to_string(n)), std::string::npos);
+  }
+}
+
+TEST(HadamardMatrixTest, MatchesReferenceAndIsOrthogonal) {
+  for (SizeCase s : std::vector<SizeCase>{{1, 1}, {1, 2}, {1, 64}, {12, 1}, {12, 4}, {40, 2},
+                                          {172, 1}, {156, 2}, {28, 8}}) {
+    const int64_t n = s.k * s.m;
+    torch::Tensor h = HadamardMatrix(n);
+    EXPECT_TRUE(torch::equal(h, RefMatrix(s.k, s.m))) << n;
+    EXPECT_TRUE(torch::equal(torch::matmul(h, h.t()), n * torch::eye(n, torch::kFloat64))) << n;
+  }
+  EXPECT_EQ(HadamardMatrix(24, torch::kFloat32).scalar_type(), torch::kFloat32);
+}
+
+TEST(FwhtTest, MatchesReferenceForEverySizeFamily) {
+  torch::manual_seed(1);
+  for (torch::Device dev : Devices()) {
+    for (SizeCase s : AllSizes()) {
+      const int64_t n = s.k * s.m;
+      const int64_t rows = std::max<int64_t>(2, 8192 / n);
+      torch::Tensor x = RandomInput(rows, n, torch::kFloat32, dev);
+      torch::Tensor y = Fwht(x);
+      ASSERT_EQ(y.sizes(), x.sizes());
+      ASSERT_EQ(y.device(), x.device());
+      EXPECT_LT(RelErr(y, RefTransform(x, s.k, s.m, 1.0, false)), Tolerance(torch::kFloat32, n))
+          << "n = " << n << " on " << dev;
+    }
+  }
+}
+
+TEST(FwhtTest, DtypesScaleAndTranspose) {
+  torch::manual_seed(2);
+  for (torch::Device dev : Devices()) {
+    std::vector<torch::ScalarType> dtypes = {torch::kFloat32, torch::kBFloat16, torch::kFloat16};
+    if (dev.is_cpu()) dtypes.push_back(torch::kFloat64);
+    for (torch::ScalarType dtype : dtypes) {
+      for (SizeCase s : std::vector<SizeCase>{{1, 1}, {1, 16}, {1, 2048}, {1, 16384}, {12, 64},
+                                              {20, 1}, {40, 32}, {172, 64}, {108, 4}}) {
+        const int64_t n = s.k * s.m;
+        for (bool transpose : {false, true}) {
+          const double scale = 1.0 / std::sqrt(static_cast<double>(n));
+          torch::Tensor x = RandomInput(std::max<int64_t>(3, 4096 / n), n, dtype, dev);
+          torch::Tensor y = Fwht(x, scale, transpose);
+          ASSERT_EQ(y.scalar_type(), dtype);
+          torch::Tensor ref = RefTransform(x, s.k, s.m, scale, transpose);
+          EXPECT_LT(RelErr(y, ref), Tolerance(dtype, n))
+              << "n = " << n << " dtype " << dtype << " transpose " << transpose << " on " << dev;
+          if (!dev.is_cpu()) {
+            torch::Tensor y_cpu = Fwht(x.cpu(), scale, transpose);
+            EXPECT_LT(RelErr(y, y_cpu.to(torch::kFloat64)), 2 * Tolerance(dtype, n)) << n;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(FwhtTest, InverseRoundTrip) {
+  // H Hᵀ = n I: Fwht(Fwht(x), 1/n, transpose) = x.
+  for (torch::Device dev : Devices()) {
+    for (int64_t n : {64, 96, 5120, 11008}) {
+      torch::Tensor x = RandomInput(4, n, torch::kFloat32, dev);
+      torch::Tensor back = Fwht(Fwht(x), 1.0 / n, /*transpose=*/true);
+      EXPECT_LT(RelErr(back, x.to(torch::kCPU, torch::kFloat64)), 1e-5) << n;
+    }
+  }
+}
+
+TEST(FwhtTest, LeadingDimsAndLayouts) {
+  torch::manual_seed(3);
+  for (torch::Device dev : Devices()) {
+    const int64_t n = 96;  // 12 · 8
+    // 1-D (no batch dimension), 3-D, and zero rows.
+    torch::Tensor v = torch::randn({n}, torch::kFloat32).to(dev);
+    EXPECT_EQ(Fwht(v).sizes(), v.sizes());
+    EXPECT_LT(RelErr(Fwht(v), RefTransform(v, 12, 8, 1.0, false)), 1e-5);
+    torch::Tensor x3 = torch::randn({2, 3, n}, torch::kFloat32).to(dev);
+    EXPECT_LT(RelErr(Fwht(x3, 0.5), RefTransform(x3, 12, 8, 0.5, false)), 1e-5);
+    torch::Tensor empty = torch::empty({0, n}, torch::kFloat32).to(dev);
+    EXPECT_EQ(Fwht(empty).sizes(), empty.sizes());
+    // Non-contiguous: a transposed view (last-dim stride != 1) and a column
+    // slice (row stride 2n), each against the contiguous copy's reference.
+    torch::Tensor t = torch::randn({n, 5}, torch::kFloat32).to(dev).t();
+    ASSERT_FALSE(t.is_contiguous());
+    EXPECT_LT(RelErr(Fwht(t), RefTransform(t.contiguous(), 12, 8, 1.0, false)), 1e-5);
+    torch::Tensor wide = torch::randn({6, 2 * 1024}, torch::kBFloat16).to(dev);
+    torch::Tensor slice = wide.slice(1, 1024, 2048);
+    EXPECT_LT(RelErr(Fwht(slice), RefTransform(slice, 1, 1024, 1.0, false)), 1e-2);
+    torch::Tensor odd = wide.slice(1, 1, 1025);  // misaligned start
+    EXPECT_LT(RelErr(Fwht(odd), RefTransform(odd, 1, 1024, 1.0, false)), 1e-2);
+  }
+}
+
+TEST(FwhtTest, GradientIsTransposedTransform) {
+  torch::manual_seed(4);
+  for (torch::Device dev : Devices()) {
+    const auto dtype = dev.is_cpu() ? torch::kFloat64 : torch::kFloat32;
+    for (SizeCase s : std::vector<SizeCase>{{1, 256}, {12, 16}, {172, 2}}) {
+      const int64_t n = s.k * s.m;
+      for (bool transpose : {false, true}) {
+        torch::Tensor x = RandomInput(3, n, dtype, dev).requires_grad_(true);
+        torch::Tensor w = RandomInput(3, n, dtype, dev);
+        const double scale = 0.25;
+        (Fwht(x, scale, transpose) * w).sum().backward();
+        // ∂/∂x Σ w ⊙ (s x·H) = s w·Hᵀ.
+        torch::Tensor expected = RefTransform(w, s.k, s.m, scale, !transpose);
+        EXPECT_LT(RelErr(x.grad(), expected), dev.is_cpu() ? 1e-12 : 1e-5) << n;
+      }
+    }
+  }
+}
+
+TEST(FwhtTest, GradientMatchesFiniteDifferences) {
+  torch::manual_seed(5);
+  for (int64_t n : {8, 12}) {
+    for (bool transpose : {false, true}) {
+      torch::Tensor x = torch::randn({2, n}, torch::kFloat64).requires_grad_(true);
+      torch::Tensor w = torch::randn({2, n}, torch::kFloat64);
+      auto loss = [&](const torch::Tensor& in) {
+        return (Fwht(in, 0.7, transpose).pow(2) * w).sum();
+      };
+      torch::Tensor grad = torch::autograd::grad({loss(x)}, {x})[0];
+      const double eps = 1e-6;
+      torch::Tensor xd = x.detach();
+      for (int64_t i = 0; i < xd.numel(); ++i) {
+        torch::Tensor e = torch::zeros_like(xd);
+        e.view(-1)[i] = eps;
+        const double fd =
+            (loss(xd + e).item<double>() - loss(xd - e).item<double>()) / (2 * eps);
+        EXPECT_NEAR(grad.view(-1)[i].item<double>(), fd, 1e-6 * (1 + std::abs(fd))) << i;
+      }
+    }
+  }
+}
+
+TEST(FwhtTest, BadInputsGiveInvalidArgument) {
+  struct Bad {
+    torch::Tensor x;
+    std::string word;  // expected in the message
+  };
+  std::vector<Bad> bad = {
+      {torch::Tensor(), "undefined"},
+      {torch::tensor(1.0f), "0-D"},
+      {torch::randn({4, 3}), "dimension"},
+      {torch::randn({4, 65536}), "dimension"},
+      {torch::ones({4, 8}, torch::kInt32), "dtype"},
+  };
+  if (torch::cuda::is_available()) {
+    bad.push_back({torch::randn({2, 8}, torch::kFloat64).cuda(), "dtype"});
+  }
+  for (const Bad& b : bad) {
+    const absl::Status s = ValidateFwhtInput(b.x);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(s.message()).find(b.word), std::string::npos) << s.message();
+    auto r = FwhtChecked(b.x);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THROW(Fwht(b.x), c10::Error);
+  }
+  auto ok = FwhtChecked(torch::randn({2, 8}));
+  EXPECT_TRUE(ok.ok());
+}
+
+}  // namespace
+}  // namespace qwha::kernels

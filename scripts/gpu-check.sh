@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# On a GPU machine: build with CMake against the CUDA PyTorch install, run every
+# test (CPU and CUDA paths) and the benchmarks; write logs, JSON and a summary
+# table to OUTDIR.
+#   scripts/gpu-check.sh OUTDIR [bench subcommands...]   (default: all)
+# Needs .deps/ from scripts/fetch-gpu-deps.sh when the machine lacks Abseil,
+# nlohmann-json or GoogleTest.
+set -uo pipefail
+out="${1:?usage: scripts/gpu-check.sh OUTDIR [bench...]}"
+shift
+benches=("$@")
+((${#benches[@]})) || benches=(fwht layer init-time init-error)
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+build="${QWHA_BUILD_DIR:-build-gpu}"
+python="${PYTHON:-python3}"
+export LD_LIBRARY_PATH="$PWD/.deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+prefix="$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
+if ! cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
+      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc >"$out/cmake.log" 2>&1; then
+  tail -40 "$out/cmake.log"; exit 1
+fi
+if ! cmake --build "$build" -j"$(nproc)" >"$out/build.log" 2>&1; then
+  grep -E "error|Error" "$out/build.log" | head -40; exit 1
+fi
+echo "build ok"
+
+ctest --test-dir "$build" --output-on-failure -j4 >"$out/ctest.log" 2>&1
+test_rc=$?
+grep -E "tests passed|tests failed|\*\*\*Failed|Failed  |Timeout" "$out/ctest.log" | tail -20
+
+bench_rc=0
+for b in "${benches[@]}"; do
+  if ! "$build/qwha-bench" "$b" --json-out "$out/bench-$b.json" >"$out/bench-$b.txt" 2>&1; then
+    bench_rc=1
+  fi
+  cat "$out/bench-$b.txt"
+done
+echo "tests rc=$test_rc benches rc=$bench_rc"
+exit $((test_rc || bench_rc))

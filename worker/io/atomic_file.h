@@ -1,0 +1,26 @@
+// Durable whole-file writes and whole-file reads.
+//
+// Thread safety: both functions are safe to call concurrently; concurrent
+// writers of one path each produce a complete file and the last rename wins.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace qwha::io {
+
+// Replaces the file at `path` with `data` so that after a crash the path holds
+// either the old content or the new one, never a mix: writes
+// "<path>.tmp.<pid>.<random>" in the same directory, fsyncs it, renames it over
+// `path` and fsyncs the directory. On error the temp file is removed and the
+// Status (Internal / NotFound / PermissionDenied) names the path and errno text.
+absl::Status WriteFileAtomically(const std::string& path, std::string_view data);
+
+// Returns the whole content of `path`; NotFound / PermissionDenied / Internal
+// naming the path and errno text otherwise.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+}  // namespace qwha::io
