@@ -19,15 +19,14 @@ struct MergedLinearFunction : public torch::autograd::Function<MergedLinearFunct
     const auto st = static_cast<torch::ScalarType>(dtype);
     torch::Tensor w = kernels::Dequantize(packed, scales, zeros, static_cast<int>(bits),
                                           static_cast<int>(group_size), cols, st,
-                                          delta.defined() ? delta.detach() : torch::Tensor());
+                                          delta.detach());
     torch::Tensor xc = x.to(st);
-    ctx->save_for_backward({xc, packed, scales, zeros, delta.defined() ? delta : torch::Tensor()});
+    ctx->save_for_backward({xc, packed, scales, zeros, delta});
     ctx->saved_data["bits"] = bits;
     ctx->saved_data["group_size"] = group_size;
     ctx->saved_data["cols"] = cols;
     ctx->saved_data["dtype"] = dtype;
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    ctx->saved_data["has_delta"] = delta.defined();
     return torch::matmul(xc, w.t());
   }
 
@@ -35,19 +34,18 @@ struct MergedLinearFunction : public torch::autograd::Function<MergedLinearFunct
     auto saved = ctx->get_saved_variables();
     const torch::Tensor& xc = saved[0];
     const auto st = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
-    const bool has_delta = ctx->saved_data["has_delta"].toBool();
-    torch::Tensor delta = has_delta ? saved[4] : torch::Tensor();
+    const torch::Tensor& delta = saved[4];
     torch::Tensor gy = grad_outputs[0].to(st);
     torch::Tensor grad_x, grad_delta;
     if (ctx->needs_input_grad(0)) {
       torch::Tensor w = kernels::Dequantize(
           saved[1], saved[2], saved[3], static_cast<int>(ctx->saved_data["bits"].toInt()),
           static_cast<int>(ctx->saved_data["group_size"].toInt()),
-          ctx->saved_data["cols"].toInt(), st, has_delta ? delta.detach() : torch::Tensor());
+          ctx->saved_data["cols"].toInt(), st, delta.detach());
       grad_x = torch::matmul(gy, w).to(
           static_cast<torch::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
     }
-    if (has_delta && ctx->needs_input_grad(1)) {
+    if (ctx->needs_input_grad(1)) {
       const int64_t out = gy.size(-1);
       const int64_t in = xc.size(-1);
       grad_delta = torch::matmul(gy.reshape({-1, out}).t(), xc.reshape({-1, in}))
@@ -64,11 +62,15 @@ torch::Tensor MergedLinear(const torch::Tensor& x, const quant::QuantizedWeight&
                            const torch::Tensor& delta, torch::ScalarType dtype) {
   TORCH_CHECK(x.size(-1) == base.cols, "MergedLinear: x has ", x.size(-1),
               " features, the base expects ", base.cols);
-  if (delta.defined()) {
-    TORCH_CHECK(delta.dim() == 2 && delta.size(0) == base.rows && delta.size(1) == base.cols,
-                "MergedLinear: delta must be [", base.rows, ", ", base.cols, "], got ",
-                delta.sizes());
+  if (!delta.defined()) {
+    // Frozen base: plain autograd (the dequantized weight is a constant).
+    torch::Tensor w = kernels::Dequantize(base.packed, base.scales, base.zeros, base.bits,
+                                          base.group_size, base.cols, dtype);
+    return torch::matmul(x.to(dtype), w.t());
   }
+  TORCH_CHECK(delta.dim() == 2 && delta.size(0) == base.rows && delta.size(1) == base.cols,
+              "MergedLinear: delta must be [", base.rows, ", ", base.cols, "], got ",
+              delta.sizes());
   return MergedLinearFunction::apply(x, delta, base.packed, base.scales, base.zeros, base.bits,
                                      base.group_size, base.cols, static_cast<int64_t>(dtype));
 }

@@ -12,14 +12,13 @@ namespace qwha::adapters {
 namespace {
 
 constexpr std::pair<AdapterType, const char*> kTypeNames[] = {
-    {AdapterType::kQwha, "qwha"},   {AdapterType::kQwhaDataFree, "qwha-datafree"},
-    {AdapterType::kLora, "lora"},   {AdapterType::kLoftq, "loftq"},
-    {AdapterType::kCloq, "cloq"},   {AdapterType::kRandomWht, "random-wht"},
+    {AdapterType::kQwha, "qwha"}, {AdapterType::kQwhaDataFree, "qwha-datafree"},
+    {AdapterType::kLora, "lora"}, {AdapterType::kLoftq, "loftq"},
+    {AdapterType::kCloq, "cloq"}, {AdapterType::kRandomWht, "random-wht"},
 };
 
 bool IsSpectrum(AdapterType t) {
-  return t == AdapterType::kQwha || t == AdapterType::kQwhaDataFree ||
-         t == AdapterType::kRandomWht;
+  return t == AdapterType::kQwha || t == AdapterType::kQwhaDataFree || t == AdapterType::kRandomWht;
 }
 
 bool NeedsGram(AdapterType t) { return t == AdapterType::kQwha || t == AdapterType::kCloq; }
@@ -52,9 +51,8 @@ absl::Status CheckLayer(const AdapterConfig& cfg, const LayerData& layer) {
     }
     if (layer.gram.dim() != 2 || layer.gram.size(0) != w.size(1) ||
         layer.gram.size(1) != w.size(1)) {
-      return absl::InvalidArgumentError(absl::StrCat("layer.gram must be [", w.size(1), ", ",
-                                                     w.size(1), "], got ",
-                                                     ShapeString(layer.gram)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer.gram must be [", w.size(1), ", ", w.size(1), "], got ", ShapeString(layer.gram)));
     }
   }
   return absl::OkStatus();
@@ -73,7 +71,8 @@ absl::StatusOr<std::unique_ptr<Adapter>> InitializeLora(const AdapterConfig& cfg
     f.a = (torch::rand({rank, in}, gen, torch::kFloat64) * 2 - 1) * bound;
     f.b = torch::zeros({out, rank}, torch::kFloat64);
   } else {
-    // Factorizations in float64 on the CPU; float32 on CUDA (SVD speed).
+    // SVDs in float64 on the CPU, float32 on CUDA (speed); CLoQ's Cholesky
+    // is float64 everywhere.
     const torch::ScalarType work = device.is_cuda() ? torch::kFloat32 : torch::kFloat64;
     const torch::Tensor error =
         layer.weight.to(torch::kFloat64) - layer.dequantized.to(device, torch::kFloat64);
@@ -84,7 +83,7 @@ absl::StatusOr<std::unique_ptr<Adapter>> InitializeLora(const AdapterConfig& cfg
       torch::Tensor g = layer.gram.to(device, torch::kFloat64);
       const double mean_diag = g.diagonal().mean().item<double>();
       g = g + cfg.damp * (mean_diag > 0 ? mean_diag : 1.0) * torch::eye(in, g.options());
-      factors = CloqFactors(error.to(work), g.to(work), rank);
+      factors = CloqFactors(error.to(work), g, rank);
     }
     if (!factors.ok()) return factors.status();
     f = *factors;
@@ -100,9 +99,9 @@ absl::StatusOr<AdapterType> ParseAdapterType(const std::string& name) {
   for (const auto& [type, type_name] : kTypeNames) {
     if (name == type_name) return type;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown adapter type \"", name,
-      "\" (expected qwha, qwha-datafree, lora, loftq, cloq or random-wht)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown adapter type \"", name,
+                   "\" (expected qwha, qwha-datafree, lora, loftq, cloq or random-wht)"));
 }
 
 const char* AdapterTypeName(AdapterType type) {
@@ -115,16 +114,16 @@ const char* AdapterTypeName(AdapterType type) {
 absl::Status ValidateAdapterConfig(const AdapterConfig& cfg, int64_t out_features,
                                    int64_t in_features) {
   if (out_features <= 0 || in_features <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "out_features and in_features must be > 0, got ", out_features, ", ", in_features));
+    return absl::InvalidArgumentError(absl::StrCat("out_features and in_features must be > 0, got ",
+                                                   out_features, ", ", in_features));
   }
   if (cfg.num_params == 0 && cfg.rank <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("rank must be > 0, got ", cfg.rank));
   }
   if (cfg.num_params < 0 || cfg.num_params > out_features * in_features) {
-    return absl::InvalidArgumentError(absl::StrCat("num_params must be in [0, out * in = ",
-                                                   out_features * in_features, "], got ",
-                                                   cfg.num_params));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_params must be in [0, out * in = ", out_features * in_features, "], got ",
+                     cfg.num_params));
   }
   if (!(cfg.alloc_alpha >= 0) || !std::isfinite(cfg.alloc_alpha)) {
     return absl::InvalidArgumentError(
@@ -135,16 +134,14 @@ absl::Status ValidateAdapterConfig(const AdapterConfig& cfg, int64_t out_feature
         absl::StrCat("scaling must be finite and > 0, got ", cfg.scaling));
   }
   if (!(cfg.damp >= 0) || !std::isfinite(cfg.damp)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("damp must be finite and >= 0, got ", cfg.damp));
+    return absl::InvalidArgumentError(absl::StrCat("damp must be finite and >= 0, got ", cfg.damp));
   }
   if (IsSpectrum(cfg.type)) {
     if (absl::StatusOr<kernels::HadamardFactors> f = kernels::FactorHadamardSize(in_features);
         !f.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("in_features ", in_features,
-                                                     " has no supported Hadamard size for ",
-                                                     AdapterTypeName(cfg.type), ": ",
-                                                     f.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("in_features ", in_features, " has no supported Hadamard size for ",
+                       AdapterTypeName(cfg.type), ": ", f.status().message()));
     }
   }
   return absl::OkStatus();
@@ -177,8 +174,8 @@ absl::StatusOr<std::unique_ptr<Adapter>> InitializeAdapter(const AdapterConfig& 
         absl::StatusOr<SparseSpectrum> init =
             ComputeQwhaInit(cfg, layer, cfg.type == AdapterType::kQwhaDataFree);
         if (!init.ok()) return init.status();
-        return std::make_unique<QwhaAdapter>(cfg.type, out, in, cfg.scaling,
-                                             init->index.numel(), init->index.to(device),
+        return std::make_unique<QwhaAdapter>(cfg.type, out, in, cfg.scaling, init->index.numel(),
+                                             init->index.to(device),
                                              init->values.to(device, torch::kFloat32));
       }
       case AdapterType::kRandomWht: {
@@ -194,8 +191,8 @@ absl::StatusOr<std::unique_ptr<Adapter>> InitializeAdapter(const AdapterConfig& 
         return InitializeLora(cfg, layer);
     }
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(AdapterTypeName(cfg.type),
-                                            " initialization: ", e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat(AdapterTypeName(cfg.type), " initialization: ", e.what_without_backtrace()));
   }
   return absl::InvalidArgumentError("unknown adapter type");
 }
@@ -214,8 +211,7 @@ absl::StatusOr<std::unique_ptr<Adapter>> CreateEmptyAdapter(const AdapterConfig&
   }
   const int64_t rank = LoraRank(cfg, out_features, in_features);
   return std::make_unique<LoraAdapter>(cfg.type, out_features, in_features, rank,
-                                       LoraScale(cfg, rank),
-                                       torch::zeros({rank, in_features}, f32),
+                                       LoraScale(cfg, rank), torch::zeros({rank, in_features}, f32),
                                        torch::zeros({out_features, rank}, f32));
 }
 

@@ -16,9 +16,9 @@ namespace qwha::adapters {
 namespace {
 
 constexpr auto kF64 = torch::kFloat64;
-constexpr AdapterType kAllTypes[] = {AdapterType::kQwha,  AdapterType::kQwhaDataFree,
-                                     AdapterType::kLora,  AdapterType::kLoftq,
-                                     AdapterType::kCloq,  AdapterType::kRandomWht};
+constexpr AdapterType kAllTypes[] = {AdapterType::kQwha, AdapterType::kQwhaDataFree,
+                                     AdapterType::kLora, AdapterType::kLoftq,
+                                     AdapterType::kCloq, AdapterType::kRandomWht};
 
 LayerData SmallLayer(int64_t out, int64_t in, uint64_t seed) {
   torch::manual_seed(seed);
@@ -142,8 +142,7 @@ TEST(AdapterTest, GradientsMatchFiniteDifferences) {
     const torch::Tensor target = torch::randn({5, out}, kF64);
     const torch::Tensor c = torch::randn({out, in}, kF64);
     auto loss = [&] {
-      return 0.5 * (adapter.Forward(x) - target).square().sum() +
-             (adapter.DeltaWeight() * c).sum();
+      return 0.5 * (adapter.Forward(x) - target).square().sum() + (adapter.DeltaWeight() * c).sum();
     };
     loss().backward();
     for (const torch::Tensor& p : adapter.TrainableParameters()) {
@@ -240,7 +239,8 @@ TEST(AdapterTest, RelativeOutputErrorMatchesDefinition) {
   const torch::Tensor x = torch::randn({40, 10}, kF64);
   const torch::Tensor delta = 0.05 * torch::randn({6, 10}, kF64);
   const LayerData layer{w, deq, x.t().matmul(x)};
-  const double ref = (x.matmul((w - deq - delta).t()).norm() / x.matmul(w.t()).norm()).item<double>();
+  const double ref =
+      (x.matmul((w - deq - delta).t()).norm() / x.matmul(w.t()).norm()).item<double>();
   EXPECT_NEAR(RelativeOutputError(layer, delta), ref, 1e-12);
   const LayerData no_gram{w, deq, torch::Tensor()};
   EXPECT_NEAR(RelativeOutputError(no_gram, torch::Tensor()),
@@ -274,12 +274,12 @@ TEST(AdapterTest, InitializationErrorOrdering) {
     err[type] = RelativeOutputError(layer, (*adapter)->DeltaWeight());
   }
   const double none = RelativeOutputError(layer, torch::Tensor());
-  std::printf("relative output error, 2-bit RTN g64, 128x256, rank-8 budget:\n"
-              "  none %.5f  lora %.5f  random-wht %.5f  loftq %.5f  cloq %.5f\n"
-              "  qwha-datafree %.5f  qwha %.5f\n",
-              none, err[AdapterType::kLora], err[AdapterType::kRandomWht],
-              err[AdapterType::kLoftq], err[AdapterType::kCloq],
-              err[AdapterType::kQwhaDataFree], err[AdapterType::kQwha]);
+  std::printf(
+      "relative output error, 2-bit RTN g64, 128x256, rank-8 budget:\n"
+      "  none %.5f  lora %.5f  random-wht %.5f  loftq %.5f  cloq %.5f\n"
+      "  qwha-datafree %.5f  qwha %.5f\n",
+      none, err[AdapterType::kLora], err[AdapterType::kRandomWht], err[AdapterType::kLoftq],
+      err[AdapterType::kCloq], err[AdapterType::kQwhaDataFree], err[AdapterType::kQwha]);
   EXPECT_LT(err[AdapterType::kQwha], err[AdapterType::kQwhaDataFree]);
   EXPECT_LT(err[AdapterType::kQwha], err[AdapterType::kCloq]);
   EXPECT_LT(err[AdapterType::kCloq], err[AdapterType::kLoftq]);

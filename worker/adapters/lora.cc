@@ -59,24 +59,27 @@ absl::StatusOr<LoraFactors> CloqFactors(const torch::Tensor& error, const torch:
         absl::StrCat("gram must be [", in, ", ", in, "], got ", ShapeString(gram)));
   }
   try {
-    const torch::Tensor g = gram.to(error.device(), error.scalar_type());
-    // G = L Lᵀ, R = Lᵀ, so E Rᵀ = E L.
-    auto [l, info] = at::linalg_cholesky_ex(0.5 * (g + g.t()));
+    // Cholesky and E L in float64 (a float32 factor of an ill-conditioned G is
+    // unreliable); the SVD and the result in error's dtype.
+    const torch::Tensor g = gram.to(error.device(), torch::kFloat64);
+    auto [l, info] = at::linalg_cholesky_ex(0.5 * (g + g.t()));  // G = L Lᵀ, R = Lᵀ
     if (info.item<int64_t>() != 0) {
-      return absl::FailedPreconditionError(
-          "CLoQ: gram is not positive definite (increase damp)");
+      return absl::FailedPreconditionError("CLoQ: gram is not positive definite (increase damp)");
     }
-    LoraFactors f = SplitTruncatedSvd(error.matmul(l), rank);
+    const torch::Tensor weighted = error.to(torch::kFloat64).matmul(l);  // E Rᵀ = E L
+    LoraFactors f = SplitTruncatedSvd(weighted.to(error.scalar_type()), rank);
     // A = √Σ_r V_rᵀ R⁻ᵀ = √Σ_r V_rᵀ L⁻¹: solve A L = √Σ_r V_rᵀ (triangular).
-    f.a = at::linalg_solve_triangular(l, f.a, /*upper=*/false, /*left=*/false);
+    f.a = at::linalg_solve_triangular(l, f.a.to(torch::kFloat64), /*upper=*/false,
+                                      /*left=*/false)
+              .to(error.scalar_type());
     return f;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("CLoQ: ", e.what_without_backtrace()));
   }
 }
 
-LoraAdapter::LoraAdapter(AdapterType type, int64_t out_features, int64_t in_features,
-                         int64_t rank, double scale, torch::Tensor a, torch::Tensor b)
+LoraAdapter::LoraAdapter(AdapterType type, int64_t out_features, int64_t in_features, int64_t rank,
+                         double scale, torch::Tensor a, torch::Tensor b)
     : type_(type),
       out_features_(out_features),
       in_features_(in_features),
@@ -86,8 +89,8 @@ LoraAdapter::LoraAdapter(AdapterType type, int64_t out_features, int64_t in_feat
       b_(b.detach().contiguous().requires_grad_(true)) {}
 
 torch::Tensor LoraAdapter::Forward(const torch::Tensor& x) const {
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features_, "LoraAdapter::Forward: x ",
-              x.sizes(), " does not end in in_features = ", in_features_);
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features_, "LoraAdapter::Forward: x ", x.sizes(),
+              " does not end in in_features = ", in_features_);
   return scale_ * torch::matmul(torch::matmul(x, a_.t()), b_.t());
 }
 

@@ -40,7 +40,8 @@ struct LoraFactors {
 absl::StatusOr<LoraFactors> LoftqFactors(const torch::Tensor& error, int64_t rank);
 
 // CLoQ factors: B A minimizes tr((E − BA) G (E − BA)ᵀ) over rank r, for a
-// symmetric positive-definite (already damped) G [in, in]. FailedPrecondition
+// symmetric positive-definite (already damped) G [in, in]. The Cholesky factor
+// and E L are float64; the SVD and the factors use error's dtype. FailedPrecondition
 // if G is not positive definite; InvalidArgument for a bad rank or shape.
 absl::StatusOr<LoraFactors> CloqFactors(const torch::Tensor& error, const torch::Tensor& gram,
                                         int64_t rank);

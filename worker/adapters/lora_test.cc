@@ -45,7 +45,7 @@ TEST(LoraTest, LoftqIsBestRankRApproximation) {
   EXPECT_EQ(f->a.sizes(), (std::vector<int64_t>{r, 30}));
   EXPECT_EQ(f->b.sizes(), (std::vector<int64_t>{20, r}));
   // Independent: project E onto the top-r eigenvectors of E Eᵀ.
-  auto [evals, evecs] = torch::linalg::eigh(p.error.matmul(p.error.t()), "L");
+  auto [evals, evecs] = at::linalg_eigh(p.error.matmul(p.error.t()), "L");
   const torch::Tensor u = evecs.slice(1, 20 - r);  // ascending eigenvalues
   const torch::Tensor ref = u.matmul(u.t()).matmul(p.error);
   EXPECT_TRUE(torch::allclose(f->b.matmul(f->a), ref, 1e-9, 1e-9));
@@ -66,11 +66,11 @@ TEST(LoraTest, CloqIsWeightedOptimumAndBeatsLoftq) {
   // Independent optimum with the symmetric square root G^{1/2} (not the
   // Cholesky factor): Δ* = P_r (E G^{1/2}) G^{-1/2}, P_r the top-r left
   // singular projector of E G^{1/2} (from an eigendecomposition).
-  auto [gval, gvec] = torch::linalg::eigh(p.gram, "L");
+  auto [gval, gvec] = at::linalg_eigh(p.gram, "L");
   const torch::Tensor root = gvec.matmul(torch::diag(gval.sqrt())).matmul(gvec.t());
   const torch::Tensor inv_root = gvec.matmul(torch::diag(gval.rsqrt())).matmul(gvec.t());
   const torch::Tensor m = p.error.matmul(root);
-  auto [mval, mvec] = torch::linalg::eigh(m.matmul(m.t()), "L");
+  auto [mval, mvec] = at::linalg_eigh(m.matmul(m.t()), "L");
   const torch::Tensor u = mvec.slice(1, 24 - r);
   const torch::Tensor ref = u.matmul(u.t()).matmul(m).matmul(inv_root);
   EXPECT_LT((delta - ref).abs().max().item<double>(), 1e-8 * ref.abs().max().item<double>());
@@ -87,7 +87,8 @@ TEST(LoraTest, CloqIsWeightedOptimumAndBeatsLoftq) {
   EXPECT_LT(e_loftq, none);
   // No random rank-r perturbation improves on it.
   for (int t = 0; t < 5; ++t) {
-    const torch::Tensor d = delta + 1e-3 * torch::randn({24, r}, kF64).matmul(torch::randn({r, 32}, kF64));
+    const torch::Tensor d =
+        delta + 1e-3 * torch::randn({24, r}, kF64).matmul(torch::randn({r, 32}, kF64));
     EXPECT_GT(Weighted(p.error - d, p.gram), e_cloq);
   }
 }
@@ -140,7 +141,8 @@ TEST(LoraTest, LoftqAndCloqAdaptersReproduceFactors) {
     cfg.type = type;
     auto adapter = InitializeAdapter(cfg, layer);
     ASSERT_TRUE(adapter.ok()) << adapter.status();
-    auto f = type == AdapterType::kLoftq ? LoftqFactors(p.error, 3) : CloqFactors(p.error, p.gram, 3);
+    auto f =
+        type == AdapterType::kLoftq ? LoftqFactors(p.error, 3) : CloqFactors(p.error, p.gram, 3);
     ASSERT_TRUE(f.ok());
     EXPECT_TRUE(torch::allclose((*adapter)->DeltaWeight().to(kF64), f->b.matmul(f->a), 1e-5, 1e-5))
         << AdapterTypeName(type);

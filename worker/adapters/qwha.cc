@@ -55,8 +55,8 @@ absl::StatusOr<torch::Tensor> SpectralGram(const torch::Tensor& gram) {
   return 0.5 * (*b + b->t());
 }
 
-absl::StatusOr<torch::Tensor> AdaAlloc(const torch::Tensor& row_norms, int64_t budget,
-                                       int64_t cap, double alpha) {
+absl::StatusOr<torch::Tensor> AdaAlloc(const torch::Tensor& row_norms, int64_t budget, int64_t cap,
+                                       double alpha) {
   if (!row_norms.defined() || row_norms.dim() != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("AdaAlloc: row_norms must be 1-D, got ", ShapeString(row_norms)));
@@ -66,8 +66,8 @@ absl::StatusOr<torch::Tensor> AdaAlloc(const torch::Tensor& row_norms, int64_t b
     return absl::InvalidArgumentError(absl::StrCat("AdaAlloc: alpha must be >= 0, got ", alpha));
   }
   if (cap < 0 || budget < 0 || budget > out * cap) {
-    return absl::InvalidArgumentError(absl::StrCat("AdaAlloc: budget ", budget,
-                                                   " outside [0, out * cap = ", out * cap, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("AdaAlloc: budget ", budget, " outside [0, out * cap = ", out * cap, "]"));
   }
   torch::Tensor norms = row_norms.to(torch::kCPU, torch::kFloat64).contiguous();
   const double* p = norms.data_ptr<double>();
@@ -143,9 +143,9 @@ absl::StatusOr<SpectrumSelection> SelectSpectrum(const torch::Tensor& spectrum,
   if (!spectrum.defined() || spectrum.dim() != 2 || !energy.defined() || energy.dim() != 1 ||
       energy.size(0) != spectrum.size(1) || !counts.defined() || counts.dim() != 1 ||
       counts.size(0) != spectrum.size(0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SelectSpectrum: expected spectrum [out, n], energy [n], counts [out]; got ",
-        ShapeString(spectrum), ", ", ShapeString(energy), ", ", ShapeString(counts)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("SelectSpectrum: expected spectrum [out, n], energy [n], counts [out]; got ",
+                     ShapeString(spectrum), ", ", ShapeString(energy), ", ", ShapeString(counts)));
   }
   const int64_t n = spectrum.size(1);
   SpectrumSelection sel;
@@ -167,14 +167,12 @@ absl::StatusOr<torch::Tensor> RefineValues(const torch::Tensor& spectral_gram,
                                            const torch::Tensor& rhs,
                                            const SpectrumSelection& selection,
                                            torch::ScalarType dtype, int64_t chunk_bytes) {
-  if (!rhs.defined() || rhs.dim() != 2 || !spectral_gram.defined() ||
-      spectral_gram.dim() != 2 || spectral_gram.size(0) != rhs.size(1) ||
-      spectral_gram.size(1) != rhs.size(1) || !selection.columns.defined() ||
-      selection.columns.size(0) != rhs.size(0)) {
+  if (!rhs.defined() || rhs.dim() != 2 || !spectral_gram.defined() || spectral_gram.dim() != 2 ||
+      spectral_gram.size(0) != rhs.size(1) || spectral_gram.size(1) != rhs.size(1) ||
+      !selection.columns.defined() || selection.columns.size(0) != rhs.size(0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "RefineValues: expected spectral_gram [n, n], rhs [out, n], selection [out, k]; got ",
-        ShapeString(spectral_gram), ", ", ShapeString(rhs), ", ",
-        ShapeString(selection.columns)));
+        ShapeString(spectral_gram), ", ", ShapeString(rhs), ", ", ShapeString(selection.columns)));
   }
   const int64_t out = rhs.size(0);
   const torch::Device device = rhs.device();
@@ -210,8 +208,8 @@ absl::StatusOr<torch::Tensor> RefineValues(const torch::Tensor& spectral_gram,
     const torch::Tensor invalid = valid.logical_not();
     // Ĝ[S_o, S_o], identity on padded rows/columns; RHS P[o, S_o], zero padded.
     torch::Tensor sub = ghat.index({cols.unsqueeze(2), cols.unsqueeze(1)});
-    sub = sub.masked_fill((valid.unsqueeze(2) & valid.unsqueeze(1)).logical_not(), 0) +
-          torch::diag_embed(invalid.to(dtype));
+    sub.masked_fill_((valid.unsqueeze(2) & valid.unsqueeze(1)).logical_not(), 0);
+    sub.diagonal(0, 1, 2).add_(invalid.to(dtype));
     const torch::Tensor b =
         p.index_select(0, channels).gather(1, cols).masked_fill(invalid, 0).unsqueeze(2);
 
@@ -219,23 +217,21 @@ absl::StatusOr<torch::Tensor> RefineValues(const torch::Tensor& spectral_gram,
     const torch::Tensor eye = torch::eye(k, opts);
     for (int attempt = 0; info.ne(0).any().item<bool>(); ++attempt) {
       if (attempt == 6) {
-        return absl::InternalError(absl::StrCat(
-            "RefineValues: Ĝ[S, S] not positive definite for a chunk with k = ", k,
-            " even with jitter; increase the damping"));
+        return absl::InternalError(
+            absl::StrCat("RefineValues: Ĝ[S, S] not positive definite for a chunk with k = ", k,
+                         " even with jitter; increase the damping"));
       }
       // Jitter relative to the sub-matrix's mean diagonal: 1e-10, 1e-8, ...
       const torch::Tensor bad = info.ne(0).nonzero().squeeze(1);
       const torch::Tensor bad_sub = sub.index_select(0, bad);
       const double rel = 1e-10 * std::pow(100.0, attempt);
       const torch::Tensor jitter = bad_sub.diagonal(0, 1, 2).mean(1) * rel;
-      auto [bad_chol, bad_info] =
-          at::linalg_cholesky_ex(bad_sub + jitter.view({-1, 1, 1}) * eye);
+      auto [bad_chol, bad_info] = at::linalg_cholesky_ex(bad_sub + jitter.view({-1, 1, 1}) * eye);
       chol.index_copy_(0, bad, bad_chol);
       info.index_copy_(0, bad, bad_info);
     }
     const torch::Tensor c = at::cholesky_solve(b, chol).squeeze(2);
-    result.index_copy_(0, channels,
-                       torch::constant_pad_nd(c, {0, selection.k_max - k}, 0));
+    result.index_copy_(0, channels, torch::constant_pad_nd(c, {0, selection.k_max - k}, 0));
     begin = end;
   }
   return result;
@@ -277,7 +273,8 @@ absl::StatusOr<SparseSpectrum> ComputeQwhaInit(const AdapterConfig& cfg, const L
   // The FWHT runs in float64 on the CPU only; float32 is its widest CUDA type.
   const torch::ScalarType work = device.is_cuda() ? torch::kFloat32 : torch::kFloat64;
   try {
-    const torch::Tensor error = w.to(torch::kFloat64) - layer.dequantized.to(device, torch::kFloat64);
+    const torch::Tensor error =
+        w.to(torch::kFloat64) - layer.dequantized.to(device, torch::kFloat64);
     // Step 2: AdaAlloc over the channel error norms.
     absl::StatusOr<torch::Tensor> counts =
         AdaAlloc(error.norm(2, {1}), BudgetParams(cfg, out, n), n, cfg.alloc_alpha);
@@ -322,8 +319,8 @@ torch::Tensor RandomSpectrumIndex(int64_t out_features, int64_t n, int64_t count
   auto uniform = [&](uint64_t bound) {
     const uint64_t range = bound + 1;
     if (range == 0) return rng();
-    const uint64_t limit = std::numeric_limits<uint64_t>::max() -
-                           std::numeric_limits<uint64_t>::max() % range;
+    const uint64_t limit =
+        std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % range;
     uint64_t v;
     do v = rng();
     while (v >= limit);
@@ -362,8 +359,8 @@ torch::Tensor QwhaAdapter::DeltaWeight() const {
 }
 
 torch::Tensor QwhaAdapter::Forward(const torch::Tensor& x) const {
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features_, "QwhaAdapter::Forward: x ",
-              x.sizes(), " does not end in in_features = ", in_features_);
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features_, "QwhaAdapter::Forward: x ", x.sizes(),
+              " does not end in in_features = ", in_features_);
   // x ΔWᵀ = (s / n) (x Hᵀ) F_denseᵀ.
   const torch::Tensor xh =
       kernels::Fwht(x, scaling_ / static_cast<double>(in_features_), /*transpose=*/true);
@@ -383,22 +380,21 @@ absl::Status QwhaAdapter::LoadStateDict(const std::map<std::string, torch::Tenso
   const torch::Tensor& values = values_it->second;
   if (!index.defined() || index.dim() != 1 || index.scalar_type() != torch::kLong ||
       index.size(0) != num_params_) {
-    return absl::InvalidArgumentError(absl::StrCat("spectrum_index: expected int64 [",
-                                                   num_params_, "], got ", ShapeString(index)));
+    return absl::InvalidArgumentError(absl::StrCat("spectrum_index: expected int64 [", num_params_,
+                                                   "], got ", ShapeString(index)));
   }
   if (!values.defined() || values.dim() != 1 || !values.is_floating_point() ||
       values.size(0) != num_params_) {
-    return absl::InvalidArgumentError(absl::StrCat("spectrum_values: expected float [",
-                                                   num_params_, "], got ", ShapeString(values)));
+    return absl::InvalidArgumentError(absl::StrCat("spectrum_values: expected float [", num_params_,
+                                                   "], got ", ShapeString(values)));
   }
   const torch::Tensor idx = index.to(torch::kCPU);
   if (num_params_ > 0 &&
-      (idx.min().item<int64_t>() < 0 ||
-       idx.max().item<int64_t>() >= out_features_ * in_features_ ||
+      (idx.min().item<int64_t>() < 0 || idx.max().item<int64_t>() >= out_features_ * in_features_ ||
        (num_params_ > 1 && (idx.slice(0, 1) <= idx.slice(0, 0, -1)).any().item<bool>()))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "spectrum_index: entries must be strictly increasing in [0, ",
-        out_features_ * in_features_, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("spectrum_index: entries must be strictly increasing in [0, ",
+                     out_features_ * in_features_, ")"));
   }
   index_ = index.to(index_.device()).clone(torch::MemoryFormat::Contiguous);
   values_ = values.detach()

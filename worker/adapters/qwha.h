@@ -46,8 +46,8 @@ absl::StatusOr<torch::Tensor> SpectralGram(const torch::Tensor& gram);
 // = 0 is uniform; if every free channel has weight 0 the rest is uniform.
 // Returns int64 [out] on the CPU. InvalidArgument if budget < 0,
 // budget > out * cap, alpha < 0, or a norm is negative or not finite.
-absl::StatusOr<torch::Tensor> AdaAlloc(const torch::Tensor& row_norms, int64_t budget,
-                                       int64_t cap, double alpha);
+absl::StatusOr<torch::Tensor> AdaAlloc(const torch::Tensor& row_norms, int64_t budget, int64_t cap,
+                                       double alpha);
 
 // The selected spectrum locations of each output channel.
 struct SpectrumSelection {
@@ -68,14 +68,15 @@ absl::StatusOr<SpectrumSelection> SelectSpectrum(const torch::Tensor& spectrum,
 // ([out, n]): the normal equations of min ‖R(E_oᵀ − (1/n) H_Sᵀ c)‖, RᵀR = G.
 // All channels in batched Cholesky solves, in chunks of similar k_o (channels
 // sorted by k_o, each chunk padded with identity to its own largest k_o, at
-// most `chunk_bytes` of gathered Ĝ per chunk) in `dtype`. A failed
+// most `chunk_bytes` of gathered Ĝ per chunk; peak memory is about three
+// times that) in `dtype`. A failed
 // factorization is retried with growing diagonal jitter. Returns c [out, k_max]
 // (0 in padding) in `dtype`; Internal if a factorization keeps failing.
 absl::StatusOr<torch::Tensor> RefineValues(const torch::Tensor& spectral_gram,
                                            const torch::Tensor& rhs,
                                            const SpectrumSelection& selection,
                                            torch::ScalarType dtype = torch::kFloat64,
-                                           int64_t chunk_bytes = int64_t{1} << 30);
+                                           int64_t chunk_bytes = int64_t{512} << 20);
 
 // A sparse spectrum as (sorted flat index, value) pairs.
 struct SparseSpectrum {

@@ -254,29 +254,35 @@ Table LayerTime(const Flags& f) {
 }
 
 // ----------------------------------------------------------------- init-time
-// Reference: the same refinement as a per-channel loop (one small Cholesky
-// solve per output channel), the way a straightforward port would do it.
-double PerChannelLoopMillis(const torch::Device& device, const adapters::LayerData& data,
-                            int64_t rank) {
+// Reference: the same initialization with step 4 done as a per-channel loop
+// (one small Cholesky solve per output channel), the way a straightforward
+// port of the method would do it. Steps 1-3 use the same library functions.
+double PerChannelLoopMillis(const torch::Device& device, const adapters::AdapterConfig& cfg,
+                            const adapters::LayerData& data) {
   const int64_t out = data.weight.size(0), n = data.weight.size(1);
-  const auto f64 = torch::kFloat64;
+  const auto work = device.is_cuda() ? torch::kFloat32 : torch::kFloat64;
   return MedianMillis(
       device,
       [&] {
-        torch::Tensor e = (data.weight - data.dequantized).to(f64);
-        torch::Tensor g = data.gram.to(f64);
-        g = g + 1e-4 * g.diagonal().mean() * torch::eye(n, g.options());
-        torch::Tensor s = kernels::Fwht(e, 1.0, true);
-        torch::Tensor ghat = kernels::Fwht(kernels::Fwht(g, 1.0, false).t().contiguous(), 1.0,
-                                           false).t() / double(n * n);
-        torch::Tensor p = kernels::Fwht(torch::matmul(e, g), 1.0, true) / double(n);
-        torch::Tensor d = ghat.diagonal();
-        const int64_t k = rank * (out + n) / out;
-        torch::Tensor idx = torch::topk(d * s.square(), k, 1).indices;
+        torch::Tensor e = data.weight.to(torch::kFloat64) - data.dequantized.to(torch::kFloat64);
+        torch::Tensor g = data.gram.to(torch::kFloat64);
+        g = g + cfg.damp * g.diagonal().mean() * torch::eye(n, g.options());
+        torch::Tensor counts =
+            OrDie(adapters::AdaAlloc(e.norm(2, {1}), adapters::BudgetParams(cfg, out, n), n,
+                                     cfg.alloc_alpha),
+                  "adaalloc");
+        torch::Tensor s = OrDie(adapters::ErrorSpectrum(e.to(work)), "spectrum");
+        torch::Tensor ghat = OrDie(adapters::SpectralGram(g.to(work)), "spectral gram");
+        auto sel = OrDie(adapters::SelectSpectrum(s, ghat.diagonal(), counts), "select");
+        torch::Tensor p = kernels::Fwht(e.matmul(g).to(work), 1.0 / double(n), true);
+        torch::Tensor ghat64 = ghat.to(torch::kFloat64), p64 = p.to(torch::kFloat64);
+        auto counts_acc = counts.accessor<int64_t, 1>();
         for (int64_t o = 0; o < out; ++o) {
-          torch::Tensor sel = idx[o];
-          torch::Tensor a = ghat.index({sel}).index({torch::indexing::Slice(), sel});
-          torch::Tensor c = torch::cholesky_solve(p[o].index({sel}).unsqueeze(1),
+          const int64_t k = counts_acc[o];
+          if (k == 0) continue;
+          torch::Tensor cols = sel.columns[o].slice(0, 0, k);
+          torch::Tensor a = ghat64.index_select(0, cols).index_select(1, cols);
+          torch::Tensor c = torch::cholesky_solve(p64[o].index_select(0, cols).unsqueeze(1),
                                                   torch::linalg_cholesky(a));
           (void)c;
         }
@@ -318,7 +324,7 @@ Table InitTime(const Flags& f) {
         f.device, [&] { OrDie(adapters::InitializeAdapter(ac, data), "init"); }, {1, 3});
     nlohmann::json loop = "-", speedup = "-";
     if (s.loop_reference) {
-      double t_loop = PerChannelLoopMillis(f.device, data, f.rank);
+      double t_loop = PerChannelLoopMillis(f.device, ac, data);
       loop = t_loop / 1e3;
       speedup = t_loop / t_init;
     }

@@ -103,7 +103,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   FdCloser closer(fd);
   struct stat sb;
   if (::fstat(fd, &sb) != 0) return ErrnoStatus(errno, "stat", path);
-  if (S_ISDIR(sb.st_mode)) return absl::InvalidArgumentError(absl::StrCat("read ", path, ": is a directory"));
+  if (S_ISDIR(sb.st_mode))
+    return absl::InvalidArgumentError(absl::StrCat("read ", path, ": is a directory"));
   std::string out;
   out.reserve(static_cast<size_t>(sb.st_size));
   char buf[1 << 16];

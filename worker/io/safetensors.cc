@@ -8,10 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "worker/io/atomic_file.h"
@@ -32,9 +31,9 @@ struct DtypeName {
   const char* name;
 };
 constexpr DtypeName kDtypes[] = {
-    {torch::kFloat64, "F64"}, {torch::kFloat32, "F32"}, {torch::kFloat16, "F16"},
-    {torch::kBFloat16, "BF16"}, {torch::kInt64, "I64"},  {torch::kInt32, "I32"},
-    {torch::kInt16, "I16"},   {torch::kInt8, "I8"},     {torch::kUInt8, "U8"},
+    {torch::kFloat64, "F64"},   {torch::kFloat32, "F32"}, {torch::kFloat16, "F16"},
+    {torch::kBFloat16, "BF16"}, {torch::kInt64, "I64"},   {torch::kInt32, "I32"},
+    {torch::kInt16, "I16"},     {torch::kInt8, "I8"},     {torch::kUInt8, "U8"},
     {torch::kBool, "BOOL"},
 };
 
@@ -220,7 +219,8 @@ absl::Status WriteSafetensors(const std::string& path,
     try {
       cpu.emplace_back(name, t.detach().to(torch::kCPU).contiguous());
     } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat(where, "copy to CPU failed: ", e.what_without_backtrace()));
+      return absl::InternalError(
+          absl::StrCat(where, "copy to CPU failed: ", e.what_without_backtrace()));
     }
   }
   // Widest element first (stable on name): back-to-back tensors stay aligned.
@@ -241,7 +241,7 @@ absl::Status WriteSafetensors(const std::string& path,
 
   std::string json;
   try {
-    json = header.dump();  // nlohmann objects are key-sorted
+    json = header.dump();               // nlohmann objects are key-sorted
   } catch (const Json::exception& e) {  // invalid UTF-8 in a name or value
     return absl::InvalidArgumentError(absl::StrCat("write safetensors ", path, ": ", e.what()));
   }
@@ -261,7 +261,8 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   MappedFile file;
   if (absl::Status st = file.Open(path); !st.ok()) return st;
   if (file.size() < 8) {
-    return Invalid(path, absl::StrCat("file of ", file.size(), " bytes is shorter than the 8-byte header length"));
+    return Invalid(path, absl::StrCat("file of ", file.size(),
+                                      " bytes is shorter than the 8-byte header length"));
   }
   const uint64_t header_len = GetU64LE(file.data());
   if (header_len > file.size() - 8) {

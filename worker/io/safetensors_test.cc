@@ -1,14 +1,13 @@
 #include "worker/io/safetensors.h"
 
 #include <dirent.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "worker/io/atomic_file.h"
 
@@ -74,8 +73,8 @@ TEST(SafetensorsTest, RoundTripEveryDtypeScalarEmptyAndMetadata) {
   for (auto t : floats) {
     const std::string n = c10::toString(t);
     in["m_" + n] = torch::randn({3, 5}).to(t);
-    in["s_" + n] = torch::randn({}).to(t);       // 0-d
-    in["e_" + n] = torch::empty({0, 4}, t);     // empty
+    in["s_" + n] = torch::randn({}).to(t);   // 0-d
+    in["e_" + n] = torch::empty({0, 4}, t);  // empty
   }
   for (auto t : ints) {
     const std::string n = c10::toString(t);
@@ -151,7 +150,11 @@ TEST(SafetensorsTest, ReadsHuggingFaceBytes) {
       R"({"__metadata__":{"format":"pt"},"b":{"dtype":"BF16","shape":[1,1],"data_offsets":[0,2]},)"
       R"("x":{"dtype":"F16","shape":[2],"data_offsets":[2,6]}})";
   json2.append((8 - json2.size() % 8) % 8, ' ');
-  const std::string data2("\x80\x3f" "\x00\x3e" "\x00\xc0", 6);  // bf16 1.0; f16 1.5, -2.0
+  const std::string data2(
+      "\x80\x3f"
+      "\x00\x3e"
+      "\x00\xc0",
+      6);  // bf16 1.0; f16 1.5, -2.0
   WriteRaw(TempPath("hf2.safetensors"), Craft(json2, data2));
   auto r2 = ReadSafetensors(TempPath("hf2.safetensors"));
   ASSERT_TRUE(r2.ok()) << r2.status();
@@ -201,8 +204,9 @@ TEST(SafetensorsTest, MalformedFilesAreInvalidArgumentNamingFileAndTensor) {
              d16),
        "overlaps"},
       {"metadata_not_string", Craft(R"({"__metadata__":{"w":1}})", ""), "not a string"},
-      {"bool_byte", one(R"({"dtype":"BOOL","shape":[16],"data_offsets":[0,16]})",
-                        std::string(15, '\0') + "\x07"),
+      {"bool_byte",
+       one(R"({"dtype":"BOOL","shape":[16],"data_offsets":[0,16]})",
+           std::string(15, '\0') + "\x07"),
        "BOOL"},
   };
   for (const Malformed& c : cases) {

@@ -8,21 +8,24 @@ GramAccumulator::GramAccumulator(int64_t features) : features_(features) {}
 
 absl::Status GramAccumulator::Add(const torch::Tensor& x) {
   if (features_ <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("GramAccumulator: features = ", features_, " must be positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GramAccumulator: features = ", features_, " must be positive"));
   }
   if (!x.defined() || x.dim() < 1 || x.size(-1) != features_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "calibration input: last dimension must be ", features_, ", got shape ",
-        x.defined() ? c10::str(x.sizes()) : std::string("(undefined)")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration input: last dimension must be ", features_, ", got shape ",
+                     x.defined() ? c10::str(x.sizes()) : std::string("(undefined)")));
   }
   if (!x.is_floating_point()) {
-    return absl::InvalidArgumentError(absl::StrCat("calibration input: dtype ",
-                                                   c10::toString(x.scalar_type()), " is not floating point"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "calibration input: dtype ", c10::toString(x.scalar_type()), " is not floating point"));
   }
   try {
     if (x.numel() == 0) return absl::OkStatus();
-    if (torch::isnan(x).any().item<bool>()) return absl::InvalidArgumentError("calibration input contains NaN");
-    if (torch::isinf(x).any().item<bool>()) return absl::InvalidArgumentError("calibration input contains Inf");
+    if (torch::isnan(x).any().item<bool>())
+      return absl::InvalidArgumentError("calibration input contains NaN");
+    if (torch::isinf(x).any().item<bool>())
+      return absl::InvalidArgumentError("calibration input contains Inf");
     if (!gram_.defined()) {
       gram_ = torch::zeros({features_, features_}, x.options().dtype(torch::kFloat64));
     }
@@ -36,7 +39,9 @@ absl::Status GramAccumulator::Add(const torch::Tensor& x) {
 }
 
 torch::Tensor GramAccumulator::Gram() const {
-  if (!gram_.defined()) return torch::zeros({std::max<int64_t>(features_, 0), std::max<int64_t>(features_, 0)}, torch::kFloat64);
+  if (!gram_.defined())
+    return torch::zeros({std::max<int64_t>(features_, 0), std::max<int64_t>(features_, 0)},
+                        torch::kFloat64);
   return gram_;
 }
 

@@ -1,11 +1,11 @@
 #include "worker/quant/calibration.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "worker/testing/synthetic.h"
 
@@ -43,7 +43,7 @@ void CheckAgainstConcatenation(const torch::Device& device) {
   const torch::Tensor ref = cat.t().mm(cat);
   const torch::Tensor g = acc.Gram();
   EXPECT_EQ(g.scalar_type(), torch::kFloat64);
-  EXPECT_EQ(g.device(), device);
+  EXPECT_EQ(g.device().type(), device.type());
   const double rel = (g.cpu() - ref).abs().max().item<double>() / ref.abs().max().item<double>();
   EXPECT_LT(rel, 1e-12);
 }

@@ -22,16 +22,21 @@ bool IsParamDtype(torch::ScalarType t) {
 }
 
 absl::Status CheckFinite(const torch::Tensor& t, const char* name) {
-  if (torch::isnan(t).any().item<bool>()) return absl::InvalidArgumentError(absl::StrCat(name, " contains NaN"));
-  if (torch::isinf(t).any().item<bool>()) return absl::InvalidArgumentError(absl::StrCat(name, " contains Inf"));
+  if (torch::isnan(t).any().item<bool>())
+    return absl::InvalidArgumentError(absl::StrCat(name, " contains NaN"));
+  if (torch::isinf(t).any().item<bool>())
+    return absl::InvalidArgumentError(absl::StrCat(name, " contains Inf"));
   return absl::OkStatus();
 }
 
 absl::Status ValidateWeight(const torch::Tensor& w, const QuantConfig& cfg) {
   if (!w.defined()) return absl::InvalidArgumentError("weight is undefined");
-  if (w.dim() != 2) return absl::InvalidArgumentError(absl::StrCat("weight must be 2-D [out, in], got ", w.dim(), "-D"));
+  if (w.dim() != 2)
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight must be 2-D [out, in], got ", w.dim(), "-D"));
   if (!w.is_floating_point()) {
-    return absl::InvalidArgumentError(absl::StrCat("weight must be floating point, got ", c10::toString(w.scalar_type())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight must be floating point, got ", c10::toString(w.scalar_type())));
   }
   if (w.size(0) == 0) return absl::InvalidArgumentError("weight has no rows");
   if (absl::Status st = ValidateQuantConfig(cfg, w.size(1)); !st.ok()) return st;
@@ -73,8 +78,9 @@ torch::Tensor QuantizeCodes(const torch::Tensor& w, const torch::Tensor& scale,
 absl::StatusOr<QuantizedWeight> Assemble(const torch::Tensor& codes, const torch::Tensor& scales,
                                          const torch::Tensor& zeros, const QuantConfig& cfg) {
   if (!torch::isfinite(scales).all().item<bool>()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "weight: a group's range overflows QuantConfig.param_dtype ", c10::toString(cfg.param_dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight: a group's range overflows QuantConfig.param_dtype ",
+                     c10::toString(cfg.param_dtype)));
   }
   QuantizedWeight q;
   q.bits = cfg.bits;
@@ -99,7 +105,8 @@ absl::StatusOr<QuantMethod> ParseQuantMethod(const std::string& name) {
                  [](unsigned char c) { return std::tolower(c); });
   if (lower == "rtn") return QuantMethod::kRtn;
   if (lower == "gptq") return QuantMethod::kGptq;
-  return absl::InvalidArgumentError(absl::StrCat("quantization method \"", name, "\": expected rtn or gptq"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("quantization method \"", name, "\": expected rtn or gptq"));
 }
 
 const char* QuantMethodName(QuantMethod method) {
@@ -108,7 +115,8 @@ const char* QuantMethodName(QuantMethod method) {
 
 absl::Status ValidateQuantConfig(const QuantConfig& cfg, int64_t in_features) {
   if (cfg.bits < 2 || cfg.bits > 4) {
-    return absl::InvalidArgumentError(absl::StrCat("QuantConfig.bits = ", cfg.bits, ": must be 2, 3 or 4"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantConfig.bits = ", cfg.bits, ": must be 2, 3 or 4"));
   }
   if (cfg.group_size != 32 && cfg.group_size != 64 && cfg.group_size != 128) {
     return absl::InvalidArgumentError(
@@ -123,8 +131,9 @@ absl::Status ValidateQuantConfig(const QuantConfig& cfg, int64_t in_features) {
         absl::StrCat("QuantConfig.gptq_damp = ", cfg.gptq_damp, ": must be positive and finite"));
   }
   if (!IsParamDtype(cfg.param_dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat("QuantConfig.param_dtype = ", c10::toString(cfg.param_dtype),
-                                                   ": must be float16, bfloat16 or float32"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantConfig.param_dtype = ", c10::toString(cfg.param_dtype),
+                     ": must be float16, bfloat16 or float32"));
   }
   return absl::OkStatus();
 }
@@ -155,7 +164,8 @@ absl::StatusOr<QuantizedWeight> QuantizeGptq(const torch::Tensor& w, const torch
   try {
     if (absl::Status st = ValidateWeight(w, cfg); !st.ok()) return st;
     const int64_t rows = w.size(0), cols = w.size(1), g = cfg.group_size;
-    if (!gram.defined()) return absl::InvalidArgumentError("gram is undefined (GPTQ needs calibration statistics)");
+    if (!gram.defined())
+      return absl::InvalidArgumentError("gram is undefined (GPTQ needs calibration statistics)");
     if (gram.dim() != 2 || gram.size(0) != cols || gram.size(1) != cols) {
       return absl::InvalidArgumentError(
           absl::StrCat("gram must be [", cols, ", ", cols, "], got ", c10::str(gram.sizes())));
@@ -174,11 +184,13 @@ absl::StatusOr<QuantizedWeight> QuantizeGptq(const torch::Tensor& w, const torch
     auto [chol, info] = at::linalg_cholesky_ex(h);
     if (info.item<int64_t>() != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "gram is not positive definite after damping (QuantConfig.gptq_damp = ", cfg.gptq_damp, ")"));
+          "gram is not positive definite after damping (QuantConfig.gptq_damp = ", cfg.gptq_damp,
+          ")"));
     }
     auto [hinv_u, info2] = at::linalg_cholesky_ex(at::cholesky_inverse(chol), /*upper=*/true);
     if (info2.item<int64_t>() != 0) {
-      return absl::InvalidArgumentError("gram: inverse Hessian is not positive definite (ill-conditioned)");
+      return absl::InvalidArgumentError(
+          "gram: inverse Hessian is not positive definite (ill-conditioned)");
     }
     torch::Tensor hinv = hinv_u.to(torch::kFloat32);
 
@@ -243,7 +255,8 @@ QuantizedWeight ToDevice(const QuantizedWeight& q, const torch::Device& device) 
 
 absl::Status SaveQuantizedWeight(const QuantizedWeight& q, const std::string& path) {
   if (!q.packed.defined() || !q.scales.defined() || !q.zeros.defined()) {
-    return absl::InvalidArgumentError(absl::StrCat("save quantized weight ", path, ": tensors undefined"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("save quantized weight ", path, ": tensors undefined"));
   }
   const std::map<std::string, std::string> metadata = {
       {"format", kFormat},
@@ -252,8 +265,8 @@ absl::Status SaveQuantizedWeight(const QuantizedWeight& q, const std::string& pa
       {"rows", std::to_string(q.rows)},
       {"cols", std::to_string(q.cols)},
   };
-  return io::WriteSafetensors(path, {{"packed", q.packed}, {"scales", q.scales}, {"zeros", q.zeros}},
-                              metadata);
+  return io::WriteSafetensors(
+      path, {{"packed", q.packed}, {"scales", q.scales}, {"zeros", q.zeros}}, metadata);
 }
 
 absl::StatusOr<QuantizedWeight> LoadQuantizedWeight(const std::string& path) {
@@ -265,23 +278,27 @@ absl::StatusOr<QuantizedWeight> LoadQuantizedWeight(const std::string& path) {
   const auto& meta = file->metadata;
   auto fmt = meta.find("format");
   if (fmt == meta.end()) return bad("metadata \"format\" is missing");
-  if (fmt->second != kFormat) return bad(absl::StrCat("metadata \"format\" is \"", fmt->second, "\", expected ", kFormat));
+  if (fmt->second != kFormat)
+    return bad(absl::StrCat("metadata \"format\" is \"", fmt->second, "\", expected ", kFormat));
   int64_t fields[4];
   const char* names[4] = {"bits", "group_size", "rows", "cols"};
   for (int i = 0; i < 4; ++i) {
     auto it = meta.find(names[i]);
     if (it == meta.end()) return bad(absl::StrCat("metadata \"", names[i], "\" is missing"));
     if (!absl::SimpleAtoi(it->second, &fields[i]) || fields[i] <= 0) {
-      return bad(absl::StrCat("metadata \"", names[i], "\" = \"", it->second, "\" is not a positive integer"));
+      return bad(absl::StrCat("metadata \"", names[i], "\" = \"", it->second,
+                              "\" is not a positive integer"));
     }
   }
   QuantizedWeight q;
   q.rows = fields[2];
   q.cols = fields[3];
-  if (fields[0] < 2 || fields[0] > 4) return bad(absl::StrCat("metadata \"bits\" = ", fields[0], ": must be 2, 3 or 4"));
+  if (fields[0] < 2 || fields[0] > 4)
+    return bad(absl::StrCat("metadata \"bits\" = ", fields[0], ": must be 2, 3 or 4"));
   q.bits = static_cast<int>(fields[0]);
   if (fields[1] > q.cols || q.cols % fields[1] != 0) {
-    return bad(absl::StrCat("metadata \"group_size\" = ", fields[1], " does not divide cols = ", q.cols));
+    return bad(
+        absl::StrCat("metadata \"group_size\" = ", fields[1], " does not divide cols = ", q.cols));
   }
   q.group_size = static_cast<int>(fields[1]);
   for (const char* name : {"packed", "scales", "zeros"}) {
@@ -291,28 +308,34 @@ absl::StatusOr<QuantizedWeight> LoadQuantizedWeight(const std::string& path) {
   q.scales = file->tensors.at("scales");
   q.zeros = file->tensors.at("zeros");
   const int64_t words = kernels::PackedWordsPerRow(q.cols, q.bits), groups = q.cols / q.group_size;
-  if (q.packed.scalar_type() != torch::kInt32 || q.packed.dim() != 2 || q.packed.size(0) != q.rows ||
-      q.packed.size(1) != words) {
+  if (q.packed.scalar_type() != torch::kInt32 || q.packed.dim() != 2 ||
+      q.packed.size(0) != q.rows || q.packed.size(1) != words) {
     return bad(absl::StrCat("tensor \"packed\" must be int32 [", q.rows, ", ", words, "], got ",
-                            c10::toString(q.packed.scalar_type()), " ", c10::str(q.packed.sizes())));
+                            c10::toString(q.packed.scalar_type()), " ",
+                            c10::str(q.packed.sizes())));
   }
   for (const char* name : {"scales", "zeros"}) {
     const torch::Tensor& t = file->tensors.at(name);
-    if (!IsParamDtype(t.scalar_type()) || t.dim() != 2 || t.size(0) != q.rows || t.size(1) != groups) {
-      return bad(absl::StrCat("tensor \"", name, "\" must be float16/bfloat16/float32 [", q.rows, ", ", groups,
-                              "], got ", c10::toString(t.scalar_type()), " ", c10::str(t.sizes())));
+    if (!IsParamDtype(t.scalar_type()) || t.dim() != 2 || t.size(0) != q.rows ||
+        t.size(1) != groups) {
+      return bad(absl::StrCat("tensor \"", name, "\" must be float16/bfloat16/float32 [", q.rows,
+                              ", ", groups, "], got ", c10::toString(t.scalar_type()), " ",
+                              c10::str(t.sizes())));
     }
   }
-  if (q.zeros.scalar_type() != q.scales.scalar_type()) return bad("tensors \"scales\" and \"zeros\" differ in dtype");
+  if (q.zeros.scalar_type() != q.scales.scalar_type())
+    return bad("tensors \"scales\" and \"zeros\" differ in dtype");
   torch::Tensor s = q.scales.to(torch::kFloat32), z = q.zeros.to(torch::kFloat32);
   if (!(torch::isfinite(s).all().item<bool>() && (s > 0).all().item<bool>())) {
     return bad("tensor \"scales\" holds a non-positive or non-finite value");
   }
   if (!((z == z.round()).all().item<bool>() && (z >= 0).all().item<bool>() &&
         (z <= (1 << q.bits) - 1).all().item<bool>())) {
-    return bad(absl::StrCat("tensor \"zeros\" holds a value that is not an integer in [0, ", (1 << q.bits) - 1, "]"));
+    return bad(absl::StrCat("tensor \"zeros\" holds a value that is not an integer in [0, ",
+                            (1 << q.bits) - 1, "]"));
   }
-  if (absl::Status st = kernels::ValidateDequantizeInput(q.packed, q.scales, q.zeros, q.bits, q.group_size, q.cols);
+  if (absl::Status st = kernels::ValidateDequantizeInput(q.packed, q.scales, q.zeros, q.bits,
+                                                         q.group_size, q.cols);
       !st.ok()) {
     return bad(std::string(st.message()));
   }

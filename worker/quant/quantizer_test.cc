@@ -1,14 +1,14 @@
 #include "worker/quant/quantizer.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <random>
 #include <string>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "kernels/dequant.h"
 #include "worker/io/safetensors.h"
@@ -65,10 +65,14 @@ TEST(QuantConfigTest, ValidationNamesTheField) {
   damp0.gptq_damp = 0;
   damp_nan.gptq_damp = std::nan("");
   const Case cases[] = {
-      {Config(5, 64), 256, "bits"},           {Config(1, 64), 256, "bits"},
-      {Config(4, 48), 240, "group_size"},     {Config(4, 64), 96, "group_size"},
-      {Config(4, 128), 0, "group_size"},      {damp0, 256, "gptq_damp"},
-      {damp_nan, 256, "gptq_damp"},           {Config(4, 64, QuantMethod::kRtn, torch::kInt8), 256, "param_dtype"},
+      {Config(5, 64), 256, "bits"},
+      {Config(1, 64), 256, "bits"},
+      {Config(4, 48), 240, "group_size"},
+      {Config(4, 64), 96, "group_size"},
+      {Config(4, 128), 0, "group_size"},
+      {damp0, 256, "gptq_damp"},
+      {damp_nan, 256, "gptq_damp"},
+      {Config(4, 64, QuantMethod::kRtn, torch::kInt8), 256, "param_dtype"},
   };
   for (const Case& c : cases) {
     absl::Status st = ValidateQuantConfig(c.cfg, c.in);
@@ -158,7 +162,8 @@ TEST(QuantizeTest, RejectsBadInputsNamingThem) {
   EXPECT_TRUE(Contains(QuantizeRtn(nan, cfg).status(), "weight contains NaN"));
   EXPECT_TRUE(Contains(QuantizeRtn(inf, cfg).status(), "weight contains Inf"));
   EXPECT_TRUE(Contains(QuantizeRtn(torch::randn({128}), cfg).status(), "2-D"));
-  EXPECT_TRUE(Contains(QuantizeRtn(torch::ones({8, 128}, torch::kInt32), cfg).status(), "floating"));
+  EXPECT_TRUE(
+      Contains(QuantizeRtn(torch::ones({8, 128}, torch::kInt32), cfg).status(), "floating"));
   EXPECT_TRUE(Contains(QuantizeRtn(torch::randn({8, 96}), cfg).status(), "group_size"));
   EXPECT_TRUE(Contains(QuantizeRtn(w * 1e6, cfg).status(), "param_dtype"));  // fp16 overflow
 
@@ -173,7 +178,8 @@ TEST(QuantizeTest, RejectsBadInputsNamingThem) {
 
 TEST(GptqTest, BeatsRtnOnCorrelatedInputs) {
   const auto layer = Layer(256, 512, 4096, 7);
-  const torch::Tensor gram = layer.inputs.to(torch::kFloat64).t().mm(layer.inputs.to(torch::kFloat64));
+  const torch::Tensor gram =
+      layer.inputs.to(torch::kFloat64).t().mm(layer.inputs.to(torch::kFloat64));
   for (int bits : {2, 3, 4}) {
     auto rtn = Quantize(layer.weight, gram, Config(bits, 64, QuantMethod::kRtn));
     auto gptq = Quantize(layer.weight, gram, Config(bits, 64, QuantMethod::kGptq));
@@ -201,7 +207,8 @@ torch::Tensor ReferenceGptqDequant(torch::Tensor w, torch::Tensor h, int bits, i
   for (int64_t j = 0; j < n; ++j) {
     if (j % g == 0) {
       torch::Tensor grp = w.slice(1, j, j + g);
-      torch::Tensor lo = std::get<0>(grp.min(1)).clamp_max(0), hi = std::get<0>(grp.max(1)).clamp_min(0);
+      torch::Tensor lo = std::get<0>(grp.min(1)).clamp_max(0),
+                    hi = std::get<0>(grp.max(1)).clamp_min(0);
       scale = (hi - lo) / maxq;
       zero = torch::round(-lo / scale).clamp(0, maxq);
     }
@@ -224,9 +231,11 @@ TEST(GptqTest, MatchesUnblockedFloat64Reference) {
     ASSERT_TRUE(q.ok()) << q.status();
     const torch::Tensor deq = Dequantize(*q).to(torch::kFloat64);
     const torch::Tensor ref = ReferenceGptqDequant(layer.weight, gram, 3, g, cfg.gptq_damp);
-    const double same = (deq - ref).abs().le(1e-5 * ref.abs().max()).to(torch::kFloat64).mean().item<double>();
+    const double same =
+        (deq - ref).abs().le(1e-5 * ref.abs().max()).to(torch::kFloat64).mean().item<double>();
     const double e = OutputError(x, layer.weight, deq), e_ref = OutputError(x, layer.weight, ref);
-    std::printf("GPTQ vs float64 reference, g%d: %.4f%% entries equal, error ratio %.5f\n", g, 100 * same, e / e_ref);
+    std::printf("GPTQ vs float64 reference, g%d: %.4f%% entries equal, error ratio %.5f\n", g,
+                100 * same, e / e_ref);
     EXPECT_GE(same, 0.99);
     EXPECT_NEAR(e / e_ref, 1.0, 0.01);
   }
@@ -253,7 +262,8 @@ TEST(GptqTest, DeadInputsAreZeroed) {
   auto layer = Layer(64, 128, 1024, 5);
   layer.inputs.select(1, 5).zero_();
   layer.inputs.select(1, 77).zero_();
-  auto q = QuantizeGptq(layer.weight, layer.inputs.t().mm(layer.inputs), Config(4, 32, QuantMethod::kGptq));
+  auto q = QuantizeGptq(layer.weight, layer.inputs.t().mm(layer.inputs),
+                        Config(4, 32, QuantMethod::kGptq));
   ASSERT_TRUE(q.ok()) << q.status();
   torch::Tensor deq = Dequantize(*q);
   EXPECT_TRUE(torch::isfinite(deq).all().item<bool>());
@@ -269,7 +279,8 @@ TEST(QuantizedWeightTest, StorageBytes) {
 
 TEST(QuantizedWeightTest, SaveLoadRoundTripIsExact) {
   for (int bits : {2, 3, 4}) {
-    auto q = QuantizeRtn(Layer(48, 192, 1, bits).weight, Config(bits, 32, QuantMethod::kRtn, torch::kBFloat16));
+    auto q = QuantizeRtn(Layer(48, 192, 1, bits).weight,
+                         Config(bits, 32, QuantMethod::kRtn, torch::kBFloat16));
     ASSERT_TRUE(q.ok());
     const std::string path = TempPath("qw" + std::to_string(bits) + ".safetensors");
     ASSERT_TRUE(SaveQuantizedWeight(*q, path).ok());
@@ -290,8 +301,10 @@ TEST(QuantizedWeightTest, CorruptedFilesNameTheField) {
   auto q = QuantizeRtn(torch::randn({16, 128}), Config(4, 64));
   ASSERT_TRUE(q.ok());
   const std::map<std::string, std::string> meta = {{"format", "qwha.quantized_weight.v1"},
-                                                   {"bits", "4"}, {"group_size", "64"},
-                                                   {"rows", "16"}, {"cols", "128"}};
+                                                   {"bits", "4"},
+                                                   {"group_size", "64"},
+                                                   {"rows", "16"},
+                                                   {"cols", "128"}};
   const std::map<std::string, torch::Tensor> tensors = {
       {"packed", q->packed}, {"scales", q->scales}, {"zeros", q->zeros}};
   struct Case {
@@ -301,9 +314,13 @@ TEST(QuantizedWeightTest, CorruptedFilesNameTheField) {
     const char* field;
   };
   std::vector<Case> cases;
-  auto with_meta = [&](const char* name, const std::string& k, const std::string& v, const char* field) {
+  auto with_meta = [&](const char* name, const std::string& k, const std::string& v,
+                       const char* field) {
     Case c{name, meta, tensors, field};
-    if (v.empty()) c.meta.erase(k); else c.meta[k] = v;
+    if (v.empty())
+      c.meta.erase(k);
+    else
+      c.meta[k] = v;
     cases.push_back(c);
   };
   with_meta("no_bits", "bits", "", "\"bits\"");
@@ -314,9 +331,13 @@ TEST(QuantizedWeightTest, CorruptedFilesNameTheField) {
   with_meta("group_size", "group_size", "48", "\"group_size\"");
   with_meta("rows", "rows", "17", "\"packed\"");
   with_meta("cols", "cols", "256", "\"packed\"");
-  auto with_tensor = [&](const char* name, const std::string& k, torch::Tensor t, const char* field) {
+  auto with_tensor = [&](const char* name, const std::string& k, torch::Tensor t,
+                         const char* field) {
     Case c{name, meta, tensors, field};
-    if (t.defined()) c.tensors[k] = t; else c.tensors.erase(k);
+    if (t.defined())
+      c.tensors[k] = t;
+    else
+      c.tensors.erase(k);
     cases.push_back(c);
   };
   with_tensor("no_zeros", "zeros", torch::Tensor(), "\"zeros\"");
@@ -348,7 +369,8 @@ TEST(QuantizedWeightTest, CorruptedFilesNameTheField) {
 TEST(QuantizeCudaTest, MatchesCpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const auto layer = Layer(256, 512, 4096, 21);
-  const torch::Tensor gram = layer.inputs.to(torch::kFloat64).t().mm(layer.inputs.to(torch::kFloat64));
+  const torch::Tensor gram =
+      layer.inputs.to(torch::kFloat64).t().mm(layer.inputs.to(torch::kFloat64));
   const torch::Device cuda(torch::kCUDA);
   for (auto method : {QuantMethod::kRtn, QuantMethod::kGptq}) {
     for (int bits : {2, 3, 4}) {
@@ -361,7 +383,8 @@ TEST(QuantizeCudaTest, MatchesCpu) {
       EXPECT_TRUE(torch::equal(deq_gpu.cpu(), Dequantize(ToDevice(*gpu, torch::kCPU))));
       const double e_cpu = OutputError(layer.inputs, layer.weight, Dequantize(*cpu));
       const double e_gpu = OutputError(layer.inputs, layer.weight, deq_gpu);
-      std::printf("%s %d bits: output error cpu %.6g cuda %.6g\n", QuantMethodName(method), bits, e_cpu, e_gpu);
+      std::printf("%s %d bits: output error cpu %.6g cuda %.6g\n", QuantMethodName(method), bits,
+                  e_cpu, e_gpu);
       EXPECT_NEAR(e_gpu / e_cpu, 1.0, method == QuantMethod::kRtn ? 1e-3 : 0.02);
     }
   }

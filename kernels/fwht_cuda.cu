@@ -1,0 +1,155 @@
+// CUDA FWHT kernels (no LibTorch). y = scale * x · (H_K ⊗ H_M), M = 2^m.
+//
+// Power of two (K = 1), FwhtPow2Kernel: one pass over memory. A row of N = V·TR
+// elements is spread over TR threads holding V values each ("layout A":
+// register j = c*8 + e of thread u is element c*8*TR + u*8 + e, so every
+// thread reads and writes 16-byte vectors, coalesced across the warp).
+//   1. load (layout A), Sylvester over the c and e bits in registers;
+//   2. if TR > 1: store to shared memory, read back transposed ("layout B":
+//      each thread holds all TR values of V/TR (c, e) combinations), Sylvester
+//      over the u bits in registers, write back, re-read layout A;
+//   3. scale, convert, store (layout A).
+// Butterflies of different index bits commute, so the order of stages is free.
+// Shared memory is padded (8 floats per 8*TR-chunk, segments offset by TR
+// banks) so that every layout-B access and every layout-A float4 access is
+// free of bank conflicts; layout A swaps the two float4 halves of lanes 4..7
+// of every 8 for the same reason.
+//
+// K > 1, FwhtKMmaKernel (M >= 16): one row per block.
+//   1. cp.async the row into shared memory as X[a][b] (a < K, b < M; rows
+//      K..Kp-1 zero, Kp = K rounded up to 16).
+//   2. the K-mix Y = A X with A[c][a] = H_K[a][c] (H_K[c][a] transposed) on
+//      the tensor cores: mma.m16n8k16 with ±1 A fragments from a table built at
+//      compile time from hadamard_k.h, B fragments by ldmatrix.trans, float32
+//      accumulators. bf16/fp16 inputs are exact mma operands; float32 inputs
+//      are split into three bf16 terms (hi + mid + lo, 24 mantissa bits).
+//      Mixing first keeps every rounding in float32.
+//   3. Y (float32) to shared memory, then a length-M Sylvester FWHT of each of
+//      the K segments (layouts B then A, warp-local), scale, store.
+// M < 16 (n <= 172·8): FwhtKSmallKernel, plain float32 sums from shared memory.
+#include "kernels/fwht_cuda_common.cuh"
+
+namespace qwha::kernels::cuda {
+namespace {
+
+using namespace fwht_internal;  // NOLINT: the helpers are this file's vocabulary
+
+// ------------------------------------------------------------ power of two --
+template <typename T, int kLogN, int kV, int kTR, int kRows>
+__global__ void __launch_bounds__(kTR * kRows)
+    FwhtPow2Kernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out,
+                   int64_t rows, float scale) {
+  constexpr int kN = 1 << kLogN;
+  constexpr int kE = kV < 8 ? kV : 8;  // elements per vector access
+  static_assert(kV * kTR == kN, "bad config");
+  extern __shared__ float4 smem4[];
+  const int u = threadIdx.x % kTR;
+  const int seg = threadIdx.x / kTR;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + seg;
+  const bool active = row < rows;
+  float v[kV];
+  if (active) {
+    const T* src = in + row * in_stride;
+#pragma unroll
+    for (int c = 0; c < kV / kE; ++c) LoadF<T, kE>(src + c * kE * kTR + u * kE, v + c * kE);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kV; ++i) v[i] = 0.f;
+  }
+  Sylvester<kV>(v);
+  if constexpr (kTR > 1) {
+    using L = SegLayout<kV, kTR>;
+    float* s = reinterpret_cast<float*>(smem4) + seg * L::kStride;
+    WriteA<kV, kTR>(s, u, v);
+    SegSync<(kTR > 32)>();
+    AccessB<kV, kTR, false>(s, u, v);
+    SylvesterB<kV, kTR>(v, u);
+    AccessB<kV, kTR, true>(s, u, v);
+    SegSync<(kTR > 32)>();
+    ReadA<kV, kTR>(s, u, v);
+  }
+  if (active) {
+#pragma unroll
+    for (int i = 0; i < kV; ++i) v[i] *= scale;
+    T* dst = out + row * kN;
+#pragma unroll
+    for (int c = 0; c < kV / kE; ++c) StoreF<T, kE>(dst + c * kE * kTR + u * kE, v + c * kE);
+  }
+}
+
+template <typename T, int kLogN, int kV, int kTR, int kRows>
+cudaError_t LaunchPow2(const T* in, int64_t in_stride, T* out, int64_t rows, float scale,
+                       cudaStream_t stream) {
+  auto kernel = FwhtPow2Kernel<T, kLogN, kV, kTR, kRows>;
+  int smem = 0;
+  if constexpr (kTR > 1) smem = kRows * SegLayout<kV, kTR>::kStride * 4;
+  if (smem > 48 * 1024) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return err;
+  }
+  const int64_t blocks = (rows + kRows - 1) / kRows;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  kernel<<<static_cast<unsigned>(blocks), kTR * kRows, smem, stream>>>(in, in_stride, out, rows,
+                                                                       scale);
+  return cudaGetLastError();
+}
+
+// Launch configuration per log2(n): values per thread V, threads per row TR,
+// rows per block.
+template <typename T>
+cudaError_t DispatchPow2(const T* in, int64_t s, T* out, int64_t rows, int log_n, float scale,
+                         cudaStream_t st) {
+  switch (log_n) {
+    case 0: return LaunchPow2<T, 0, 1, 1, 128>(in, s, out, rows, scale, st);
+    case 1: return LaunchPow2<T, 1, 2, 1, 128>(in, s, out, rows, scale, st);
+    case 2: return LaunchPow2<T, 2, 4, 1, 128>(in, s, out, rows, scale, st);
+    case 3: return LaunchPow2<T, 3, 8, 1, 128>(in, s, out, rows, scale, st);
+    case 4: return LaunchPow2<T, 4, 16, 1, 128>(in, s, out, rows, scale, st);
+    case 5: return LaunchPow2<T, 5, 32, 1, 128>(in, s, out, rows, scale, st);
+    case 6: return LaunchPow2<T, 6, 16, 4, 64>(in, s, out, rows, scale, st);
+    case 7: return LaunchPow2<T, 7, 32, 4, 64>(in, s, out, rows, scale, st);
+    case 8: return LaunchPow2<T, 8, 32, 8, 32>(in, s, out, rows, scale, st);
+    case 9: return LaunchPow2<T, 9, 32, 16, 16>(in, s, out, rows, scale, st);
+    case 10: return LaunchPow2<T, 10, 32, 32, 8>(in, s, out, rows, scale, st);
+    case 11: return LaunchPow2<T, 11, 64, 32, 4>(in, s, out, rows, scale, st);
+    case 12: return LaunchPow2<T, 12, 64, 64, 2>(in, s, out, rows, scale, st);
+    case 13: return LaunchPow2<T, 13, 128, 64, 2>(in, s, out, rows, scale, st);
+    case 14: return LaunchPow2<T, 14, 128, 128, 1>(in, s, out, rows, scale, st);
+    case 15: return LaunchPow2<T, 15, 128, 256, 1>(in, s, out, rows, scale, st);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename T>
+cudaError_t DispatchFwht(const T* in, int64_t s, T* out, int64_t rows, int k, int log2_m,
+                         float scale, bool transpose, cudaStream_t st) {
+  if (k == 1) return DispatchPow2(in, s, out, rows, log2_m, scale, st);
+  return LaunchFwhtK(in, s, out, rows, k, log2_m, scale, transpose, st);
+}
+
+}  // namespace
+
+cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,
+                       int log2_m, DType dtype, float scale, bool transpose, cudaStream_t stream) {
+  if (rows < 0 || log2_m < 0 || (static_cast<int64_t>(k) << log2_m) > 32768) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows == 0) return cudaSuccess;
+  switch (dtype) {
+    case DType::kFloat32:
+      return DispatchFwht(static_cast<const float*>(in), in_row_stride, static_cast<float*>(out),
+                          rows, k, log2_m, scale, transpose, stream);
+    case DType::kBFloat16:
+      return DispatchFwht(static_cast<const __nv_bfloat16*>(in), in_row_stride,
+                          static_cast<__nv_bfloat16*>(out), rows, k, log2_m, scale, transpose,
+                          stream);
+    case DType::kFloat16:
+      return DispatchFwht(static_cast<const __half*>(in), in_row_stride,
+                          static_cast<__half*>(out), rows, k, log2_m, scale, transpose, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace qwha::kernels::cuda
