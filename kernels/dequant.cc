@@ -6,6 +6,7 @@
 #include "kernels/dequant.h"
 
 #include <algorithm>
+#include <vector>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -41,6 +42,27 @@ inline uint32_t ReadCode(const uint32_t* row, int64_t i, int bits) {
   return v & ((1u << bits) - 1);
 }
 
+// The 32 codes of one run (b words) with a compile-time width: fixed shifts.
+template <int kBits>
+void DecodeRun(const uint32_t* w, uint8_t* codes) {
+  for (int i = 0; i < 32; ++i) {
+    const int bit = i * kBits, off = bit & 31;
+    uint32_t v = w[bit >> 5] >> off;
+    if (off + kBits > 32) v |= w[(bit >> 5) + 1] << (32 - off);
+    codes[i] = static_cast<uint8_t>(v & ((1u << kBits) - 1));
+  }
+}
+
+void DecodeRow(const uint32_t* row, int64_t cols, int bits, uint8_t* codes) {
+  for (int64_t j = 0; j * 32 < cols; ++j) {
+    const uint32_t* w = row + j * bits;
+    uint8_t* c = codes + j * 32;
+    if (bits == 2) DecodeRun<2>(w, c);
+    else if (bits == 3) DecodeRun<3>(w, c);
+    else DecodeRun<4>(w, c);
+  }
+}
+
 template <typename out_t, typename add_t>
 void DequantizeCpu(const uint32_t* packed, int64_t rows, int64_t cols, int bits, int group_size,
                    const float* scales, const float* zeros, const add_t* add, out_t* out) {
@@ -48,15 +70,19 @@ void DequantizeCpu(const uint32_t* packed, int64_t rows, int64_t cols, int bits,
   const int64_t groups = cols / group_size;
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cols, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> codes((cols + 31) / 32 * 32);
     for (int64_t r = begin; r < end; ++r) {
-      const uint32_t* row = packed + r * words;
+      DecodeRow(packed + r * words, cols, bits, codes.data());
       for (int64_t g = 0; g < groups; ++g) {
         const float s = scales[r * groups + g];
         const float z = zeros[r * groups + g];
-        for (int64_t c = g * group_size; c < (g + 1) * group_size; ++c) {
-          float v = (static_cast<float>(ReadCode(row, c, bits)) - z) * s;
-          if (add != nullptr) v += static_cast<float>(add[r * cols + c]);
-          out[r * cols + c] = static_cast<out_t>(v);
+        const int64_t c0 = g * group_size;
+        out_t* o = out + r * cols + c0;
+        const add_t* ad = add != nullptr ? add + r * cols + c0 : nullptr;
+        for (int64_t c = 0; c < group_size; ++c) {
+          float v = (static_cast<float>(codes[c0 + c]) - z) * s;
+          if (ad != nullptr) v += static_cast<float>(ad[c]);
+          o[c] = static_cast<out_t>(v);
         }
       }
     }
@@ -78,13 +104,18 @@ cuda::DType ToCudaDType(torch::ScalarType t) {
 torch::Tensor DequantizeCuda(const torch::Tensor& packed, const torch::Tensor& scales,
                              const torch::Tensor& zeros, int bits, int group_size, int64_t cols,
                              torch::ScalarType out_dtype, const torch::Tensor& add) {
-  torch::Tensor p = packed.contiguous();
+  // 16-byte vector loads: a contiguous view at an odd offset is copied.
+  auto aligned = [](torch::Tensor t) {
+    t = t.contiguous();
+    return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 ? t : t.clone();
+  };
+  torch::Tensor p = aligned(packed);
   torch::Tensor s = scales.contiguous();
   // One parameter dtype in the kernel; zeros hold small integers (exact).
   torch::Tensor z = zeros.to(s.scalar_type()).contiguous();
   torch::Tensor a;
   if (add.defined()) {
-    a = IsParamDtype(add.scalar_type()) ? add.contiguous() : add.to(torch::kFloat32).contiguous();
+    a = aligned(IsParamDtype(add.scalar_type()) ? add : add.to(torch::kFloat32));
   }
   torch::Tensor out = torch::empty({p.size(0), cols}, p.options().dtype(out_dtype));
   if (out.numel() == 0) return out;

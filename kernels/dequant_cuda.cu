@@ -1,9 +1,10 @@
 // CUDA dequantization of packed b-bit codes (layout and formula: dequant.h).
-// One thread per 32 codes: it reads the b consecutive int32 words that hold
-// them (one 8/12/16-byte load), decodes in registers, computes
-// (code - zero) * scale (+ add) in float32, and writes 32 outputs with 16-byte
-// stores when rows are 16-byte aligned (cols % 32 == 0), element stores
-// otherwise. No LibTorch.
+// Fast path: a thread turns 8 codes (8b bits, at most two int32 words) into 8
+// outputs, (code - zero) * scale (+ add) in float32, written as one 16-byte
+// store (two for float32) so that warps write contiguous memory; each thread
+// issues the loads of 4 such vectors before its first store. Rows whose
+// length or group size is not a multiple of 8 take a one-element-per-thread
+// path. No LibTorch.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -37,136 +38,139 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
 template <>
 __device__ __forceinline__ __half FromFloat<__half>(float x) { return __float2half_rn(x); }
 
-// 32 consecutive 16-bit or 32-bit values at p (16-byte aligned) as floats.
+// 8 consecutive values of type A at p as floats (p aligned to 8 * sizeof(A)).
 template <typename A>
-__device__ __forceinline__ void LoadRun32(const A* p, float* v) {
-  constexpr int kPer = 16 / sizeof(A);
-#pragma unroll
-  for (int q = 0; q < 32 / kPer; ++q) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p) + q);
+__device__ __forceinline__ void Load8(const A* p, float* v) {
+  if constexpr (sizeof(A) == 4) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+    const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+  } else {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
     const A* e = reinterpret_cast<const A*>(&raw);
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      if constexpr (sizeof(A) == 4) {
-        v[q * kPer + i] = e[i];
-      } else if constexpr (std::is_same_v<A, __half>) {
-        v[q * kPer + i] = __half2float(e[i]);
+    for (int i = 0; i < 8; ++i) {
+      if constexpr (std::is_same_v<A, __half>) {
+        v[i] = __half2float(e[i]);
       } else {
-        v[q * kPer + i] = __bfloat162float(e[i]);
+        v[i] = __bfloat162float(e[i]);
       }
     }
   }
 }
 
-// kAligned: cols % 32 == 0 (every 32-code run is whole and 16-byte aligned).
-// kOneGroup: group_size % 32 == 0 (a run lies in one group).
-template <typename OutT, int kBits, bool kAligned, bool kOneGroup>
-__global__ void __launch_bounds__(256)
-    DequantKernel(const uint32_t* __restrict__ packed, int64_t rows, int64_t cols,
-                  int group_size, const void* __restrict__ scales,
-                  const void* __restrict__ zeros, DType param_dtype, const void* __restrict__ add,
-                  DType add_dtype, OutT* __restrict__ out) {
-  const int64_t runs = (cols + 31) / 32;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= rows * runs) return;
-  const int64_t r = t / runs, j = t % runs;
-  const int64_t groups = cols / group_size;
-  // The b words of this run: a little-endian stream, code i at bits [i*b, i*b+b).
-  uint32_t w[kBits + 1];
-  const uint32_t* src = packed + (r * runs + j) * kBits;
-  if constexpr (kBits == 4) {
-    const uint4 q = __ldg(reinterpret_cast<const uint4*>(src));
-    w[0] = q.x, w[1] = q.y, w[2] = q.z, w[3] = q.w;
-  } else if constexpr (kBits == 2) {
-    const uint2 q = __ldg(reinterpret_cast<const uint2*>(src));
-    w[0] = q.x, w[1] = q.y;
+template <typename OutT>
+__device__ __forceinline__ void Store8(OutT* p, const float* v) {
+  OutT e[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) e[i] = FromFloat<OutT>(v[i]);
+  if constexpr (sizeof(OutT) == 4) {
+    reinterpret_cast<uint4*>(p)[0] = reinterpret_cast<const uint4*>(e)[0];
+    reinterpret_cast<uint4*>(p)[1] = reinterpret_cast<const uint4*>(e)[1];
   } else {
-#pragma unroll
-    for (int i = 0; i < kBits; ++i) w[i] = __ldg(src + i);
+    *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(e);
   }
-  w[kBits] = 0;
-  float v[32];
-  float s = 0.f, z = 0.f;
-  if constexpr (kOneGroup) {
-    const int64_t g = r * groups + (j * 32) / group_size;
-    s = LoadAsFloat(scales, g, param_dtype);
-    z = LoadAsFloat(zeros, g, param_dtype);
-  }
+}
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;  // 8-code vectors per thread, all loads issued first
+
+// Fast path (cols % 8 == 0, group_size % 8 == 0): thread t of a block handles
+// the 8-code vectors blockIdx.x * 1024 + t + 256 * i, so each load and each
+// 16-byte store instruction is coalesced across the warp.
+template <typename OutT, int kBits>
+__global__ void __launch_bounds__(kThreads)
+    DequantVecKernel(const uint32_t* __restrict__ packed, int64_t rows, int64_t cols,
+                     int group_size, const void* __restrict__ scales,
+                     const void* __restrict__ zeros, DType param_dtype,
+                     const void* __restrict__ add, DType add_dtype, OutT* __restrict__ out) {
+  const int64_t vecs_per_row = cols / 8, words_per_row = (cols + 31) / 32 * kBits;
+  const int64_t total = rows * vecs_per_row, groups = cols / group_size;
+  uint32_t code_bits[kUnroll];
+  float s[kUnroll], z[kUnroll];
+  int64_t vec[kUnroll];
 #pragma unroll
-  for (int i = 0; i < 32; ++i) {
-    const int bit = i * kBits;
-    const uint32_t code = __funnelshift_r(w[bit / 32], w[bit / 32 + 1], bit % 32) &
-                          ((1u << kBits) - 1);
-    if constexpr (!kOneGroup) {
-      const int64_t c = j * 32 + i;
-      const int64_t g = r * groups + (c < cols ? c : cols - 1) / group_size;
-      s = LoadAsFloat(scales, g, param_dtype);
-      z = LoadAsFloat(zeros, g, param_dtype);
+  for (int i = 0; i < kUnroll; ++i) {
+    vec[i] = static_cast<int64_t>(blockIdx.x) * (kThreads * kUnroll) + threadIdx.x + kThreads * i;
+    code_bits[i] = 0, s[i] = 0.f, z[i] = 0.f;
+    if (vec[i] < total) {
+      const int64_t r = vec[i] / vecs_per_row, j = vec[i] % vecs_per_row;
+      // Codes 8j..8j+7 of row r: bits [8j*b, 8j*b + 8b) of the row's stream.
+      const int64_t bit = j * 8 * kBits;
+      const uint32_t* w = packed + r * words_per_row + bit / 32;
+      const int off = static_cast<int>(bit % 32);
+      code_bits[i] = off + 8 * kBits > 32 ? __funnelshift_r(__ldg(w), __ldg(w + 1), off)
+                                          : __ldg(w) >> off;
+      const int64_t g = r * groups + (j * 8) / group_size;
+      s[i] = LoadAsFloat(scales, g, param_dtype);
+      z[i] = LoadAsFloat(zeros, g, param_dtype);
     }
-    v[i] = (static_cast<float>(code) - z) * s;
   }
-  const int64_t base = r * cols + j * 32;
-  if constexpr (kAligned) {
+#pragma unroll
+  for (int i = 0; i < kUnroll; ++i) {
+    if (vec[i] >= total) continue;
+    float v[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const uint32_t code = (code_bits[i] >> (e * kBits)) & ((1u << kBits) - 1);
+      v[e] = (static_cast<float>(code) - z[i]) * s[i];
+    }
     if (add != nullptr) {
-      float a[32];
+      float a[8];
       switch (add_dtype) {
         case DType::kBFloat16:
-          LoadRun32(static_cast<const __nv_bfloat16*>(add) + base, a);
+          Load8(static_cast<const __nv_bfloat16*>(add) + vec[i] * 8, a);
           break;
         case DType::kFloat16:
-          LoadRun32(static_cast<const __half*>(add) + base, a);
+          Load8(static_cast<const __half*>(add) + vec[i] * 8, a);
           break;
         default:
-          LoadRun32(static_cast<const float*>(add) + base, a);
+          Load8(static_cast<const float*>(add) + vec[i] * 8, a);
       }
 #pragma unroll
-      for (int i = 0; i < 32; ++i) v[i] += a[i];
+      for (int e = 0; e < 8; ++e) v[e] += a[e];
     }
-    constexpr int kPer = 16 / sizeof(OutT);
-#pragma unroll
-    for (int q = 0; q < 32 / kPer; ++q) {
-      OutT e[kPer];
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) e[i] = FromFloat<OutT>(v[q * kPer + i]);
-      reinterpret_cast<uint4*>(out + base)[q] = *reinterpret_cast<const uint4*>(e);
-    }
-  } else {
-    const int n = static_cast<int>(cols - j * 32 < 32 ? cols - j * 32 : 32);
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      if (i < n) {
-        float x = v[i];
-        if (add != nullptr) x += LoadAsFloat(add, base + i, add_dtype);
-        out[base + i] = FromFloat<OutT>(x);
-      }
-    }
+    Store8(out + vec[i] * 8, v);
   }
+}
+
+// General path (any cols and group size): one thread per output element.
+template <typename OutT, int kBits>
+__global__ void __launch_bounds__(kThreads)
+    DequantScalarKernel(const uint32_t* __restrict__ packed, int64_t rows, int64_t cols,
+                        int group_size, const void* __restrict__ scales,
+                        const void* __restrict__ zeros, DType param_dtype,
+                        const void* __restrict__ add, DType add_dtype, OutT* __restrict__ out) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (t >= rows * cols) return;
+  const int64_t r = t / cols, c = t % cols;
+  const int64_t bit = c * kBits;
+  const uint32_t* w = packed + r * ((cols + 31) / 32 * kBits) + bit / 32;
+  const int off = static_cast<int>(bit % 32);
+  const uint32_t word = off + kBits > 32 ? __funnelshift_r(w[0], w[1], off) : w[0] >> off;
+  const int64_t g = r * (cols / group_size) + c / group_size;
+  float v = (static_cast<float>(word & ((1u << kBits) - 1)) - LoadAsFloat(zeros, g, param_dtype)) *
+            LoadAsFloat(scales, g, param_dtype);
+  if (add != nullptr) v += LoadAsFloat(add, t, add_dtype);
+  out[t] = FromFloat<OutT>(v);
 }
 
 template <typename OutT, int kBits>
 cudaError_t LaunchBits(const int32_t* packed, int64_t rows, int64_t cols, int group_size,
                        const void* scales, const void* zeros, DType pdt, const void* add,
                        DType adt, OutT* out, cudaStream_t stream) {
-  const int64_t threads = rows * ((cols + 31) / 32);
-  const int64_t blocks = (threads + 255) / 256;
-  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  const bool aligned = cols % 32 == 0;
-  const bool one_group = group_size % 32 == 0;
   const auto* p = reinterpret_cast<const uint32_t*>(packed);
-  const unsigned b = static_cast<unsigned>(blocks);
-#define QWHA_LAUNCH(A, G)                                                                  \
-  DequantKernel<OutT, kBits, A, G>                                                         \
-      <<<b, 256, 0, stream>>>(p, rows, cols, group_size, scales, zeros, pdt, add, adt, out)
-  if (aligned && one_group) {
-    QWHA_LAUNCH(true, true);
-  } else if (aligned) {
-    QWHA_LAUNCH(true, false);
-  } else if (one_group) {
-    QWHA_LAUNCH(false, true);
+  if (cols % 8 == 0 && group_size % 8 == 0) {
+    const int64_t blocks = (rows * (cols / 8) + kThreads * kUnroll - 1) / (kThreads * kUnroll);
+    if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+    DequantVecKernel<OutT, kBits><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        p, rows, cols, group_size, scales, zeros, pdt, add, adt, out);
   } else {
-    QWHA_LAUNCH(false, false);
+    const int64_t blocks = (rows * cols + kThreads - 1) / kThreads;
+    if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+    DequantScalarKernel<OutT, kBits><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        p, rows, cols, group_size, scales, zeros, pdt, add, adt, out);
   }
-#undef QWHA_LAUNCH
   return cudaGetLastError();
 }
 

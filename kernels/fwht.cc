@@ -7,6 +7,8 @@
 // i.e. a Sylvester FWHT of every length-M segment, then the K x K mix across
 // segments (H_K[c, a] in transpose mode; H_M is symmetric).
 //
+// CPU: Sylvester butterflies in place (vectorizable fixed-width blocks), rows
+// or segments in parallel; the K-mix as one BLAS product.
 // Without QWHA_WITH_CUDA a CUDA tensor (or any non-CPU tensor) goes through
 // FwhtTorchOps: the same factorization written as torch ops (O(n log n) work,
 // log2(M) + 1 passes over memory) so results stay correct, only slower.
@@ -33,73 +35,100 @@ namespace {
 bool IsPowerOfTwo(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 
 // In-place unnormalized Sylvester FWHT of x[0, m), m = 2^k: for every bit h,
-// (x[j], x[j+h]) <- (x[j] + x[j+h], x[j] - x[j+h]). The first two stages are
-// fused (radix 4) and the rest run over contiguous spans so they vectorize.
+// (x[j], x[j+h]) <- (x[j] + x[j+h], x[j] - x[j+h]). Bits 1, 2, 4 run inside
+// 8-element chunks; the others two at a time (radix 4) over 8-wide blocks,
+// fixed-size loops that the compiler vectorizes at -O2.
 template <typename T>
 void SylvesterInPlace(T* x, int64_t m) {
-  int64_t h = 1;
-  if (m >= 4) {
-    for (int64_t j = 0; j < m; j += 4) {
-      const T a = x[j], b = x[j + 1], c = x[j + 2], d = x[j + 3];
-      const T s0 = a + b, s1 = a - b, s2 = c + d, s3 = c - d;
-      x[j] = s0 + s2;
-      x[j + 1] = s1 + s3;
-      x[j + 2] = s0 - s2;
-      x[j + 3] = s1 - s3;
-    }
-    h = 4;
-  }
-  for (; h < m; h <<= 1) {
-    for (int64_t i = 0; i < m; i += 2 * h) {
-      T* lo = x + i;
-      T* hi = x + i + h;
-      for (int64_t j = 0; j < h; ++j) {
-        const T a = lo[j], b = hi[j];
-        lo[j] = a + b;
-        hi[j] = a - b;
-      }
-    }
-  }
-}
-
-// One row: out = scale * in · (H_K ⊗ H_M), accumulating in acc_t. `buf` and
-// `mix` are caller-provided scratch of n (resp. n when k > 1) elements.
-template <typename scalar_t, typename acc_t>
-void FwhtRow(const scalar_t* in, scalar_t* out, int64_t k, int64_t m, const int8_t* hk,
-             bool transpose, acc_t scale, acc_t* buf, acc_t* mix) {
-  const int64_t n = k * m;
-  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<acc_t>(in[i]);
-  for (int64_t a = 0; a < k; ++a) SylvesterInPlace(buf + a * m, m);
-  if (k == 1) {
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(buf[i] * scale);
+  if (m < 8) {
+    for (int64_t h = 1; h < m; h <<= 1)
+      for (int64_t i = 0; i < m; i += 2 * h)
+        for (int64_t j = i; j < i + h; ++j) {
+          const T a = x[j], b = x[j + h];
+          x[j] = a + b, x[j + h] = a - b;
+        }
     return;
   }
-  // mix[c, :] = Σ_a H_K[a, c] buf[a, :]   (H_K[c, a] when transposed).
-  std::fill(mix, mix + n, acc_t(0));
-  for (int64_t c = 0; c < k; ++c) {
-    acc_t* dst = mix + c * m;
-    for (int64_t a = 0; a < k; ++a) {
-      const int8_t h = transpose ? hk[c * k + a] : hk[a * k + c];
-      const acc_t* src = buf + a * m;
-      if (h > 0) {
-        for (int64_t j = 0; j < m; ++j) dst[j] += src[j];
-      } else {
-        for (int64_t j = 0; j < m; ++j) dst[j] -= src[j];
+  for (int64_t j = 0; j < m; j += 8) {
+    T* v = x + j;
+    const T a0 = v[0] + v[1], a1 = v[0] - v[1], a2 = v[2] + v[3], a3 = v[2] - v[3];
+    const T a4 = v[4] + v[5], a5 = v[4] - v[5], a6 = v[6] + v[7], a7 = v[6] - v[7];
+    const T b0 = a0 + a2, b1 = a1 + a3, b2 = a0 - a2, b3 = a1 - a3;
+    const T b4 = a4 + a6, b5 = a5 + a7, b6 = a4 - a6, b7 = a5 - a7;
+    v[0] = b0 + b4, v[1] = b1 + b5, v[2] = b2 + b6, v[3] = b3 + b7;
+    v[4] = b0 - b4, v[5] = b1 - b5, v[6] = b2 - b6, v[7] = b3 - b7;
+  }
+  int64_t h = 8;
+  for (; 4 * h <= m; h *= 4) {  // bits h and 2h together
+    for (int64_t i = 0; i < m; i += 4 * h) {
+      for (int64_t j = 0; j < h; j += 8) {
+        T* __restrict__ p0 = x + i + j;
+        T* __restrict__ p1 = p0 + h;
+        T* __restrict__ p2 = p0 + 2 * h;
+        T* __restrict__ p3 = p0 + 3 * h;
+        for (int e = 0; e < 8; ++e) {
+          const T a0 = p0[e] + p1[e], a1 = p0[e] - p1[e];
+          const T a2 = p2[e] + p3[e], a3 = p2[e] - p3[e];
+          p0[e] = a0 + a2, p1[e] = a1 + a3, p2[e] = a0 - a2, p3[e] = a1 - a3;
+        }
       }
     }
   }
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(mix[i] * scale);
+  if (h < m) {  // one bit left
+    for (int64_t j = 0; j < h; j += 8) {
+      T* __restrict__ lo = x + j;
+      T* __restrict__ hi = lo + h;
+      for (int e = 0; e < 8; ++e) {
+        const T a = lo[e], b = hi[e];
+        lo[e] = a + b, hi[e] = a - b;
+      }
+    }
+  }
 }
 
-// CPU path: rows of x (contiguous [rows, n]) in parallel.
+// One row of a power-of-two transform: out = scale * in · H_n, through a
+// float32 (float64) buffer of n elements.
+template <typename scalar_t, typename acc_t>
+void FwhtRow(const scalar_t* in, scalar_t* out, int64_t n, acc_t scale, acc_t* buf) {
+  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<acc_t>(in[i]);
+  SylvesterInPlace(buf, n);
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(buf[i] * scale);
+}
+
+// The K x K mixing matrix A[c][a] = H_K[a][c] (H_K[c][a] when transposed).
+torch::Tensor MixingMatrix(int64_t k, bool transpose, torch::ScalarType dtype) {
+  torch::Tensor hk = torch::from_blob(const_cast<int8_t*>(FindHadamardK(static_cast<int>(k))),
+                                      {k, k}, torch::kInt8)
+                         .to(dtype);
+  return transpose ? hk : hk.t().contiguous();
+}
+
+// CPU path. K = 1: rows in parallel, each through a float32 (float64) buffer.
+// K > 1: the length-M Sylvester transform of every segment in parallel, then
+// the K-mix for all rows as one BLAS product A · X[a, (row, b)].
 torch::Tensor FwhtCpu(const torch::Tensor& x, double scale, bool transpose,
                       const HadamardFactors& f) {
   const int64_t n = x.size(-1);
+  const int64_t rows = x.numel() / n;
+  const auto acc = x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  if (f.k > 1) {
+    torch::Tensor segs = x.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    AT_DISPATCH_FLOATING_TYPES(acc, "FwhtCpuSegments", [&] {
+      scalar_t* p = segs.data_ptr<scalar_t>();
+      const int64_t m = f.pow2;
+      at::parallel_for(0, rows * f.k, std::max<int64_t>(1, (int64_t{1} << 16) / m),
+                       [&](int64_t begin, int64_t end) {
+                         for (int64_t s = begin; s < end; ++s) SylvesterInPlace(p + s * m, m);
+                       });
+    });
+    torch::Tensor xa = segs.view({rows, f.k, f.pow2}).transpose(0, 1).reshape({f.k, rows * f.pow2});
+    torch::Tensor y = torch::mm(MixingMatrix(f.k, transpose, acc), xa);
+    y = y.view({f.k, rows, f.pow2}).transpose(0, 1).mul(scale);
+    return y.to(x.scalar_type()).contiguous().view(x.sizes());
+  }
   torch::Tensor in = x.contiguous();
   torch::Tensor out = torch::empty_like(in);
-  const int64_t rows = n == 0 ? 0 : in.numel() / n;
   if (rows == 0) return out;
-  const int8_t* hk = f.k > 1 ? FindHadamardK(static_cast<int>(f.k)) : nullptr;
   // ~64K elements per task keeps the scheduling overhead small.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / n);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "FwhtCpu", [&] {
@@ -107,10 +136,10 @@ torch::Tensor FwhtCpu(const torch::Tensor& x, double scale, bool transpose,
     const scalar_t* src = in.data_ptr<scalar_t>();
     scalar_t* dst = out.data_ptr<scalar_t>();
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> buf(n), mix(f.k > 1 ? n : 0);
+      std::vector<acc_t> buf(n);
       for (int64_t r = begin; r < end; ++r) {
-        FwhtRow<scalar_t, acc_t>(src + r * n, dst + r * n, f.k, f.pow2, hk, transpose,
-                                 static_cast<acc_t>(scale), buf.data(), mix.data());
+        FwhtRow<scalar_t, acc_t>(src + r * n, dst + r * n, n, static_cast<acc_t>(scale),
+                                 buf.data());
       }
     });
   });
@@ -129,11 +158,8 @@ torch::Tensor FwhtTorchOps(const torch::Tensor& x, double scale, bool transpose,
     y = torch::stack({lo + hi, lo - hi}, 3).reshape({rows, f.k, f.pow2});
   }
   if (f.k > 1) {
-    torch::Tensor hk = torch::from_blob(const_cast<int8_t*>(FindHadamardK(static_cast<int>(f.k))),
-                                        {f.k, f.k}, torch::kInt8)
-                           .to(x.device(), acc);
-    // y[c, :] = Σ_a H_K[a, c] y[a, :]  ->  y = H_Kᵀ y  (H_K y when transposed).
-    y = torch::matmul(transpose ? hk : hk.t(), y);
+    // y[c, :] = Σ_a A[c][a] y[a, :].
+    y = torch::matmul(MixingMatrix(f.k, transpose, acc).to(x.device()), y);
   }
   return (y * scale).reshape(x.sizes()).to(x.scalar_type());
 }
@@ -160,15 +186,14 @@ torch::Tensor FwhtCuda(const torch::Tensor& x, double scale, bool transpose,
                        const HadamardFactors& f) {
   const int64_t n = x.size(-1);
   torch::Tensor in = x.reshape({-1, n});
-  // The kernel reads rows with a stride but needs unit element stride and
-  // 16-byte aligned rows; anything else is copied first.
-  const int64_t elem = in.element_size();
-  const bool aligned = reinterpret_cast<uintptr_t>(in.data_ptr()) % 16 == 0 &&
-                       (in.size(0) <= 1 || (in.stride(0) * elem) % 16 == 0);
+  // The kernels read rows with a stride, with vector accesses of
+  // min(16, lowbit(row bytes)) bytes; anything else is copied first (a fresh
+  // contiguous tensor always qualifies).
+  const int64_t row_bytes = n * in.element_size();
+  const int64_t align = std::min<int64_t>(16, row_bytes & -row_bytes);
+  const bool aligned = reinterpret_cast<uintptr_t>(in.data_ptr()) % align == 0 &&
+                       (in.size(0) <= 1 || (in.stride(0) * in.element_size()) % align == 0);
   if (in.stride(-1) != 1 || !aligned) in = in.clone(at::MemoryFormat::Contiguous);
-  if (reinterpret_cast<uintptr_t>(in.data_ptr()) % 16 != 0) {
-    in = torch::empty_like(in).copy_(in);
-  }
   torch::Tensor out = torch::empty({in.size(0), n}, x.options());
   if (in.size(0) > 0) {
     const int64_t row_stride = in.size(0) > 1 ? in.stride(0) : n;

@@ -15,18 +15,8 @@
 // free of bank conflicts; layout A swaps the two float4 halves of lanes 4..7
 // of every 8 for the same reason.
 //
-// K > 1, FwhtKMmaKernel (M >= 16): one row per block.
-//   1. cp.async the row into shared memory as X[a][b] (a < K, b < M; rows
-//      K..Kp-1 zero, Kp = K rounded up to 16).
-//   2. the K-mix Y = A X with A[c][a] = H_K[a][c] (H_K[c][a] transposed) on
-//      the tensor cores: mma.m16n8k16 with ±1 A fragments from a table built at
-//      compile time from hadamard_k.h, B fragments by ldmatrix.trans, float32
-//      accumulators. bf16/fp16 inputs are exact mma operands; float32 inputs
-//      are split into three bf16 terms (hi + mid + lo, 24 mantissa bits).
-//      Mixing first keeps every rounding in float32.
-//   3. Y (float32) to shared memory, then a length-M Sylvester FWHT of each of
-//      the K segments (layouts B then A, warp-local), scale, store.
-// M < 16 (n <= 172·8): FwhtKSmallKernel, plain float32 sums from shared memory.
+// Launch configuration (V values x TR threads per row, rows per block) is the
+// table in DispatchPow2. K > 1 goes to fwht_k_cuda.cu.
 #include "kernels/fwht_cuda_common.cuh"
 
 namespace qwha::kernels::cuda {

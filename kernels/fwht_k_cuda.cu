@@ -1,170 +1,34 @@
 // CUDA FWHT for n = K·M, K in kSupportedHadamardK, M = 2^m (no LibTorch).
 // y = scale * x · (H_K ⊗ H_M): viewing a row as X[a][b] (a < K, b < M),
 //   y[c][d] = scale * Σ_b H_M[b][d] Σ_a A[c][a] X[a][b],
-// A[c][a] = H_K[a][c] (H_K[c][a] in transpose mode).
+// A[c][a] = H_K[a][c] (H_K[c][a] in transpose mode). One row per block, one
+// pass over memory. The K-mix runs on the tensor cores (mma.m16n8k16, float32
+// accumulators): A fragments are ±1 sign words (fwht_k_mma.cuh), B fragments
+// come from the row in shared memory. bf16/fp16 inputs are exact mma
+// operands; a float32 input is split into three bf16 terms (hi + mid + lo
+// carry its 24 mantissa bits). Mixing before the FWHT keeps every rounding in
+// float32. Step 1 of every kernel: cp.async the row into shared memory as
+// X[a][b] (rows K..Kp-1 zeroed, Kp = K rounded up to 16; rows padded by 16
+// bytes so that ldmatrix is free of bank conflicts).
 //
-// FwhtKMmaKernel (M >= 16), one row per block, one pass over memory:
-//   1. cp.async the row into shared memory as X[a][b] (rows K..Kp-1 zeroed,
-//      Kp = K rounded up to 16; rows padded by 16 bytes: ldmatrix is then free
-//      of bank conflicts).
-//   2. the K-mix Y = A X on the tensor cores (mma.m16n8k16, float32
-//      accumulators). A fragments are ±1/0 constants from a table built at
-//      compile time from hadamard_k.h; B fragments come from ldmatrix.trans.
-//      bf16/fp16 inputs are exact mma operands; a float32 input is split into
-//      three bf16 terms (hi + mid + lo carry its 24 mantissa bits). Mixing
-//      before the FWHT keeps every rounding in float32.
-//      Warp (wm, wg) owns m-tiles [wm*MTW, wm*MTW + MTW) and column groups
-//      [wg*GW, wg*GW + GW) of 16 columns; its accumulators stay in registers
-//      until every warp has read X, then Y overwrites X in shared memory.
-//   3. each Y row (a length-M segment) gets a Sylvester FWHT through the
-//      layouts B then A of fwht_cuda_common.cuh (warp-local), then scale and
-//      16-byte stores.
-// FwhtKSmallKernel (M < 16, n <= 1376): direct float32 sums from shared memory.
+// FwhtKRegKernel (16 <= M <= 128, and larger M folded to M' = 128: H_M =
+// H_F ⊗ H_{M/F}, so the row is [K*F, M/F] with the mixing matrix H_K ⊗ H_F,
+// used while K*F <= 128): a warp computes a 16 x M tile of Y = A X and runs
+// the length-M FWHT on its accumulators (in-thread bits and two shuffle
+// stages), then stores. No intermediate buffer, one barrier.
+// FwhtKMmaKernel (M >= 256 that does not fold): warps own m-tile x column
+// blocks; Y goes to shared memory in float32 and every Y row gets a length-M
+// FWHT through layouts B then A of fwht_cuda_common.cuh. Slower (about half
+// of copy bandwidth); only 24576 = 12·2048, 18432 = 36·512 and the like.
+// FwhtKSmallKernel (M < 16, n <= 1376): direct float32 sums.
 #include <algorithm>
 #include <type_traits>
 
 #include "kernels/fwht_cuda_common.cuh"
-#include "kernels/hadamard_k.h"
+#include "kernels/fwht_k_mma.cuh"
 
 namespace qwha::kernels::cuda::fwht_internal {
 namespace {
-
-// ------------------------------------------------- compile-time ±1 tables --
-constexpr const int8_t* HkData(int k) {
-  for (const HadamardK& e : kHadamardKs) {
-    if (e.k == k) return e.data;
-  }
-  return nullptr;
-}
-
-struct alignas(16) Frag {
-  uint32_t r[4];
-};
-
-template <int K>
-struct FragTable {
-  static constexpr int kMT = (K + 15) / 16;
-  Frag f[kMT * kMT * 32];
-};
-
-// A fragments of mma.m16n8k16 (row-major A) for tile (i, kk), lane L, as bf16
-// pairs: r0 = A[g][2t..2t+1], r1 = A[g+8][2t..], r2 = A[g][2t+8..], r3 =
-// A[g+8][2t+8..] with g = L/4, t = L%4, rows c = 16i + ·, columns a = 16kk + ·.
-template <int K, bool kTranspose>
-constexpr FragTable<K> MakeFragTable() {
-  FragTable<K> t{};
-  const int8_t* h = HkData(K);
-  constexpr int kMT = FragTable<K>::kMT;
-  for (int i = 0; i < kMT; ++i) {
-    for (int kk = 0; kk < kMT; ++kk) {
-      for (int lane = 0; lane < 32; ++lane) {
-        for (int r = 0; r < 4; ++r) {
-          uint32_t w = 0;
-          for (int half = 0; half < 2; ++half) {
-            const int c = i * 16 + lane / 4 + (r & 1) * 8;
-            const int a = kk * 16 + 2 * (lane % 4) + half + (r & 2) * 4;
-            uint32_t bits = 0;
-            if (c < K && a < K) {
-              const int s = kTranspose ? h[c * K + a] : h[a * K + c];
-              bits = s > 0 ? 0x3F80u : 0xBF80u;  // bf16 ±1
-            }
-            w |= bits << (16 * half);
-          }
-          t.f[(i * kMT + kk) * 32 + lane].r[r] = w;
-        }
-      }
-    }
-  }
-  return t;
-}
-
-template <int K>
-struct SignTable {
-  int8_t v[K * K];
-};
-template <int K>
-constexpr SignTable<K> MakeSignTable() {
-  SignTable<K> t{};
-  for (int i = 0; i < K * K; ++i) t.v[i] = HkData(K)[i];
-  return t;
-}
-
-template <int K, bool kT>
-__device__ const FragTable<K> kFrag = MakeFragTable<K, kT>();
-template <int K>
-__device__ const SignTable<K> kSign = MakeSignTable<K>();
-
-#define QWHA_FOR_EACH_K(X) X(12) X(20) X(28) X(36) X(40) X(52) X(60) X(108) X(140) X(156) X(172)
-
-__device__ const Frag* FragFor(int k, bool transpose) {
-#define QWHA_CASE(K) \
-  case K:            \
-    return transpose ? kFrag<K, true>.f : kFrag<K, false>.f;
-  switch (k) { QWHA_FOR_EACH_K(QWHA_CASE) }
-#undef QWHA_CASE
-  return nullptr;
-}
-
-__device__ const int8_t* SignsFor(int k) {
-#define QWHA_CASE(K) \
-  case K:            \
-    return kSign<K>.v;
-  switch (k) { QWHA_FOR_EACH_K(QWHA_CASE) }
-#undef QWHA_CASE
-  return nullptr;
-}
-
-bool IsSupportedK(int k) {
-#define QWHA_CASE(K) || k == K
-  return false QWHA_FOR_EACH_K(QWHA_CASE);
-#undef QWHA_CASE
-}
-
-// ------------------------------------------------------------- primitives --
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&d)[4], const void* smem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-               : "r"(s));
-}
-
-// d += A·B, m16n8k16, float32 accumulators; kHalf: fp16 operands, else bf16.
-template <bool kHalf>
-__device__ __forceinline__ void Mma(float (&d)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  if constexpr (kHalf) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-  }
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
-  uint32_t w;
-  memcpy(&w, &p, 4);
-  return w;
-}
-
-// x = hi + mid + lo, each bf16 (the float32 split of the file comment).
-__device__ __forceinline__ void Split3(float x, float (&part)[3]) {
-  part[0] = __bfloat162float(__float2bfloat16_rn(x));
-  const float r = x - part[0];
-  part[1] = __bfloat162float(__float2bfloat16_rn(r));
-  part[2] = r - part[1];
-}
 
 // ------------------------------------------------------------ mma kernel --
 // Segment FWHT configuration for length M (step 3): TR threads of V values.
@@ -186,6 +50,7 @@ template <typename T, int kLogM, int kMTW, int kGW>
 __global__ void __launch_bounds__(512)
     FwhtKMmaKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k,
                    bool transpose, float scale) {
+  // (no folding here: k is the K of hadamard_k.h)
   constexpr int kM = 1 << kLogM;
   constexpr bool kF32 = sizeof(T) == 4;
   constexpr bool kHalf = std::is_same_v<T, __half>;
@@ -216,7 +81,8 @@ __global__ void __launch_bounds__(512)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wms = (mt + kMTW - 1) / kMTW;
   const int wm = warp % wms, wg = warp / wms;
-  const Frag* table = FragFor(k, transpose);
+  const uint32_t* table = FragFor(k, 1, transpose);
+  constexpr uint32_t kOne = kHalf ? 0x3C003C00u : 0x3F803F80u;  // ±1 pairs
   float acc[kMTW][kGW][2][4];
 #pragma unroll
   for (int im = 0; im < kMTW; ++im)
@@ -256,10 +122,10 @@ __global__ void __launch_bounds__(512)
     for (int im = 0; im < kMTW; ++im) {
       const int i = wm * kMTW + im;
       if (i >= mt) break;
-      uint4 a = __ldg(reinterpret_cast<const uint4*>(&table[(i * mt + kk) * 32 + lane]));
-      if constexpr (kHalf) {  // bf16 ±1 (0x3F80) -> fp16 ±1 (0x3C00); 0 stays 0
-        a.x &= 0xBC00BC00u, a.y &= 0xBC00BC00u, a.z &= 0xBC00BC00u, a.w &= 0xBC00BC00u;
-      }
+      const uint32_t w = __ldg(&table[(i * mt + kk) * 32 + lane]);
+      const uint4 a = make_uint4(kOne | (w & 0x80008000u), kOne | ((w << 1) & 0x80008000u),
+                                 kOne | ((w << 2) & 0x80008000u),
+                                 kOne | ((w << 3) & 0x80008000u));
 #pragma unroll
       for (int g = 0; g < kGW; ++g)
 #pragma unroll
@@ -327,6 +193,129 @@ __global__ void __launch_bounds__(512)
       }
     }
   }
+}
+
+// M <= 128: warp w takes m-tiles w, w + W, ...; for each it accumulates the
+// 16 x M tile of Y over all k-steps (acc[group][n-tile][4]: rows g, g+8,
+// columns 16*group + 8*nt + 2t + {0,1}), then runs the length-M FWHT on the
+// accumulators: column bits 0, 3, 4.. are in-thread, bits 1-2 are lanes t
+// (shuffles). No Y buffer and no barrier after the row is loaded.
+template <typename T, int kLogM>
+__global__ void __launch_bounds__(128)
+    FwhtKRegKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k_orig,
+                   int fold, bool transpose, float scale) {
+  const int k = k_orig * fold;  // rows of the (folded) [k, M] view
+  constexpr int kM = 1 << kLogM;
+  constexpr int kNG = kM / 16;  // 16-column groups
+  constexpr bool kF32 = sizeof(T) == 4;
+  constexpr bool kHalf = std::is_same_v<T, __half>;
+  constexpr int kSX = kM + (kF32 ? 4 : 8);
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr uint32_t kOne = kHalf ? 0x3C003C00u : 0x3F803F80u;
+  extern __shared__ float4 smem4[];
+  T* xs = reinterpret_cast<T*>(smem4);
+  const int mt = (k + 15) / 16;
+  const int n = k * kM;
+  const T* src = in + static_cast<int64_t>(blockIdx.x) * in_stride;
+  T* dst = out + static_cast<int64_t>(blockIdx.x) * n;
+  for (int f = threadIdx.x; f < n / kVec; f += blockDim.x) {
+    CpAsync16(xs + (f / (kM / kVec)) * kSX + (f % (kM / kVec)) * kVec, src + f * kVec);
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
+  for (int f = threadIdx.x; f < (16 * mt - k) * kSX / kVec; f += blockDim.x) {
+    reinterpret_cast<uint4*>(xs + k * kSX)[f] = make_uint4(0, 0, 0, 0);
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const uint32_t* table = FragFor(k_orig, fold, transpose);
+  for (int i = warp; i < mt; i += blockDim.x / 32) {
+    float acc[kNG][2][4];
+#pragma unroll
+    for (int grp = 0; grp < kNG; ++grp)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[grp][j / 4][j % 4] = 0.f;
+    for (int kk = 0; kk < mt; ++kk) {
+      const uint32_t w = __ldg(&table[(i * mt + kk) * 32 + lane]);
+      const uint4 a = make_uint4(kOne | (w & 0x80008000u), kOne | ((w << 1) & 0x80008000u),
+                                 kOne | ((w << 2) & 0x80008000u),
+                                 kOne | ((w << 3) & 0x80008000u));
+#pragma unroll
+      for (int grp = 0; grp < kNG; ++grp) {
+        if constexpr (!kF32) {
+          uint32_t d[4];
+          LdMatrixX4Trans(d, xs + (kk * 16 + (lane & 15)) * kSX + grp * 16 + (lane >> 4) * 8);
+          Mma<kHalf>(acc[grp][0], a, d[0], d[1]);
+          Mma<kHalf>(acc[grp][1], a, d[2], d[3]);
+        } else {
+          const float* x = reinterpret_cast<const float*>(xs);
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+            const int b = grp * 16 + nt * 8 + g, ar = kk * 16 + 2 * t;
+            float p[4][3];
+            Split3(x[ar * kSX + b], p[0]);
+            Split3(x[(ar + 1) * kSX + b], p[1]);
+            Split3(x[(ar + 8) * kSX + b], p[2]);
+            Split3(x[(ar + 9) * kSX + b], p[3]);
+#pragma unroll
+            for (int part = 0; part < 3; ++part) {
+              Mma<false>(acc[grp][nt], a, PackBf16(p[0][part], p[1][part]),
+                         PackBf16(p[2][part], p[3][part]));
+            }
+          }
+        }
+      }
+    }
+    // Length-M FWHT of rows g and g+8 (half h): in-thread index
+    // j = p + 2*nt + 4*grp covers column bits 0, 3, 4, ..; lanes t bits 1, 2.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float v[4 * kNG];
+#pragma unroll
+      for (int j = 0; j < 4 * kNG; ++j) v[j] = acc[j / 4][(j / 2) % 2][2 * h + j % 2];
+      Sylvester<4 * kNG>(v);
+#pragma unroll
+      for (int m = 1; m <= 2; m <<= 1) {
+        const float sign = (t & m) ? -1.f : 1.f;
+#pragma unroll
+        for (int j = 0; j < 4 * kNG; ++j) {
+          const float other = __shfl_xor_sync(0xffffffffu, v[j], m);
+          v[j] = fmaf(sign, v[j], other);
+        }
+      }
+      const int c = i * 16 + g + 8 * h;
+      if (c < k) {
+        T* o = dst + c * kM + 2 * t;
+#pragma unroll
+        for (int j = 0; j < 4 * kNG; j += 2) {
+          const float pair[2] = {v[j] * scale, v[j + 1] * scale};
+          StoreF<T, 2>(o + (j / 4) * 16 + ((j / 2) % 2) * 8, pair);
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int kLogM>
+cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, int fold, bool tr,
+                      float scale, cudaStream_t st) {
+  constexpr int kM = 1 << kLogM;
+  const int k = k_orig * fold;
+  const int mt = (k + 15) / 16;
+  const int threads = 32 * std::min(mt, 4);
+  const int smem = 16 * mt * (kM + (sizeof(T) == 4 ? 4 : 8)) * static_cast<int>(sizeof(T));
+  auto kernel = FwhtKRegKernel<T, kLogM>;
+  if (rows > 0x7fffffff) return cudaErrorInvalidValue;
+  if (smem > 48 * 1024) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<static_cast<unsigned>(rows), threads, smem, st>>>(in, s, out, k_orig, fold, tr,
+                                                              scale);
+  return cudaGetLastError();
 }
 
 // Warp tiling per m-tile count: m-tiles per warp and 16-column groups per warp
@@ -408,11 +397,16 @@ cudaError_t LaunchFwhtK(const T* in, int64_t s, T* out, int64_t rows, int k, int
     return cudaErrorInvalidValue;
   }
   if (rows > 0x7fffffff) return cudaErrorInvalidValue;
+  // M >= 256 folds into M' = 128 when a table exists (K' = K * M / 128 <= 128).
+  const int fold = log2_m > 7 ? MaxFold(k, 1 << (log2_m - 7)) : 1;
+  if (fold > 1 && (fold << 7) == (1 << log2_m)) {
+    return LaunchReg<T, 7>(in, s, out, rows, k, fold, tr, scale, st);
+  }
   switch (log2_m) {
-    case 4: return LaunchMmaForM<T, 4>(in, s, out, rows, k, tr, scale, st);
-    case 5: return LaunchMmaForM<T, 5>(in, s, out, rows, k, tr, scale, st);
-    case 6: return LaunchMmaForM<T, 6>(in, s, out, rows, k, tr, scale, st);
-    case 7: return LaunchMmaForM<T, 7>(in, s, out, rows, k, tr, scale, st);
+    case 4: return LaunchReg<T, 4>(in, s, out, rows, k, 1, tr, scale, st);
+    case 5: return LaunchReg<T, 5>(in, s, out, rows, k, 1, tr, scale, st);
+    case 6: return LaunchReg<T, 6>(in, s, out, rows, k, 1, tr, scale, st);
+    case 7: return LaunchReg<T, 7>(in, s, out, rows, k, 1, tr, scale, st);
     case 8: return LaunchMmaForM<T, 8>(in, s, out, rows, k, tr, scale, st);
     case 9: return LaunchMmaForM<T, 9>(in, s, out, rows, k, tr, scale, st);
     case 10: return LaunchMmaForM<T, 10>(in, s, out, rows, k, tr, scale, st);

@@ -17,7 +17,7 @@ namespace {
 
 std::vector<torch::Device> Devices() {
   std::vector<torch::Device> d = {torch::kCPU};
-  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA);
+  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
   return d;
 }
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -337,11 +338,19 @@ void BenchDequant(int bits, int64_t rows, int64_t cols, DType odt) {
 
 }  // namespace
 
+// Usage: kernels_dev [--no-bench | --bench-only | --one K LOG2_M]
+// (--one: a single bf16 FWHT benchmark, e.g. under ncu).
 int main(int argc, char** argv) {
-  const bool bench = !(argc > 1 && std::string(argv[1]) == "--no-bench");
+  const std::string mode = argc > 1 ? argv[1] : "";
+  const bool bench = mode != "--no-bench";
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  if (mode == "--one" && argc == 4) {
+    BenchFwht(std::atoi(argv[2]), std::atoi(argv[3]), DType::kBFloat16, 256 << 20);
+    return 0;
+  }
+  if (mode != "--bench-only") {
   const DType dtypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
   for (DType t : dtypes)
     for (bool tr : {false, true}) {
@@ -365,11 +374,13 @@ int main(int argc, char** argv) {
       }
   std::printf("%s dequant checks\n", g_failures ? "FAIL" : "ok  ");
   CheckSpectrum();
+  }
   if (bench) {
     for (int lm = 11; lm <= 15; ++lm) BenchFwht(1, lm, DType::kBFloat16, 256 << 20);
     for (int lm = 11; lm <= 14; ++lm) BenchFwht(1, lm, DType::kFloat32, 256 << 20);
     for (auto [k, lm] : std::vector<std::pair<int, int>>{
-             {12, 8}, {40, 7}, {172, 6}, {28, 9}, {108, 7}, {12, 11}, {60, 9}, {172, 7}})
+             {12, 8}, {40, 7}, {172, 6}, {28, 9}, {108, 7}, {12, 11}, {60, 9}, {172, 7}, {12, 10},
+             {60, 8}, {36, 9}})
       BenchFwht(k, lm, DType::kBFloat16, 256 << 20);
     BenchDequant(4, 8192, 8192, DType::kBFloat16);
     BenchDequant(3, 8192, 8192, DType::kBFloat16);
