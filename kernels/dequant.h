@@ -31,7 +31,9 @@ int64_t PackedWordsPerRow(int64_t cols, int bits);
 // codes (callers validate first).
 torch::Tensor PackCodes(const torch::Tensor& codes, int bits);
 
-// Inverse of PackCodes: uint8 tensor [rows, cols].
+// Inverse of PackCodes: uint8 tensor [rows, cols] on packed's device. Throws
+// c10::Error for bits outside {2,3,4} or a word count that does not match cols.
+// PackCodes and UnpackCodes run on the CPU (CUDA tensors are copied).
 torch::Tensor UnpackCodes(const torch::Tensor& packed, int bits, int64_t cols);
 
 // OK iff Dequantize() accepts these arguments; the message names the argument
@@ -45,7 +47,10 @@ absl::Status ValidateDequantizeInput(const torch::Tensor& packed, const torch::T
 // in float16, bfloat16 or float32 (zeros hold integers). cols % group_size == 0.
 // If `add` is defined ([rows, cols], any float dtype) it is added in float32
 // before the final rounding: deq(Q) + ΔW in one pass.
-// Precondition: ValidateDequantizeInput(...).ok(); throws c10::Error otherwise.
+// CUDA tensors use dequant_cuda.cu when built with QWHA_WITH_CUDA, otherwise a
+// round trip through the CPU path.
+// Precondition: ValidateDequantizeInput(...).ok(); throws c10::Error otherwise
+// (also for a bad out_dtype or add shape/dtype/device, which Validate does not see).
 torch::Tensor Dequantize(const torch::Tensor& packed, const torch::Tensor& scales,
                          const torch::Tensor& zeros, int bits, int group_size, int64_t cols,
                          torch::ScalarType out_dtype = torch::kFloat32,

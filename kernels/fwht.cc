@@ -8,7 +8,7 @@
 // segments (H_K[c, a] in transpose mode; H_M is symmetric).
 //
 // CPU: Sylvester butterflies in place (vectorizable fixed-width blocks), rows
-// or segments in parallel; the K-mix as one BLAS product.
+// or segments in parallel; the K-mix as adds/subtracts over 16-column blocks.
 // Without QWHA_WITH_CUDA a CUDA tensor (or any non-CPU tensor) goes through
 // FwhtTorchOps: the same factorization written as torch ops (O(n log n) work,
 // log2(M) + 1 passes over memory) so results stay correct, only slower.
@@ -38,8 +38,15 @@ bool IsPowerOfTwo(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 // (x[j], x[j+h]) <- (x[j] + x[j+h], x[j] - x[j+h]). Bits 1, 2, 4 run inside
 // 8-element chunks; the others two at a time (radix 4) over 8-wide blocks,
 // fixed-size loops that the compiler vectorizes at -O2.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define QWHA_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QWHA_CPU_CLONES
+#endif
+
+// (QWHA_CPU_CLONES: an AVX2 clone picked at run time on x86-64 with GCC.)
 template <typename T>
-void SylvesterInPlace(T* x, int64_t m) {
+QWHA_CPU_CLONES void SylvesterInPlace(T* x, int64_t m) {
   if (m < 8) {
     for (int64_t h = 1; h < m; h <<= 1)
       for (int64_t i = 0; i < m; i += 2 * h)
@@ -103,9 +110,36 @@ torch::Tensor MixingMatrix(int64_t k, bool transpose, torch::ScalarType dtype) {
   return transpose ? hk : hk.t().contiguous();
 }
 
+// y[c, j] = Σ_a A[c][a] x[a, j] for one row (x, y: [k, m], m % 16 == 0):
+// 16 columns at a time in registers, A as index lists of its +1 and -1
+// entries per c (adds and subtracts, no multiplies). AVX2 clone at run time.
+template <typename acc_t>
+QWHA_CPU_CLONES void MixRow(const acc_t* x, acc_t* y, int64_t k, int64_t m,
+                            const int32_t* plus, const int32_t* plus_end,
+                            const int32_t* minus, const int32_t* minus_end) {
+  constexpr int kB = 16;
+  for (int64_t j = 0; j < m; j += kB) {
+    for (int64_t c = 0; c < k; ++c) {
+      acc_t acc[kB] = {};
+      for (int64_t t = plus_end[c] - (c ? plus_end[c - 1] : 0), q = c ? plus_end[c - 1] : 0; t > 0;
+           --t, ++q) {
+        const acc_t* src = x + plus[q] * m + j;
+        for (int e = 0; e < kB; ++e) acc[e] += src[e];
+      }
+      for (int64_t t = minus_end[c] - (c ? minus_end[c - 1] : 0), q = c ? minus_end[c - 1] : 0;
+           t > 0; --t, ++q) {
+        const acc_t* src = x + minus[q] * m + j;
+        for (int e = 0; e < kB; ++e) acc[e] -= src[e];
+      }
+      for (int e = 0; e < kB; ++e) y[c * m + j + e] = acc[e];
+    }
+  }
+}
+
 // CPU path. K = 1: rows in parallel, each through a float32 (float64) buffer.
 // K > 1: the length-M Sylvester transform of every segment in parallel, then
-// the K-mix for all rows as one BLAS product A · X[a, (row, b)].
+// the K-mix per row (MixRow; no BLAS: Debian's LibTorch may link the
+// reference BLAS).
 torch::Tensor FwhtCpu(const torch::Tensor& x, double scale, bool transpose,
                       const HadamardFactors& f) {
   const int64_t n = x.size(-1);
@@ -121,10 +155,35 @@ torch::Tensor FwhtCpu(const torch::Tensor& x, double scale, bool transpose,
                          for (int64_t s = begin; s < end; ++s) SylvesterInPlace(p + s * m, m);
                        });
     });
-    torch::Tensor xa = segs.view({rows, f.k, f.pow2}).transpose(0, 1).reshape({f.k, rows * f.pow2});
-    torch::Tensor y = torch::mm(MixingMatrix(f.k, transpose, acc), xa);
-    y = y.view({f.k, rows, f.pow2}).transpose(0, 1).mul(scale);
-    return y.to(x.scalar_type()).contiguous().view(x.sizes());
+    if (f.pow2 % 16 != 0) {  // small M: the product through torch ops
+      torch::Tensor xs = segs.view({rows, f.k, f.pow2});
+      torch::Tensor y = torch::matmul(MixingMatrix(f.k, transpose, acc), xs).mul(scale);
+      return y.to(x.scalar_type()).view(x.sizes());
+    }
+    // Index lists of A's +1 / -1 entries per output segment c.
+    const int8_t* hk = FindHadamardK(static_cast<int>(f.k));
+    std::vector<int32_t> plus, minus, plus_end(f.k), minus_end(f.k);
+    for (int64_t c = 0; c < f.k; ++c) {
+      for (int64_t a = 0; a < f.k; ++a) {
+        const int8_t h = transpose ? hk[c * f.k + a] : hk[a * f.k + c];
+        (h > 0 ? plus : minus).push_back(static_cast<int32_t>(a));
+      }
+      plus_end[c] = static_cast<int32_t>(plus.size());
+      minus_end[c] = static_cast<int32_t>(minus.size());
+    }
+    torch::Tensor mixed = torch::empty_like(segs);
+    AT_DISPATCH_FLOATING_TYPES(acc, "FwhtCpuMix", [&] {
+      const scalar_t* src = segs.data_ptr<scalar_t>();
+      scalar_t* dst = mixed.data_ptr<scalar_t>();
+      at::parallel_for(0, rows, std::max<int64_t>(1, (int64_t{1} << 14) / n),
+                       [&](int64_t begin, int64_t end) {
+                         for (int64_t r = begin; r < end; ++r) {
+                           MixRow<scalar_t>(src + r * n, dst + r * n, f.k, f.pow2, plus.data(),
+                                            plus_end.data(), minus.data(), minus_end.data());
+                         }
+                       });
+    });
+    return mixed.mul_(scale).to(x.scalar_type()).view(x.sizes());
   }
   torch::Tensor in = x.contiguous();
   torch::Tensor out = torch::empty_like(in);

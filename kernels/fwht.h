@@ -35,7 +35,9 @@ struct HadamardFactors {
 };
 
 // Factors n. InvalidArgument (naming n) if n is not 2^m or K * 2^m for a
-// supported K, or n > kMaxFwhtSize.
+// supported K, or n > kMaxFwhtSize. n = 40 * 2^m is also 20 * 2^(m+1); the
+// largest K is chosen (K = 40, as QuaRot's get_hadK does), so H for such n is
+// H_40 ⊗ H_{2^m}. Every other n has a single factorization.
 absl::StatusOr<HadamardFactors> FactorHadamardSize(int64_t n);
 
 // OK iff Fwht() accepts x: defined, at least 1-D, a supported last-dimension
@@ -44,8 +46,12 @@ absl::StatusOr<HadamardFactors> FactorHadamardSize(int64_t n);
 absl::Status ValidateFwhtInput(const torch::Tensor& x);
 
 // Returns scale * x · H (or · Hᵀ with transpose) along the last dimension, same
-// shape, dtype and device as x; accumulation is in float32 (float64 for
-// float64 inputs). Differentiable: the gradient is scale * g · Hᵀ (resp. · H).
+// shape, dtype and device as x (a new contiguous tensor; x may have any
+// strides); accumulation is in float32 (float64 for float64 inputs), one
+// rounding to x's dtype at the end. Differentiable: the gradient is
+// scale * g · Hᵀ (resp. · H), itself differentiable. CUDA tensors run the
+// kernels of fwht_cuda.cu when built with QWHA_WITH_CUDA, otherwise the same
+// factorization as torch ops (correct, several passes over memory).
 // Precondition: ValidateFwhtInput(x).ok(); otherwise throws c10::Error (use
 // FwhtChecked at boundaries that must not throw).
 torch::Tensor Fwht(const torch::Tensor& x, double scale = 1.0, bool transpose = false);

@@ -24,11 +24,14 @@ absl::Status ValidateSpectrumIndex(const torch::Tensor& values, const torch::Ten
                                    int64_t rows, int64_t n);
 
 // Returns a dense [rows, n] tensor (values' dtype and device), zero except
-// out.view(-1)[flat_index[t]] = values[t]. Indices must be unique.
+// out.view(-1)[flat_index[t]] = values[t]. Indices must be unique and in range
+// (not re-checked here: validate once with ValidateSpectrumIndex). Throws
+// c10::Error for mismatched shapes, dtype or devices.
 torch::Tensor SpectrumScatter(const torch::Tensor& values, const torch::Tensor& flat_index,
                               int64_t rows, int64_t n);
 
-// Returns dense.view(-1)[flat_index] ([N], dense's dtype). dense is [rows, n].
+// Returns dense.view(-1)[flat_index] ([N], dense's dtype and device). dense is
+// [rows, n] (any strides; flat indices address its row-major order).
 torch::Tensor SpectrumGather(const torch::Tensor& dense, const torch::Tensor& flat_index);
 
 }  // namespace qwha::kernels
