@@ -232,6 +232,8 @@ Table LayerTime(const Flags& f) {
     qwc.type = adapters::AdapterType::kQwhaDataFree;
     qwc.rank = f.rank;
     auto qwha = OrDie(adapters::InitializeAdapter(qwc, data), "qwha");
+    // Both adapters hold their parameters in the compute dtype, as in bf16 training.
+    qwha->To(f.device, dtype);
     torch::Tensor x =
         torch::randn({tokens, s.in}, torch::dtype(dtype).device(f.device)).requires_grad_(true);
     torch::Tensor gy = torch::randn({tokens, s.out}, torch::dtype(dtype).device(f.device));
