@@ -16,6 +16,7 @@
 #ifdef QWHA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 
+#include "kernels/cuda_dtype.h"
 #include "kernels/cuda_launchers.h"
 #endif
 
@@ -90,16 +91,6 @@ void DequantizeCpu(const uint32_t* packed, int64_t rows, int64_t cols, int bits,
 }
 
 #ifdef QWHA_WITH_CUDA
-cuda::DType ToCudaDType(torch::ScalarType t) {
-  switch (t) {
-    case torch::kBFloat16:
-      return cuda::DType::kBFloat16;
-    case torch::kFloat16:
-      return cuda::DType::kFloat16;
-    default:
-      return cuda::DType::kFloat32;
-  }
-}
 
 torch::Tensor DequantizeCuda(const torch::Tensor& packed, const torch::Tensor& scales,
                              const torch::Tensor& zeros, int bits, int group_size, int64_t cols,

@@ -26,6 +26,7 @@
 #ifdef QWHA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 
+#include "kernels/cuda_dtype.h"
 #include "kernels/cuda_launchers.h"
 #endif
 
@@ -228,17 +229,6 @@ int Log2(int64_t n) {
   int log = 0;
   while ((int64_t{1} << log) < n) ++log;
   return log;
-}
-
-cuda::DType ToCudaDType(torch::ScalarType t) {
-  switch (t) {
-    case torch::kBFloat16:
-      return cuda::DType::kBFloat16;
-    case torch::kFloat16:
-      return cuda::DType::kFloat16;
-    default:
-      return cuda::DType::kFloat32;
-  }
 }
 
 torch::Tensor FwhtCuda(const torch::Tensor& x, double scale, bool transpose,

@@ -14,6 +14,7 @@
 #ifdef QWHA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 
+#include "kernels/cuda_dtype.h"
 #include "kernels/cuda_launchers.h"
 #endif
 
@@ -21,18 +22,6 @@ namespace qwha::kernels {
 namespace {
 
 #ifdef QWHA_WITH_CUDA
-cuda::DType ToCudaDType(torch::ScalarType t) {
-  switch (t) {
-    case torch::kBFloat16:
-      return cuda::DType::kBFloat16;
-    case torch::kFloat16:
-      return cuda::DType::kFloat16;
-    case torch::kFloat64:
-      return cuda::DType::kFloat64;
-    default:
-      return cuda::DType::kFloat32;
-  }
-}
 
 void CheckCuda(cudaError_t err, const char* op) {
   TORCH_CHECK(err == cudaSuccess, "qwha::kernels::", op, ": CUDA launch failed: ",
