@@ -1,0 +1,289 @@
+#include "worker/pipeline/recipe.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "worker/data/batcher.h"
+#include "worker/data/dataset.h"
+#include "worker/io/atomic_file.h"
+#include "worker/io/safetensors.h"
+#include "worker/model/llama.h"
+#include "worker/pipeline/stages.h"
+#include "worker/tokenizer/tokenizer.h"
+#include "worker/train/loss.h"
+
+namespace qwha::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The data batcher yields rows already shifted for next-token prediction
+// (labels[t] is the target of position t); the trainer's BatchSource wants
+// unshifted labels (labels[t] is the id at position t, the loss shifts). A
+// row of L inputs becomes L + 1 tokens: the inputs plus the last target, with
+// the labels moved one to the right.
+train::Batch ToTrainerBatch(const data::Batch& b, int64_t pad_id) {
+  torch::Tensor last = b.labels.slice(1, -1);
+  last = torch::where(last < 0, torch::full_like(last, pad_id), last);
+  torch::Tensor ignore = torch::full({b.labels.size(0), 1}, -100, b.labels.options());
+  train::Batch out;
+  out.input_ids = torch::cat({b.input_ids, last}, 1);
+  out.labels = torch::cat({ignore, b.labels}, 1);
+  out.epoch = b.epoch;
+  return out;
+}
+
+class DatasetBatchSource : public train::BatchSource {
+ public:
+  DatasetBatchSource(std::unique_ptr<data::Batcher> batcher, int64_t pad_id)
+      : batcher_(std::move(batcher)), pad_id_(pad_id) {}
+
+  absl::StatusOr<train::Batch> Next() override {
+    return ToTrainerBatch(batcher_->Next(), pad_id_);
+  }
+  std::string State() const override { return batcher_->State().ToJson(); }
+  absl::Status Restore(const std::string& state) override {
+    absl::StatusOr<data::BatcherState> parsed = data::BatcherState::FromJson(state);
+    if (!parsed.ok()) return parsed.status();
+    return batcher_->Restore(*parsed);
+  }
+
+ private:
+  std::unique_ptr<data::Batcher> batcher_;
+  int64_t pad_id_;
+};
+
+// Mean next-token loss over the first `max_batches` batches (0: all) of the
+// eval split, weighted by supervised tokens. NaN for an empty split.
+absl::StatusOr<double> EvalLoss(const model::LlamaModel& model, const data::Dataset& eval,
+                                const data::BatcherOptions& options, int64_t max_batches) {
+  if (eval.examples.empty()) return std::nan("");
+  absl::StatusOr<std::unique_ptr<data::Batcher>> batcher = data::Batcher::Create(eval, options);
+  if (!batcher.ok()) return batcher.status();
+  int64_t batches = (*batcher)->batches_per_epoch();
+  if (max_batches > 0) batches = std::min(batches, max_batches);
+  torch::NoGradGuard no_grad;
+  double sum = 0;
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    data::Batch b = (*batcher)->Next();
+    torch::Tensor labels = b.labels.to(model.device());
+    torch::Tensor logits = model.Forward(b.input_ids.to(model.device()));
+    absl::StatusOr<train::LossResult> loss = train::TokenCrossEntropy(logits, labels);
+    if (!loss.ok()) return loss.status();
+    sum += loss->loss.item<double>() * static_cast<double>(loss->tokens);
+    tokens += loss->tokens;
+  }
+  return tokens > 0 ? sum / static_cast<double>(tokens) : std::nan("");
+}
+
+std::vector<torch::Tensor> CalibrationBatches(const data::Dataset& train,
+                                              data::BatcherOptions options, int64_t count,
+                                              int64_t pad_id) {
+  options.shuffle = true;
+  options.seed = options.seed + 1;  // a different order from training's first batches
+  absl::StatusOr<std::unique_ptr<data::Batcher>> batcher = data::Batcher::Create(train, options);
+  std::vector<torch::Tensor> out;
+  if (!batcher.ok()) return out;
+  count = std::min(count, (*batcher)->batches_per_epoch());
+  for (int64_t i = 0; i < count; ++i) {
+    out.push_back(ToTrainerBatch((*batcher)->Next(), pad_id).input_ids);
+  }
+  return out;
+}
+
+absl::Status ExportAdapters(const model::LlamaModel& model, const RecipeOptions& options,
+                            const std::vector<SlotInitReport>& reports,
+                            const RecipeResult& result, double seconds) {
+  std::map<std::string, torch::Tensor> tensors;
+  for (const model::LinearSlot* slot : model.LinearSlots()) {
+    if (slot->adapter() == nullptr) continue;
+    for (const auto& [key, value] : slot->adapter()->StateDict()) {
+      tensors[slot->name() + "/" + key] = value.detach().to(torch::kCPU).contiguous();
+    }
+  }
+  const std::string adapter_type = adapters::AdapterTypeName(options.adapter.type);
+  absl::Status st = io::WriteSafetensors(
+      (fs::path(options.output_dir) / "adapter.safetensors").string(), tensors,
+      {{"format", "qwha.adapter.v1"}, {"adapter_type", adapter_type}});
+  if (!st.ok()) return st;
+
+  nlohmann::json config = {
+      {"format", "qwha.adapter.v1"},
+      {"adapter_type", adapter_type},
+      {"base_model", options.model_dir},
+      {"rank_equivalent", options.adapter.rank},
+      {"num_params", options.adapter.num_params},
+      {"alloc_alpha", options.adapter.alloc_alpha},
+      {"scaling", options.adapter.scaling},
+      {"target_modules", options.target_modules},
+      {"quantization",
+       {{"bits", options.quant.bits},
+        {"group_size", options.quant.group_size},
+        {"method", quant::QuantMethodName(options.quant.method)}}},
+  };
+  st = io::WriteFileAtomically((fs::path(options.output_dir) / "adapter_config.json").string(),
+                               config.dump(2) + "\n");
+  if (!st.ok()) return st;
+
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& r : reports) {
+    layers.push_back({{"slot", r.slot},
+                      {"trainable_params", r.trainable_params},
+                      {"relative_output_error_quantized", r.error_quantized},
+                      {"relative_output_error_initialized", r.error_adapted}});
+  }
+  auto number = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
+  nlohmann::json metrics = {
+      {"eval_loss_quantized", number(result.eval_loss_quantized)},
+      {"eval_loss_initialized", number(result.eval_loss_initialized)},
+      {"eval_loss_final", number(result.eval_loss_final)},
+      {"train_loss_last", number(result.train.loss)},
+      {"steps", result.train.step},
+      {"tokens_seen", result.train.tokens_seen},
+      {"trainable_params", result.trainable_params},
+      {"seconds", seconds},
+      {"layers", layers},
+  };
+  return io::WriteFileAtomically((fs::path(options.output_dir) / "metrics.json").string(),
+                                 metrics.dump(2) + "\n");
+}
+
+template <typename T>
+absl::Status Annotate(const absl::StatusOr<T>& v, const std::string& step) {
+  return absl::Status(v.status().code(), absl::StrCat(step, ": ", v.status().message()));
+}
+
+}  // namespace
+
+absl::Status ValidateRecipeOptions(const RecipeOptions& o) {
+  if (o.model_dir.empty()) return absl::InvalidArgumentError("model_dir: required");
+  if (o.train_data.empty()) return absl::InvalidArgumentError("train_data: required");
+  if (o.output_dir.empty()) return absl::InvalidArgumentError("output_dir: required");
+  if (o.seq_len < 2) return absl::InvalidArgumentError("seq_len: must be at least 2");
+  if (o.batch_size < 1) return absl::InvalidArgumentError("batch_size: must be at least 1");
+  if (o.calibration_batches < 1) {
+    return absl::InvalidArgumentError("calibration_batches: must be at least 1");
+  }
+  if (!o.eval_data.empty() && o.eval_fraction != 0) {
+    return absl::InvalidArgumentError("eval_fraction: must be 0 when eval_data is given");
+  }
+  if (!o.target_modules.empty()) {
+    absl::Status st = ValidateTargetModules(o.target_modules);
+    if (!st.ok()) return st;
+  }
+  return train::ValidateTrainOptions(o.train);
+}
+
+absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCallback& on_phase,
+                                       const train::ProgressCallback& on_progress) {
+  const auto start = std::chrono::steady_clock::now();
+  RecipeOptions options = input;
+  if (options.target_modules.empty()) options.target_modules = AllTargetModules();
+  if (options.tokenizer_path.empty()) {
+    options.tokenizer_path = (fs::path(options.model_dir) / "tokenizer.json").string();
+  }
+  if (options.train.checkpoint_dir.empty()) {
+    options.train.checkpoint_dir = (fs::path(options.output_dir) / "checkpoints").string();
+  }
+  if (absl::Status st = ValidateRecipeOptions(options); !st.ok()) return st;
+  auto phase = [&](const std::string& name, const std::string& detail) {
+    if (on_phase) on_phase(name, detail);
+  };
+
+  // 1. Load the tokenizer, the model and the data.
+  phase("loading", options.model_dir);
+  auto tokenizer = tokenizer::Tokenizer::FromFile(options.tokenizer_path);
+  if (!tokenizer.ok()) return Annotate(tokenizer, "load tokenizer");
+  auto model = model::LoadModel(options.model_dir, options.device, options.dtype);
+  if (!model.ok()) return Annotate(model, "load model");
+  data::DatasetOptions data_options;
+  data_options.train_path = options.train_data;
+  data_options.eval_path = options.eval_data;
+  data_options.eval_fraction = options.eval_data.empty() ? options.eval_fraction : 0.0;
+  data_options.seed = options.seed;
+  auto split = data::LoadDatasets(data_options, **tokenizer);
+  if (!split.ok()) return Annotate(split, "load data");
+  const int64_t pad_id = (*tokenizer)->eos_id().value_or(0);
+  data::BatcherOptions batching;
+  batching.batch_size = options.batch_size;
+  batching.packing.seq_len = options.seq_len;
+  batching.packing.pad_id = static_cast<int32_t>(pad_id);
+  batching.seed = options.seed;
+  data::BatcherOptions eval_batching = batching;
+  eval_batching.shuffle = false;
+  std::filesystem::create_directories(options.output_dir);
+
+  // 2. Calibrate on the dense model: Σ XᵀX of every target projection's input.
+  phase("calibrating", absl::StrCat(options.calibration_batches, " batches"));
+  auto grams = CollectCalibration(
+      **model, CalibrationBatches(split->train, batching, options.calibration_batches, pad_id),
+      options.target_modules);
+  if (!grams.ok()) return Annotate(grams, "calibrate");
+
+  // 3. Quantize the target projections (keeping the originals for step 4).
+  phase("quantizing", absl::StrCat(options.quant.bits, "-bit ",
+                                   quant::QuantMethodName(options.quant.method)));
+  auto originals = QuantizeModel(**model, options.quant, *grams, options.target_modules);
+  if (!originals.ok()) return Annotate(originals, "quantize");
+  RecipeResult result;
+  auto loss_q = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
+  if (!loss_q.ok()) return Annotate(loss_q, "evaluate quantized model");
+  result.eval_loss_quantized = *loss_q;
+
+  // 4. Initialize one adapter per quantized projection.
+  phase("initializing", adapters::AdapterTypeName(options.adapter.type));
+  auto reports = AttachAdapters(**model, options.adapter, *originals, *grams);
+  if (!reports.ok()) return Annotate(reports, "initialize adapters");
+  originals->clear();
+  grams->clear();
+  for (const auto& r : *reports) result.trainable_params += r.trainable_params;
+  auto loss_init = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
+  if (!loss_init.ok()) return Annotate(loss_init, "evaluate initialized adapters");
+  result.eval_loss_initialized = *loss_init;
+
+  // 5. Train the adapters.
+  phase("training", absl::StrCat(options.train.max_steps, " steps"));
+  auto batcher = data::Batcher::Create(split->train, batching);
+  if (!batcher.ok()) return Annotate(batcher, "batch training data");
+  DatasetBatchSource source(*std::move(batcher), pad_id);
+  auto trainer = train::Trainer::Create(**model, source, options.train);
+  if (!trainer.ok()) return Annotate(trainer, "create trainer");
+  (*trainer)->SetProgressCallback(on_progress);
+  const data::Dataset& eval_set = split->eval;
+  (*trainer)->SetEvalFn([&](const model::LlamaModel& m) {
+    return EvalLoss(m, eval_set, eval_batching, options.eval_batches);
+  });
+  if (options.resume) {
+    absl::Status resumed = (*trainer)->Resume();
+    if (!resumed.ok() && resumed.code() != absl::StatusCode::kNotFound) {
+      return absl::Status(resumed.code(), absl::StrCat("resume: ", resumed.message()));
+    }
+  }
+  auto summary = (*trainer)->Train();
+  if (!summary.ok()) return Annotate(summary, "train");
+  result.train = *summary;
+
+  // 6. Evaluate the trained adapters.
+  phase("evaluating", "");
+  auto loss_final = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
+  if (!loss_final.ok()) return Annotate(loss_final, "evaluate trained adapters");
+  result.eval_loss_final = *loss_final;
+
+  // 7. Export the adapter, its configuration and the metrics.
+  phase("exporting", options.output_dir);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  absl::Status exported = ExportAdapters(**model, options, *reports, result, seconds);
+  if (!exported.ok()) return absl::Status(exported.code(), absl::StrCat("export: ", exported.message()));
+  result.adapter_path = (fs::path(options.output_dir) / "adapter.safetensors").string();
+  return result;
+}
+
+}  // namespace qwha::pipeline

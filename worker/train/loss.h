@@ -1,0 +1,46 @@
+// Token cross-entropy for language-model training.
+//
+// Labels follow the Hugging Face convention: labels[b, t] is the token id that
+// the model should produce at position t (usually input_ids[b, t]), or
+// kIgnoreIndex (-100) for positions that are not supervised (prompt, padding).
+// CausalLmLoss shifts them itself: logits at position t are scored against
+// labels[t + 1].
+//
+// Thread safety: pure functions of their inputs.
+#pragma once
+
+#include <cstdint>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+
+namespace qwha::train {
+
+inline constexpr int64_t kIgnoreIndex = -100;
+
+struct LossResult {
+  // Mean of −log softmax(logits)[label] over the supervised tokens: a scalar,
+  // float32 (float64 for float64 logits), differentiable w.r.t. the logits.
+  // 0 (still attached to the graph) when no token is supervised.
+  torch::Tensor loss;
+  int64_t tokens = 0;  // supervised tokens the mean is over
+};
+
+// Cross-entropy of logits [B, T, V] against labels [B, T] position by
+// position (no shift). Logits of a lower precision are upcast to float32;
+// labels must be integer on any device. InvalidArgument for mismatched
+// shapes, non-float logits, non-integer labels or a label outside
+// [0, V) ∪ {kIgnoreIndex}.
+absl::StatusOr<LossResult> TokenCrossEntropy(const torch::Tensor& logits,
+                                             const torch::Tensor& labels);
+
+// The causal LM loss: TokenCrossEntropy(logits[:, :-1], labels[:, 1:]).
+// Same errors as TokenCrossEntropy; T = 1 gives zero tokens.
+absl::StatusOr<LossResult> CausalLmLoss(const torch::Tensor& logits, const torch::Tensor& labels);
+
+// The number of tokens CausalLmLoss supervises for labels [B, T]
+// (labels[:, 1:] != kIgnoreIndex); labels on any device, one synchronization.
+int64_t CountCausalLmTokens(const torch::Tensor& labels);
+
+}  // namespace qwha::train
