@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "worker/bench/bench_util.h"
 #include "worker/pipeline/recipe.h"
 #include "worker/train/progress.h"
 
@@ -183,6 +184,14 @@ int Main(int argc, char** argv) {
   std::printf("eval loss: quantized %.4f, initialized %.4f, trained %.4f\n",
               result->eval_loss_quantized, result->eval_loss_initialized,
               result->eval_loss_final);
+  const double tokens_per_second =
+      result->train.seconds > 0 ? static_cast<double>(result->train.tokens_seen) /
+                                      result->train.seconds
+                                : 0.0;
+  std::printf("training: %lld tokens in %.2f s, %.0f tokens/s; peak device memory %.2f GiB\n",
+              static_cast<long long>(result->train.tokens_seen), result->train.seconds,
+              tokens_per_second,
+              static_cast<double>(bench::PeakMemoryBytes(options.device)) / (1 << 30));
   std::printf("trainable parameters: %lld; steps: %lld; adapter: %s\n",
               static_cast<long long>(result->trainable_params),
               static_cast<long long>(result->train.step), result->adapter_path.c_str());
