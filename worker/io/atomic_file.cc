@@ -1,6 +1,7 @@
 #include "worker/io/atomic_file.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,6 +119,31 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
     out.append(buf, static_cast<size_t>(n));
   }
   return out;
+}
+
+namespace {
+
+int RemoveEntry(const char* path, const struct stat*, int type, struct FTW*) {
+  const int rc = type == FTW_DP ? ::rmdir(path) : ::unlink(path);
+  return rc == 0 || errno == ENOENT ? 0 : errno;
+}
+
+}  // namespace
+
+absl::Status RemoveTree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("remove ", path, ": ", std::strerror(errno)));
+  }
+  // Depth-first (FTW_DEPTH) so directories are empty when removed; FTW_PHYS
+  // removes symbolic links instead of following them.
+  const int rc = ::nftw(path.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS);
+  if (rc != 0) {
+    return absl::InternalError(
+        absl::StrCat("remove ", path, ": ", std::strerror(rc > 0 ? rc : errno)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace qwha::io

@@ -1,4 +1,4 @@
-// Durable whole-file writes and whole-file reads.
+// Durable whole-file writes, whole-file reads, and tree removal.
 //
 // Thread safety: both functions are safe to call concurrently; concurrent
 // writers of one path each produce a complete file and the last rename wins.
@@ -22,5 +22,15 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data)
 // Returns the whole content of `path`; NotFound / PermissionDenied / Internal
 // naming the path and errno text otherwise.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// Removes `path` and, if it is a directory, everything below it (symbolic
+// links are removed, not followed). OK if `path` does not exist; otherwise
+// Internal naming the entry that could not be removed.
+//
+// Use this instead of std::filesystem::remove_all: the libtorch.so of PyTorch
+// wheels exports its own std::filesystem symbols, and remove_all resolved
+// there crashes on non-empty directories (seen with PyTorch 2.11 on the GPU
+// machine).
+absl::Status RemoveTree(const std::string& path);
 
 }  // namespace qwha::io

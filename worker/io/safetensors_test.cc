@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -227,6 +228,30 @@ TEST(SafetensorsTest, MalformedFilesAreInvalidArgumentNamingFileAndTensor) {
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   auto r = ReadSafetensors(TempPath("does_not_exist.safetensors"));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace qwha::io
+
+namespace qwha::io {
+namespace {
+
+TEST(RemoveTreeTest, RemovesNestedTreesAndToleratesMissing) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string root = std::string(tmp != nullptr ? tmp : "/tmp") + "/remove_tree_test";
+  ASSERT_TRUE(RemoveTree(root).ok());
+  std::filesystem::create_directories(root + "/a/b/c");
+  ASSERT_TRUE(WriteFileAtomically(root + "/a/b/c/file", "x").ok());
+  ASSERT_TRUE(WriteFileAtomically(root + "/a/top", "y").ok());
+  const std::string outside = root + "_outside";
+  ASSERT_TRUE(WriteFileAtomically(outside, "keep").ok());
+  std::filesystem::create_symlink(outside, root + "/a/link");
+  ASSERT_TRUE(RemoveTree(root).ok());
+  EXPECT_FALSE(std::filesystem::exists(root));
+  EXPECT_TRUE(std::filesystem::exists(outside));  // links are not followed
+  EXPECT_TRUE(RemoveTree(root).ok());             // missing is fine
+  ASSERT_TRUE(RemoveTree(outside).ok());          // a plain file
+  EXPECT_FALSE(std::filesystem::exists(outside));
 }
 
 }  // namespace

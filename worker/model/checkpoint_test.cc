@@ -20,7 +20,7 @@ using Json = nlohmann::json;
 std::string FreshDir(const std::string& name) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   fs::path dir = fs::path(tmp != nullptr ? tmp : "/tmp") / ("checkpoint_test_" + name);
-  fs::remove_all(dir);
+  EXPECT_TRUE(io::RemoveTree(dir.string()).ok());
   fs::create_directories(dir);
   return dir.string();
 }

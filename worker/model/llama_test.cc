@@ -12,6 +12,7 @@
 #include "worker/adapters/adapter.h"
 #include "worker/model/rope.h"
 #include "worker/quant/quantizer.h"
+#include "worker/io/atomic_file.h"
 
 namespace qwha::model {
 namespace {
@@ -28,7 +29,7 @@ std::vector<torch::Device> Devices() {
 std::string FreshDir(const std::string& name) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   fs::path dir = fs::path(tmp != nullptr ? tmp : "/tmp") / ("llama_test_" + name);
-  fs::remove_all(dir);
+  EXPECT_TRUE(io::RemoveTree(dir.string()).ok());
   return dir.string();
 }
 

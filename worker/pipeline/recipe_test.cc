@@ -12,6 +12,7 @@
 
 #include "worker/io/safetensors.h"
 #include "worker/model/llama.h"
+#include "worker/io/atomic_file.h"
 
 namespace qwha::pipeline {
 namespace {
@@ -21,7 +22,7 @@ namespace fs = std::filesystem;
 fs::path TempDir(const std::string& name) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   fs::path dir = fs::path(tmp != nullptr ? tmp : "/tmp") / ("recipe_test_" + name);
-  fs::remove_all(dir);
+  EXPECT_TRUE(io::RemoveTree(dir.string()).ok());
   fs::create_directories(dir);
   return dir;
 }

@@ -115,8 +115,7 @@ absl::Status Prune(const fs::path& root, int keep_last, const fs::path& keep) {
     }
   }
   for (const fs::path& p : remove) {
-    fs::remove_all(p, ec);
-    if (ec) return FsError(ec, "remove", p);
+    if (absl::Status st = io::RemoveTree(p.string()); !st.ok()) return st;
   }
   return absl::OkStatus();
 }
@@ -160,8 +159,7 @@ absl::StatusOr<std::string> SaveCheckpoint(const std::string& root_dir,
   const std::string name = StepDirName(checkpoint.step);
   const fs::path final_dir = root / name;
   const fs::path tmp_dir = root / (name + ".tmp");
-  fs::remove_all(tmp_dir, ec);
-  if (ec) return FsError(ec, "remove stale", tmp_dir);
+  if (absl::Status st = io::RemoveTree(tmp_dir.string()); !st.ok()) return st;
   fs::create_directory(tmp_dir, ec);
   if (ec) return FsError(ec, "create", tmp_dir);
 
@@ -183,11 +181,13 @@ absl::StatusOr<std::string> SaveCheckpoint(const std::string& root_dir,
   const fs::path old_dir = root / (name + ".old");
   const bool replacing = fs::exists(final_dir, ec);
   if (replacing) {
-    fs::remove_all(old_dir, ec);
+    if (absl::Status st = io::RemoveTree(old_dir.string()); !st.ok()) return st;
     if (absl::Status st = Rename(final_dir, old_dir); !st.ok()) return st;
   }
   if (absl::Status st = Rename(tmp_dir, final_dir); !st.ok()) return st;
-  if (replacing) fs::remove_all(old_dir, ec);
+  if (replacing) {
+    if (absl::Status st = io::RemoveTree(old_dir.string()); !st.ok()) return st;
+  }
   if (absl::Status st = SyncDirectory(root); !st.ok()) return st;
   if (absl::Status st = io::WriteFileAtomically((root / kLatestFile).string(), name + "\n");
       !st.ok()) {

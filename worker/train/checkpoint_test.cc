@@ -9,6 +9,7 @@
 #include <string>
 
 #include "worker/train/test_util.h"
+#include "worker/io/atomic_file.h"
 
 namespace qwha::train {
 namespace {
@@ -19,7 +20,7 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 std::string FreshDir(const std::string& name) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   fs::path dir = fs::path(tmp != nullptr ? tmp : "/tmp") / ("train_checkpoint_test_" + name);
-  fs::remove_all(dir);
+  EXPECT_TRUE(io::RemoveTree(dir.string()).ok());
   return dir.string();
 }
 

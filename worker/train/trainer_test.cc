@@ -12,6 +12,7 @@
 #include "worker/train/checkpoint.h"
 #include "worker/train/loss.h"
 #include "worker/train/test_util.h"
+#include "worker/io/atomic_file.h"
 
 namespace qwha::train {
 namespace {
@@ -25,7 +26,7 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 std::string FreshDir(const std::string& name) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   fs::path dir = fs::path(tmp != nullptr ? tmp : "/tmp") / ("trainer_test_" + name);
-  fs::remove_all(dir);
+  EXPECT_TRUE(io::RemoveTree(dir.string()).ok());
   return dir.string();
 }
 
