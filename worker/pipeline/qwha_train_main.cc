@@ -9,7 +9,7 @@
 //   --adapter qwha|qwha-datafree|lora|loftq|cloq|random-wht [qwha]
 //   --rank R [64] (budget R·(in+out) per layer)  --alpha A [1]  --scaling S [1]
 //   --target-modules q_proj,k_proj,... [all seven]
-//   --steps N [100]  --lr LR [2e-4]  --warmup N [0]  --batch-size B [8]
+//   --steps N [100]  --lr LR [1e-2 for qwha/random-wht, 2e-4 for LoRA types]  --warmup N [0]  --batch-size B [8]
 //   --seq-len L [256]  --grad-accum N [1]  --eval-every N [0]
 //   --checkpoint-every N [0]  --calibration-batches N [8]  --seed N [0]
 //   --device cpu|cuda [cuda if available]  --dtype float32|bfloat16 [bfloat16 on cuda]
@@ -63,6 +63,7 @@ RecipeOptions ParseArgs(int argc, char** argv) {
   o.dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
   o.train.max_steps = 100;
   bool eval_fraction_given = false;
+  bool lr_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -113,6 +114,7 @@ RecipeOptions ParseArgs(int argc, char** argv) {
       o.train.max_steps = ParseInt(a, v);
     } else if (a == "--lr") {
       o.train.lr = ParseDouble(a, v);
+      lr_given = true;
     } else if (a == "--warmup") {
       o.train.schedule.warmup_steps = ParseInt(a, v);
     } else if (a == "--batch-size") {
@@ -153,6 +155,14 @@ RecipeOptions ParseArgs(int argc, char** argv) {
     }
   }
   if (!o.eval_data.empty() && !eval_fraction_given) o.eval_fraction = 0;
+  // Spectrum adapters (ΔW = (s/n)·F·H with s = 1) move ΔW by about lr/n per
+  // unit step of F, so they need a larger rate than LoRA's 2e-4 (on the demo
+  // model, 1e-2 trains where 2e-4 barely moves: docs/results.md).
+  if (!lr_given && (o.adapter.type == adapters::AdapterType::kQwha ||
+                    o.adapter.type == adapters::AdapterType::kQwhaDataFree ||
+                    o.adapter.type == adapters::AdapterType::kRandomWht)) {
+    o.train.lr = 1e-2;
+  }
   return o;
 }
 
@@ -181,8 +191,8 @@ int Main(int argc, char** argv) {
              : 1,
          std::string(result.status().message()));
   }
-  std::printf("eval loss: quantized %.4f, initialized %.4f, trained %.4f\n",
-              result->eval_loss_quantized, result->eval_loss_initialized,
+  std::printf("eval loss: base %.4f, quantized %.4f, initialized %.4f, trained %.4f\n",
+              result->eval_loss_base, result->eval_loss_quantized, result->eval_loss_initialized,
               result->eval_loss_final);
   const double tokens_per_second =
       result->train.seconds > 0 ? static_cast<double>(result->train.tokens_seen) /

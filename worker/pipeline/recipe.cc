@@ -141,6 +141,7 @@ absl::Status ExportAdapters(const model::LlamaModel& model, const RecipeOptions&
   }
   auto number = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
   nlohmann::json metrics = {
+      {"eval_loss_base", number(result.eval_loss_base)},
       {"eval_loss_quantized", number(result.eval_loss_quantized)},
       {"eval_loss_initialized", number(result.eval_loss_initialized)},
       {"eval_loss_final", number(result.eval_loss_final)},
@@ -220,6 +221,11 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
   eval_batching.shuffle = false;
   std::filesystem::create_directories(options.output_dir);
 
+  RecipeResult result;
+  auto loss_base = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
+  if (!loss_base.ok()) return Annotate(loss_base, "evaluate base model");
+  result.eval_loss_base = *loss_base;
+
   // 2. Calibrate on the dense model: Σ XᵀX of every target projection's input.
   phase("calibrating", absl::StrCat(options.calibration_batches, " batches"));
   auto grams = CollectCalibration(
@@ -232,7 +238,6 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
                                    quant::QuantMethodName(options.quant.method)));
   auto originals = QuantizeModel(**model, options.quant, *grams, options.target_modules);
   if (!originals.ok()) return Annotate(originals, "quantize");
-  RecipeResult result;
   auto loss_q = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
   if (!loss_q.ok()) return Annotate(loss_q, "evaluate quantized model");
   result.eval_loss_quantized = *loss_q;

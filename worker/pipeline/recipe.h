@@ -58,6 +58,7 @@ struct RecipeOptions {
 absl::Status ValidateRecipeOptions(const RecipeOptions& options);
 
 struct RecipeResult {
+  double eval_loss_base = 0;         // eval loss of the model as loaded (before quantization)
   double eval_loss_quantized = 0;    // eval loss of deq(Q) alone
   double eval_loss_initialized = 0;  // after adapter initialization, before training
   double eval_loss_final = 0;        // after training
