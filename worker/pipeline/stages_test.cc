@@ -2,24 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include "worker/train/test_util.h"
+
 namespace qwha::pipeline {
 namespace {
 
-model::ModelConfig TinyConfig() {
-  model::ModelConfig c;
-  c.model_type = "llama";
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.vocab_size = 50;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.eos_token_ids = {2};
-  return c;
-}
+using train::testing::TinyConfig;
 
 std::vector<torch::Tensor> Batches(int count, uint64_t seed) {
   torch::manual_seed(seed);
