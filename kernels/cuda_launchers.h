@@ -9,9 +9,9 @@
 // beyond one-time per-device kernel attributes, set under std::call_once).
 #pragma once
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace qwha::kernels::cuda {
 
@@ -45,7 +45,7 @@ cudaError_t LaunchSpectrumScatter(const void* values, const int64_t* idx, int64_
                                   void* dense, DType dtype, cudaStream_t stream);
 
 // values[t] = dense[idx[t]] for t < count (indices in range). dtype: any DType.
-cudaError_t LaunchSpectrumGather(const void* dense, const int64_t* idx, int64_t count,
-                                 void* values, DType dtype, cudaStream_t stream);
+cudaError_t LaunchSpectrumGather(const void* dense, const int64_t* idx, int64_t count, void* values,
+                                 DType dtype, cudaStream_t stream);
 
 }  // namespace qwha::kernels::cuda

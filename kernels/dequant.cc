@@ -5,11 +5,11 @@
 // the CPU, dequantizing there, and copying the result back (correct, slow).
 #include "kernels/dequant.h"
 
-#include <algorithm>
-#include <vector>
-
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -58,9 +58,12 @@ void DecodeRow(const uint32_t* row, int64_t cols, int bits, uint8_t* codes) {
   for (int64_t j = 0; j * 32 < cols; ++j) {
     const uint32_t* w = row + j * bits;
     uint8_t* c = codes + j * 32;
-    if (bits == 2) DecodeRun<2>(w, c);
-    else if (bits == 3) DecodeRun<3>(w, c);
-    else DecodeRun<4>(w, c);
+    if (bits == 2)
+      DecodeRun<2>(w, c);
+    else if (bits == 3)
+      DecodeRun<3>(w, c);
+    else
+      DecodeRun<4>(w, c);
   }
 }
 
@@ -115,8 +118,8 @@ torch::Tensor DequantizeCuda(const torch::Tensor& packed, const torch::Tensor& s
       ToCudaDType(s.scalar_type()), a.defined() ? a.data_ptr() : nullptr,
       a.defined() ? ToCudaDType(a.scalar_type()) : cuda::DType::kFloat32, out.data_ptr(),
       ToCudaDType(out_dtype), at::cuda::getCurrentCUDAStream(p.device().index()).stream());
-  TORCH_CHECK(err == cudaSuccess, "qwha::kernels::Dequantize: CUDA launch failed: ",
-              cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess,
+              "qwha::kernels::Dequantize: CUDA launch failed: ", cudaGetErrorString(err));
   return out;
 }
 #endif  // QWHA_WITH_CUDA
@@ -137,8 +140,9 @@ torch::Tensor PackCodes(const torch::Tensor& codes, int bits) {
   const int64_t rows = c.size(0), cols = c.size(1);
   if (c.numel() > 0) {
     const int64_t lo = c.min().item<int64_t>(), hi = c.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < (int64_t{1} << bits), "qwha::kernels::PackCodes: codes must be in [0, ",
-                (1 << bits), "), got [", lo, ", ", hi, "]");
+    TORCH_CHECK(lo >= 0 && hi < (int64_t{1} << bits),
+                "qwha::kernels::PackCodes: codes must be in [0, ", (1 << bits), "), got [", lo,
+                ", ", hi, "]");
   }
   const int64_t words = PackedWordsPerRow(cols, bits);
   torch::Tensor packed = torch::zeros({rows, words}, torch::kInt32);
@@ -165,8 +169,9 @@ torch::Tensor UnpackCodes(const torch::Tensor& packed, int bits, int64_t cols) {
   TORCH_CHECK(packed.defined() && packed.dim() == 2 && packed.scalar_type() == torch::kInt32,
               "qwha::kernels::UnpackCodes: packed must be a 2-D int32 tensor");
   TORCH_CHECK(cols >= 0 && packed.size(1) == PackedWordsPerRow(cols, bits),
-              "qwha::kernels::UnpackCodes: packed has ", packed.size(1), " words per row, expected ",
-              PackedWordsPerRow(cols, bits), " for cols = ", cols, ", bits = ", bits);
+              "qwha::kernels::UnpackCodes: packed has ", packed.size(1),
+              " words per row, expected ", PackedWordsPerRow(cols, bits), " for cols = ", cols,
+              ", bits = ", bits);
   torch::Tensor p = packed.to(torch::kCPU).contiguous();
   const int64_t rows = p.size(0), words = p.size(1);
   torch::Tensor codes = torch::empty({rows, cols}, torch::kUInt8);
@@ -187,7 +192,8 @@ absl::Status ValidateDequantizeInput(const torch::Tensor& packed, const torch::T
                                      int64_t cols) {
   using absl::InvalidArgumentError;
   using absl::StrCat;
-  if (bits < 2 || bits > 4) return InvalidArgumentError(StrCat("bits must be 2, 3 or 4, got ", bits));
+  if (bits < 2 || bits > 4)
+    return InvalidArgumentError(StrCat("bits must be 2, 3 or 4, got ", bits));
   if (group_size <= 0) {
     return InvalidArgumentError(StrCat("group_size must be positive, got ", group_size));
   }
@@ -211,20 +217,20 @@ absl::Status ValidateDequantizeInput(const torch::Tensor& packed, const torch::T
                                        ", bits = ", bits));
   }
   const int64_t groups = cols / group_size;
-  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor*>{"scales", &scales},
-                                {"zeros", &zeros}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const torch::Tensor*>{"scales", &scales}, {"zeros", &zeros}}) {
     if (!t->defined()) return InvalidArgumentError(StrCat(name, " is undefined"));
     if (t->dim() != 2 || t->size(0) != rows || t->size(1) != groups) {
-      return InvalidArgumentError(StrCat(name, " must be [", rows, ", ", groups, "], got ",
-                                         ShapeString(*t)));
+      return InvalidArgumentError(
+          StrCat(name, " must be [", rows, ", ", groups, "], got ", ShapeString(*t)));
     }
     if (!IsParamDtype(t->scalar_type())) {
       return InvalidArgumentError(StrCat(name, " must be float16, bfloat16 or float32, got ",
                                          c10::toString(t->scalar_type())));
     }
     if (t->device() != packed.device()) {
-      return InvalidArgumentError(StrCat(name, " is on ", t->device().str(), " but packed is on ",
-                                         packed.device().str()));
+      return InvalidArgumentError(
+          StrCat(name, " is on ", t->device().str(), " but packed is on ", packed.device().str()));
     }
   }
   return absl::OkStatus();
@@ -267,11 +273,12 @@ torch::Tensor Dequantize(const torch::Tensor& packed, const torch::Tensor& scale
                                   z.data_ptr<float>(), nullptr, out.data_ptr<out_t>());
       return;
     }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "DequantizeAdd", [&] {
-      DequantizeCpu<out_t, scalar_t>(pw, rows, cols, bits, group_size, s.data_ptr<float>(),
-                                     z.data_ptr<float>(), a.data_ptr<scalar_t>(),
-                                     out.data_ptr<out_t>());
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, a.scalar_type(), "DequantizeAdd", [&] {
+          DequantizeCpu<out_t, scalar_t>(pw, rows, cols, bits, group_size, s.data_ptr<float>(),
+                                         z.data_ptr<float>(), a.data_ptr<scalar_t>(),
+                                         out.data_ptr<out_t>());
+        });
   });
   return out.to(packed.device());
 }

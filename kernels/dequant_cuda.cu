@@ -30,13 +30,17 @@ __device__ __forceinline__ float LoadAsFloat(const void* p, int64_t i, DType t) 
 template <typename T>
 __device__ __forceinline__ T FromFloat(float x);
 template <>
-__device__ __forceinline__ float FromFloat<float>(float x) { return x; }
+__device__ __forceinline__ float FromFloat<float>(float x) {
+  return x;
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 template <>
-__device__ __forceinline__ __half FromFloat<__half>(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ __half FromFloat<__half>(float x) {
+  return __float2half_rn(x);
+}
 
 // 8 consecutive values of type A at p as floats (p aligned to 8 * sizeof(A)).
 template <typename A>
@@ -99,8 +103,8 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t bit = j * 8 * kBits;
       const uint32_t* w = packed + r * words_per_row + bit / 32;
       const int off = static_cast<int>(bit % 32);
-      code_bits[i] = off + 8 * kBits > 32 ? __funnelshift_r(__ldg(w), __ldg(w + 1), off)
-                                          : __ldg(w) >> off;
+      code_bits[i] =
+          off + 8 * kBits > 32 ? __funnelshift_r(__ldg(w), __ldg(w + 1), off) : __ldg(w) >> off;
       const int64_t g = r * groups + (j * 8) / group_size;
       s[i] = LoadAsFloat(scales, g, param_dtype);
       z[i] = LoadAsFloat(zeros, g, param_dtype);
@@ -157,8 +161,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename OutT, int kBits>
 cudaError_t LaunchBits(const int32_t* packed, int64_t rows, int64_t cols, int group_size,
-                       const void* scales, const void* zeros, DType pdt, const void* add,
-                       DType adt, OutT* out, cudaStream_t stream) {
+                       const void* scales, const void* zeros, DType pdt, const void* add, DType adt,
+                       OutT* out, cudaStream_t stream) {
   const auto* p = reinterpret_cast<const uint32_t*>(packed);
   if (cols % 8 == 0 && group_size % 8 == 0) {
     const int64_t blocks = (rows * (cols / 8) + kThreads * kUnroll - 1) / (kThreads * kUnroll);
@@ -180,10 +184,14 @@ cudaError_t LaunchOut(const int32_t* packed, int64_t rows, int64_t cols, int bit
                       void* out, cudaStream_t st) {
   OutT* o = static_cast<OutT*>(out);
   switch (bits) {
-    case 2: return LaunchBits<OutT, 2>(packed, rows, cols, g, s, z, pdt, add, adt, o, st);
-    case 3: return LaunchBits<OutT, 3>(packed, rows, cols, g, s, z, pdt, add, adt, o, st);
-    case 4: return LaunchBits<OutT, 4>(packed, rows, cols, g, s, z, pdt, add, adt, o, st);
-    default: return cudaErrorInvalidValue;
+    case 2:
+      return LaunchBits<OutT, 2>(packed, rows, cols, g, s, z, pdt, add, adt, o, st);
+    case 3:
+      return LaunchBits<OutT, 3>(packed, rows, cols, g, s, z, pdt, add, adt, o, st);
+    case 4:
+      return LaunchBits<OutT, 4>(packed, rows, cols, g, s, z, pdt, add, adt, o, st);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -204,8 +212,8 @@ cudaError_t LaunchDequantize(const int32_t* packed, int64_t rows, int64_t cols, 
   if (rows == 0 || cols == 0) return cudaSuccess;
   switch (out_dtype) {
     case DType::kFloat32:
-      return LaunchOut<float>(packed, rows, cols, bits, group_size, scales, zeros, param_dtype,
-                              add, add_dtype, out, stream);
+      return LaunchOut<float>(packed, rows, cols, bits, group_size, scales, zeros, param_dtype, add,
+                              add_dtype, out, stream);
     case DType::kBFloat16:
       return LaunchOut<__nv_bfloat16>(packed, rows, cols, bits, group_size, scales, zeros,
                                       param_dtype, add, add_dtype, out, stream);

@@ -2,10 +2,10 @@
 // float64 reference, on the CPU and (when available) on CUDA.
 #include "kernels/dequant.h"
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace qwha::kernels {
 namespace {
@@ -104,11 +104,11 @@ TEST(DequantizeTest, MatchesReferenceAllDtypes) {
             torch::Tensor zeros =
                 torch::randint(0, 1 << bits, {rows, groups}, torch::kInt64).to(pdt);
             torch::Tensor packed = PackCodes(codes, bits);
-            ASSERT_TRUE(ValidateDequantizeInput(packed.to(dev), scales.to(dev), zeros.to(dev),
-                                                bits, group, cols)
+            ASSERT_TRUE(ValidateDequantizeInput(packed.to(dev), scales.to(dev), zeros.to(dev), bits,
+                                                group, cols)
                             .ok());
-            torch::Tensor out = Dequantize(packed.to(dev), scales.to(dev), zeros.to(dev), bits,
-                                           group, cols, odt);
+            torch::Tensor out =
+                Dequantize(packed.to(dev), scales.to(dev), zeros.to(dev), bits, group, cols, odt);
             ASSERT_EQ(out.scalar_type(), odt);
             ASSERT_EQ(out.device(), dev);
             torch::Tensor ref = RefDequant(codes, scales, zeros, group);
@@ -136,8 +136,8 @@ TEST(DequantizeTest, FusedAdd) {
          {torch::kFloat32, torch::kBFloat16, torch::kFloat16, torch::kFloat64}) {
       for (torch::ScalarType odt : {torch::kFloat32, torch::kBFloat16}) {
         torch::Tensor add = torch::randn({rows, cols}, torch::kFloat64).to(adt);
-        torch::Tensor out = Dequantize(packed, scales.to(dev), zeros.to(dev), bits, group, cols,
-                                       odt, add.to(dev));
+        torch::Tensor out =
+            Dequantize(packed, scales.to(dev), zeros.to(dev), bits, group, cols, odt, add.to(dev));
         torch::Tensor ref = ref_deq + add.to(torch::kFloat64);
         // Sum in float32 then one rounding to odt (|w| <= ~16 here).
         EXPECT_LE(MaxAbsDiff(out, ref), odt == torch::kFloat32 ? 1e-5 : 0.13)

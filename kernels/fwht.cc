@@ -14,11 +14,11 @@
 // log2(M) + 1 passes over memory) so results stay correct, only slower.
 #include "kernels/fwht.h"
 
-#include <algorithm>
-#include <vector>
-
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/hadamard_k.h"
@@ -115,9 +115,9 @@ torch::Tensor MixingMatrix(int64_t k, bool transpose, torch::ScalarType dtype) {
 // 16 columns at a time in registers, A as index lists of its +1 and -1
 // entries per c (adds and subtracts, no multiplies). AVX2 clone at run time.
 template <typename acc_t>
-QWHA_CPU_CLONES void MixRow(const acc_t* x, acc_t* y, int64_t k, int64_t m,
-                            const int32_t* plus, const int32_t* plus_end,
-                            const int32_t* minus, const int32_t* minus_end) {
+QWHA_CPU_CLONES void MixRow(const acc_t* x, acc_t* y, int64_t k, int64_t m, const int32_t* plus,
+                            const int32_t* plus_end, const int32_t* minus,
+                            const int32_t* minus_end) {
   constexpr int kB = 16;
   for (int64_t j = 0; j < m; j += kB) {
     for (int64_t c = 0; c < k; ++c) {
@@ -250,8 +250,8 @@ torch::Tensor FwhtCuda(const torch::Tensor& x, double scale, bool transpose,
         in.data_ptr(), row_stride, out.data_ptr(), in.size(0), static_cast<int>(f.k), Log2(f.pow2),
         ToCudaDType(x.scalar_type()), static_cast<float>(scale), transpose,
         at::cuda::getCurrentCUDAStream(x.device().index()).stream());
-    TORCH_CHECK(err == cudaSuccess, "qwha::kernels::Fwht: CUDA launch failed: ",
-                cudaGetErrorString(err));
+    TORCH_CHECK(err == cudaSuccess,
+                "qwha::kernels::Fwht: CUDA launch failed: ", cudaGetErrorString(err));
   }
   return out.reshape(x.sizes());
 }

@@ -26,9 +26,9 @@ using namespace fwht_internal;  // NOLINT: the helpers are this file's vocabular
 
 // ------------------------------------------------------------ power of two --
 template <typename T, int kLogN, int kV, int kTR, int kRows>
-__global__ void __launch_bounds__(kTR * kRows)
-    FwhtPow2Kernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out,
-                   int64_t rows, float scale) {
+__global__ void __launch_bounds__(kTR* kRows)
+    FwhtPow2Kernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int64_t rows,
+                   float scale) {
   constexpr int kN = 1 << kLogN;
   constexpr int kE = kV < 8 ? kV : 8;  // elements per vector access
   static_assert(kV * kTR == kN, "bad config");
@@ -91,23 +91,40 @@ template <typename T>
 cudaError_t DispatchPow2(const T* in, int64_t s, T* out, int64_t rows, int log_n, float scale,
                          cudaStream_t st) {
   switch (log_n) {
-    case 0: return LaunchPow2<T, 0, 1, 1, 128>(in, s, out, rows, scale, st);
-    case 1: return LaunchPow2<T, 1, 2, 1, 128>(in, s, out, rows, scale, st);
-    case 2: return LaunchPow2<T, 2, 4, 1, 128>(in, s, out, rows, scale, st);
-    case 3: return LaunchPow2<T, 3, 8, 1, 128>(in, s, out, rows, scale, st);
-    case 4: return LaunchPow2<T, 4, 16, 1, 128>(in, s, out, rows, scale, st);
-    case 5: return LaunchPow2<T, 5, 32, 1, 128>(in, s, out, rows, scale, st);
-    case 6: return LaunchPow2<T, 6, 16, 4, 64>(in, s, out, rows, scale, st);
-    case 7: return LaunchPow2<T, 7, 32, 4, 64>(in, s, out, rows, scale, st);
-    case 8: return LaunchPow2<T, 8, 32, 8, 32>(in, s, out, rows, scale, st);
-    case 9: return LaunchPow2<T, 9, 32, 16, 16>(in, s, out, rows, scale, st);
-    case 10: return LaunchPow2<T, 10, 32, 32, 8>(in, s, out, rows, scale, st);
-    case 11: return LaunchPow2<T, 11, 64, 32, 4>(in, s, out, rows, scale, st);
-    case 12: return LaunchPow2<T, 12, 64, 64, 2>(in, s, out, rows, scale, st);
-    case 13: return LaunchPow2<T, 13, 128, 64, 2>(in, s, out, rows, scale, st);
-    case 14: return LaunchPow2<T, 14, 128, 128, 1>(in, s, out, rows, scale, st);
-    case 15: return LaunchPow2<T, 15, 128, 256, 1>(in, s, out, rows, scale, st);
-    default: return cudaErrorInvalidValue;
+    case 0:
+      return LaunchPow2<T, 0, 1, 1, 128>(in, s, out, rows, scale, st);
+    case 1:
+      return LaunchPow2<T, 1, 2, 1, 128>(in, s, out, rows, scale, st);
+    case 2:
+      return LaunchPow2<T, 2, 4, 1, 128>(in, s, out, rows, scale, st);
+    case 3:
+      return LaunchPow2<T, 3, 8, 1, 128>(in, s, out, rows, scale, st);
+    case 4:
+      return LaunchPow2<T, 4, 16, 1, 128>(in, s, out, rows, scale, st);
+    case 5:
+      return LaunchPow2<T, 5, 32, 1, 128>(in, s, out, rows, scale, st);
+    case 6:
+      return LaunchPow2<T, 6, 16, 4, 64>(in, s, out, rows, scale, st);
+    case 7:
+      return LaunchPow2<T, 7, 32, 4, 64>(in, s, out, rows, scale, st);
+    case 8:
+      return LaunchPow2<T, 8, 32, 8, 32>(in, s, out, rows, scale, st);
+    case 9:
+      return LaunchPow2<T, 9, 32, 16, 16>(in, s, out, rows, scale, st);
+    case 10:
+      return LaunchPow2<T, 10, 32, 32, 8>(in, s, out, rows, scale, st);
+    case 11:
+      return LaunchPow2<T, 11, 64, 32, 4>(in, s, out, rows, scale, st);
+    case 12:
+      return LaunchPow2<T, 12, 64, 64, 2>(in, s, out, rows, scale, st);
+    case 13:
+      return LaunchPow2<T, 13, 128, 64, 2>(in, s, out, rows, scale, st);
+    case 14:
+      return LaunchPow2<T, 14, 128, 128, 1>(in, s, out, rows, scale, st);
+    case 15:
+      return LaunchPow2<T, 15, 128, 256, 1>(in, s, out, rows, scale, st);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -135,8 +152,8 @@ cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t
                           static_cast<__nv_bfloat16*>(out), rows, k, log2_m, scale, transpose,
                           stream);
     case DType::kFloat16:
-      return DispatchFwht(static_cast<const __half*>(in), in_row_stride,
-                          static_cast<__half*>(out), rows, k, log2_m, scale, transpose, stream);
+      return DispatchFwht(static_cast<const __half*>(in), in_row_stride, static_cast<__half*>(out),
+                          rows, k, log2_m, scale, transpose, stream);
     default:
       return cudaErrorInvalidValue;
   }

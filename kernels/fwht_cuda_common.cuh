@@ -21,19 +21,36 @@ __device__ __forceinline__ float ToF(__half x) { return __half2float(x); }
 template <typename T>
 __device__ __forceinline__ T FromF(float x);
 template <>
-__device__ __forceinline__ float FromF<float>(float x) { return x; }
+__device__ __forceinline__ float FromF<float>(float x) {
+  return x;
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromF<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 template <>
-__device__ __forceinline__ __half FromF<__half>(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ __half FromF<__half>(float x) {
+  return __float2half_rn(x);
+}
 
-template <int kBytes> struct RawVec;
-template <> struct RawVec<2> { using type = unsigned short; };
-template <> struct RawVec<4> { using type = unsigned int; };
-template <> struct RawVec<8> { using type = uint2; };
-template <> struct RawVec<16> { using type = uint4; };
+template <int kBytes>
+struct RawVec;
+template <>
+struct RawVec<2> {
+  using type = unsigned short;
+};
+template <>
+struct RawVec<4> {
+  using type = unsigned int;
+};
+template <>
+struct RawVec<8> {
+  using type = uint2;
+};
+template <>
+struct RawVec<16> {
+  using type = uint4;
+};
 
 // kN consecutive elements at p (aligned to their size, at most 16 bytes per access).
 template <typename T, int kN>
@@ -89,10 +106,10 @@ __device__ __forceinline__ void Sylvester(float* v) {
 // Shared-memory image of one length-(V*TR) segment (TR >= 4, V >= 8).
 template <int kV, int kTR>
 struct SegLayout {
-  static constexpr int kC = kV / 8;                            // chunks per thread
-  static constexpr int kSplit = kTR > kV ? kTR / kV : 1;       // threads per B combo
-  static constexpr int kChunk = 8 * kTR;                       // elements per chunk
-  static constexpr int kChunkStride = kChunk + 8 * kSplit;     // padded
+  static constexpr int kC = kV / 8;                         // chunks per thread
+  static constexpr int kSplit = kTR > kV ? kTR / kV : 1;    // threads per B combo
+  static constexpr int kChunk = 8 * kTR;                    // elements per chunk
+  static constexpr int kChunkStride = kChunk + 8 * kSplit;  // padded
   static constexpr int kFloats = kC * kChunkStride;
   // Segment stride ≡ TR (mod 32) when several segments share a warp.
   static constexpr int kStride =
@@ -143,7 +160,10 @@ __device__ __forceinline__ void AccessB(float* seg, int t, float* v) {
       float* p = seg + (q / 8) * L::kChunkStride + q % 8;
 #pragma unroll
       for (int u = 0; u < kTR; ++u) {
-        if (kWrite) p[u * 8] = v[jj * kTR + u]; else v[jj * kTR + u] = p[u * 8];
+        if (kWrite)
+          p[u * 8] = v[jj * kTR + u];
+        else
+          v[jj * kTR + u] = p[u * 8];
       }
     }
   } else {
@@ -151,7 +171,10 @@ __device__ __forceinline__ void AccessB(float* seg, int t, float* v) {
     float* p = seg + (q / 8) * L::kChunkStride + q % 8 + h * 8;
 #pragma unroll
     for (int r = 0; r < kV; ++r) {
-      if (kWrite) p[r * L::kSplit * 8] = v[r]; else v[r] = p[r * L::kSplit * 8];
+      if (kWrite)
+        p[r * L::kSplit * 8] = v[r];
+      else
+        v[r] = p[r * L::kSplit * 8];
     }
   }
 }
@@ -180,7 +203,10 @@ __device__ __forceinline__ void SylvesterB(float* v, int t) {
 
 template <bool kBlock>
 __device__ __forceinline__ void SegSync() {
-  if constexpr (kBlock) __syncthreads(); else __syncwarp();
+  if constexpr (kBlock)
+    __syncthreads();
+  else
+    __syncwarp();
 }
 
 // K > 1 path (fwht_k_cuda.cu): k in kSupportedHadamardK, n = k << log2_m.

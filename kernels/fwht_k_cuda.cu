@@ -124,8 +124,7 @@ __global__ void __launch_bounds__(512)
       if (i >= mt) break;
       const uint32_t w = __ldg(&table[(i * mt + kk) * 32 + lane]);
       const uint4 a = make_uint4(kOne | (w & 0x80008000u), kOne | ((w << 1) & 0x80008000u),
-                                 kOne | ((w << 2) & 0x80008000u),
-                                 kOne | ((w << 3) & 0x80008000u));
+                                 kOne | ((w << 2) & 0x80008000u), kOne | ((w << 3) & 0x80008000u));
 #pragma unroll
       for (int g = 0; g < kGW; ++g)
 #pragma unroll
@@ -240,8 +239,7 @@ __global__ void __launch_bounds__(128)
     for (int kk = 0; kk < mt; ++kk) {
       const uint32_t w = __ldg(&table[(i * mt + kk) * 32 + lane]);
       const uint4 a = make_uint4(kOne | (w & 0x80008000u), kOne | ((w << 1) & 0x80008000u),
-                                 kOne | ((w << 2) & 0x80008000u),
-                                 kOne | ((w << 3) & 0x80008000u));
+                                 kOne | ((w << 2) & 0x80008000u), kOne | ((w << 3) & 0x80008000u));
 #pragma unroll
       for (int grp = 0; grp < kNG; ++grp) {
         if constexpr (!kF32) {
@@ -313,8 +311,7 @@ cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, 
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
   }
-  kernel<<<static_cast<unsigned>(rows), threads, smem, st>>>(in, s, out, k_orig, fold, tr,
-                                                              scale);
+  kernel<<<static_cast<unsigned>(rows), threads, smem, st>>>(in, s, out, k_orig, fold, tr, scale);
   return cudaGetLastError();
 }
 
@@ -345,22 +342,27 @@ cudaError_t LaunchMma(const T* in, int64_t s, T* out, int64_t rows, int k, bool 
 }
 
 template <typename T, int kLogM>
-cudaError_t LaunchMmaForM(const T* in, int64_t s, T* out, int64_t rows, int k, bool tr,
-                          float scale, cudaStream_t st) {
+cudaError_t LaunchMmaForM(const T* in, int64_t s, T* out, int64_t rows, int k, bool tr, float scale,
+                          cudaStream_t st) {
   switch (MtwFor((k + 15) / 16)) {
-    case 1: return LaunchMma<T, kLogM, 1>(in, s, out, rows, k, tr, scale, st);
-    case 2: return LaunchMma<T, kLogM, 2>(in, s, out, rows, k, tr, scale, st);
-    case 3: return LaunchMma<T, kLogM, 3>(in, s, out, rows, k, tr, scale, st);
-    case 4: return LaunchMma<T, kLogM, 4>(in, s, out, rows, k, tr, scale, st);
-    default: return cudaErrorInvalidValue;
+    case 1:
+      return LaunchMma<T, kLogM, 1>(in, s, out, rows, k, tr, scale, st);
+    case 2:
+      return LaunchMma<T, kLogM, 2>(in, s, out, rows, k, tr, scale, st);
+    case 3:
+      return LaunchMma<T, kLogM, 3>(in, s, out, rows, k, tr, scale, st);
+    case 4:
+      return LaunchMma<T, kLogM, 4>(in, s, out, rows, k, tr, scale, st);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
 // ----------------------------------------------------------- small M < 16 --
 template <typename T>
 __global__ void __launch_bounds__(128)
-    FwhtKSmallKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k,
-                     int m, bool transpose, float scale) {
+    FwhtKSmallKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k, int m,
+                     bool transpose, float scale) {
   extern __shared__ float4 smem4[];
   float* x = reinterpret_cast<float*>(smem4);
   float* z = x + k * m;
@@ -403,20 +405,29 @@ cudaError_t LaunchFwhtK(const T* in, int64_t s, T* out, int64_t rows, int k, int
     return LaunchReg<T, 7>(in, s, out, rows, k, fold, tr, scale, st);
   }
   switch (log2_m) {
-    case 4: return LaunchReg<T, 4>(in, s, out, rows, k, 1, tr, scale, st);
-    case 5: return LaunchReg<T, 5>(in, s, out, rows, k, 1, tr, scale, st);
-    case 6: return LaunchReg<T, 6>(in, s, out, rows, k, 1, tr, scale, st);
-    case 7: return LaunchReg<T, 7>(in, s, out, rows, k, 1, tr, scale, st);
-    case 8: return LaunchMmaForM<T, 8>(in, s, out, rows, k, tr, scale, st);
-    case 9: return LaunchMmaForM<T, 9>(in, s, out, rows, k, tr, scale, st);
-    case 10: return LaunchMmaForM<T, 10>(in, s, out, rows, k, tr, scale, st);
-    case 11: return LaunchMmaForM<T, 11>(in, s, out, rows, k, tr, scale, st);
-    default: break;
+    case 4:
+      return LaunchReg<T, 4>(in, s, out, rows, k, 1, tr, scale, st);
+    case 5:
+      return LaunchReg<T, 5>(in, s, out, rows, k, 1, tr, scale, st);
+    case 6:
+      return LaunchReg<T, 6>(in, s, out, rows, k, 1, tr, scale, st);
+    case 7:
+      return LaunchReg<T, 7>(in, s, out, rows, k, 1, tr, scale, st);
+    case 8:
+      return LaunchMmaForM<T, 8>(in, s, out, rows, k, tr, scale, st);
+    case 9:
+      return LaunchMmaForM<T, 9>(in, s, out, rows, k, tr, scale, st);
+    case 10:
+      return LaunchMmaForM<T, 10>(in, s, out, rows, k, tr, scale, st);
+    case 11:
+      return LaunchMmaForM<T, 11>(in, s, out, rows, k, tr, scale, st);
+    default:
+      break;
   }
   if (log2_m > 3) return cudaErrorInvalidValue;
   const int m = 1 << log2_m;
-  FwhtKSmallKernel<T><<<static_cast<unsigned>(rows), 128, 2 * k * m * 4, st>>>(in, s, out, k, m,
-                                                                              tr, scale);
+  FwhtKSmallKernel<T>
+      <<<static_cast<unsigned>(rows), 128, 2 * k * m * 4, st>>>(in, s, out, k, m, tr, scale);
   return cudaGetLastError();
 }
 
@@ -424,7 +435,7 @@ template cudaError_t LaunchFwhtK<float>(const float*, int64_t, float*, int64_t, 
                                         bool, cudaStream_t);
 template cudaError_t LaunchFwhtK<__nv_bfloat16>(const __nv_bfloat16*, int64_t, __nv_bfloat16*,
                                                 int64_t, int, int, float, bool, cudaStream_t);
-template cudaError_t LaunchFwhtK<__half>(const __half*, int64_t, __half*, int64_t, int, int,
-                                         float, bool, cudaStream_t);
+template cudaError_t LaunchFwhtK<__half>(const __half*, int64_t, __half*, int64_t, int, int, float,
+                                         bool, cudaStream_t);
 
 }  // namespace qwha::kernels::cuda::fwht_internal

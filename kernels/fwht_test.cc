@@ -4,11 +4,11 @@
 // on CUDA (compared to the reference and to the CPU result).
 #include "kernels/fwht.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "kernels/hadamard_k.h"
 
@@ -110,8 +110,14 @@ std::vector<SizeCase> AllSizes() {
       if (k * m <= kMaxFwhtSize) sizes.push_back({k, m});
     }
   }
-  for (SizeCase s : {SizeCase{172, 64}, {28, 512}, {12, 256}, {40, 128}, {108, 128}, {12, 2048},
-                     {60, 512}, {172, 128}}) {
+  for (SizeCase s : {SizeCase{172, 64},
+                     {28, 512},
+                     {12, 256},
+                     {40, 128},
+                     {108, 128},
+                     {12, 2048},
+                     {60, 512},
+                     {172, 128}}) {
     sizes.push_back(s);
   }
   return sizes;
@@ -131,8 +137,8 @@ TEST(FactorHadamardSizeTest, FactorsSupportedSizes) {
     EXPECT_EQ(f->pow2, 1);
   }
   const std::vector<std::array<int64_t, 3>> known = {
-      {11008, 172, 64}, {14336, 28, 512}, {3072, 12, 256}, {5120, 40, 128},
-      {13824, 108, 128}, {40, 40, 1},     {80, 40, 2},     {24, 12, 2}};
+      {11008, 172, 64},  {14336, 28, 512}, {3072, 12, 256}, {5120, 40, 128},
+      {13824, 108, 128}, {40, 40, 1},      {80, 40, 2},     {24, 12, 2}};
   for (const auto& [n, k, m] : known) {
     auto f = FactorHadamardSize(n);
     ASSERT_TRUE(f.ok()) << n;
@@ -151,8 +157,8 @@ TEST(FactorHadamardSizeTest, RejectsUnsupportedSizes) {
 }
 
 TEST(HadamardMatrixTest, MatchesReferenceAndIsOrthogonal) {
-  for (SizeCase s : std::vector<SizeCase>{{1, 1}, {1, 2}, {1, 64}, {12, 1}, {12, 4}, {40, 2},
-                                          {172, 1}, {156, 2}, {28, 8}}) {
+  for (SizeCase s : std::vector<SizeCase>{
+           {1, 1}, {1, 2}, {1, 64}, {12, 1}, {12, 4}, {40, 2}, {172, 1}, {156, 2}, {28, 8}}) {
     const int64_t n = s.k * s.m;
     torch::Tensor h = HadamardMatrix(n);
     EXPECT_TRUE(torch::equal(h, RefMatrix(s.k, s.m))) << n;
@@ -183,8 +189,15 @@ TEST(FwhtTest, DtypesScaleAndTranspose) {
     std::vector<torch::ScalarType> dtypes = {torch::kFloat32, torch::kBFloat16, torch::kFloat16};
     if (dev.is_cpu()) dtypes.push_back(torch::kFloat64);
     for (torch::ScalarType dtype : dtypes) {
-      for (SizeCase s : std::vector<SizeCase>{{1, 1}, {1, 16}, {1, 2048}, {1, 16384}, {12, 64},
-                                              {20, 1}, {40, 32}, {172, 64}, {108, 4}}) {
+      for (SizeCase s : std::vector<SizeCase>{{1, 1},
+                                              {1, 16},
+                                              {1, 2048},
+                                              {1, 16384},
+                                              {12, 64},
+                                              {20, 1},
+                                              {40, 32},
+                                              {172, 64},
+                                              {108, 4}}) {
         const int64_t n = s.k * s.m;
         for (bool transpose : {false, true}) {
           const double scale = 1.0 / std::sqrt(static_cast<double>(n));
@@ -274,8 +287,7 @@ TEST(FwhtTest, GradientMatchesFiniteDifferences) {
       for (int64_t i = 0; i < xd.numel(); ++i) {
         torch::Tensor e = torch::zeros_like(xd);
         e.view(-1)[i] = eps;
-        const double fd =
-            (loss(xd + e).item<double>() - loss(xd - e).item<double>()) / (2 * eps);
+        const double fd = (loss(xd + e).item<double>() - loss(xd - e).item<double>()) / (2 * eps);
         EXPECT_NEAR(grad.view(-1)[i].item<double>(), fd, 1e-6 * (1 + std::abs(fd))) << i;
       }
     }

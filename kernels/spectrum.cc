@@ -24,16 +24,15 @@ namespace {
 #ifdef QWHA_WITH_CUDA
 
 void CheckCuda(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "qwha::kernels::", op, ": CUDA launch failed: ",
-              cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, "qwha::kernels::", op,
+              ": CUDA launch failed: ", cudaGetErrorString(err));
 }
 #endif  // QWHA_WITH_CUDA
 
 // dense (flat, zero) [idx[t]] = values[t].
 torch::Tensor ScatterImpl(const torch::Tensor& values, const torch::Tensor& flat_index,
                           int64_t rows, int64_t n) {
-  TORCH_CHECK(values.dim() == 1 && flat_index.dim() == 1 &&
-                  values.size(0) == flat_index.size(0) &&
+  TORCH_CHECK(values.dim() == 1 && flat_index.dim() == 1 && values.size(0) == flat_index.size(0) &&
                   flat_index.scalar_type() == torch::kInt64 &&
                   values.device() == flat_index.device(),
               "qwha::kernels::SpectrumScatter: values and flat_index must be 1-D of equal length "
@@ -54,11 +53,11 @@ torch::Tensor ScatterImpl(const torch::Tensor& values, const torch::Tensor& flat
 #ifdef QWHA_WITH_CUDA
   } else if (v.is_cuda()) {
     if (count > 0) {
-      CheckCuda(cuda::LaunchSpectrumScatter(
-                    v.data_ptr(), idx.data_ptr<int64_t>(), count, dense.data_ptr(),
-                    ToCudaDType(v.scalar_type()),
-                    at::cuda::getCurrentCUDAStream(v.device().index()).stream()),
-                "SpectrumScatter");
+      CheckCuda(
+          cuda::LaunchSpectrumScatter(v.data_ptr(), idx.data_ptr<int64_t>(), count,
+                                      dense.data_ptr(), ToCudaDType(v.scalar_type()),
+                                      at::cuda::getCurrentCUDAStream(v.device().index()).stream()),
+          "SpectrumScatter");
     }
 #endif
   } else {
@@ -88,11 +87,11 @@ torch::Tensor GatherImpl(const torch::Tensor& dense, const torch::Tensor& flat_i
 #ifdef QWHA_WITH_CUDA
   } else if (d.is_cuda()) {
     if (count > 0) {
-      CheckCuda(cuda::LaunchSpectrumGather(
-                    d.data_ptr(), idx.data_ptr<int64_t>(), count, values.data_ptr(),
-                    ToCudaDType(d.scalar_type()),
-                    at::cuda::getCurrentCUDAStream(d.device().index()).stream()),
-                "SpectrumGather");
+      CheckCuda(
+          cuda::LaunchSpectrumGather(d.data_ptr(), idx.data_ptr<int64_t>(), count,
+                                     values.data_ptr(), ToCudaDType(d.scalar_type()),
+                                     at::cuda::getCurrentCUDAStream(d.device().index()).stream()),
+          "SpectrumGather");
     }
 #endif
   } else {
@@ -151,8 +150,8 @@ absl::Status ValidateSpectrumIndex(const torch::Tensor& values, const torch::Ten
   if (!flat_index.defined()) return InvalidArgumentError("flat_index is undefined");
   if (values.dim() != 1 || !c10::isFloatingType(values.scalar_type())) {
     return InvalidArgumentError(StrCat("values must be a 1-D float tensor, got ",
-                                       c10::toString(values.scalar_type()), " with ",
-                                       values.dim(), " dims"));
+                                       c10::toString(values.scalar_type()), " with ", values.dim(),
+                                       " dims"));
   }
   if (flat_index.dim() != 1 || flat_index.scalar_type() != torch::kInt64) {
     return InvalidArgumentError(StrCat("flat_index must be a 1-D int64 tensor, got ",
@@ -160,8 +159,8 @@ absl::Status ValidateSpectrumIndex(const torch::Tensor& values, const torch::Ten
                                        flat_index.dim(), " dims"));
   }
   if (values.size(0) != flat_index.size(0)) {
-    return InvalidArgumentError(StrCat("values has ", values.size(0), " entries but flat_index has ",
-                                       flat_index.size(0)));
+    return InvalidArgumentError(
+        StrCat("values has ", values.size(0), " entries but flat_index has ", flat_index.size(0)));
   }
   if (values.device() != flat_index.device()) {
     return InvalidArgumentError(StrCat("values is on device ", values.device().str(),

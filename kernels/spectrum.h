@@ -9,9 +9,9 @@
 // Thread safety: all functions are safe to call concurrently.
 #pragma once
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "absl/status/status.h"
 

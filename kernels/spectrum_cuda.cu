@@ -62,9 +62,12 @@ cudaError_t LaunchBySize(const void* src, const int64_t* idx, int64_t count, voi
   if (count < 0) return cudaErrorInvalidValue;
   if (count == 0) return cudaSuccess;
   switch (ElementSize(t)) {
-    case 2: return Launch<kScatter, uint16_t>(src, idx, count, dst, stream);
-    case 8: return Launch<kScatter, uint64_t>(src, idx, count, dst, stream);
-    default: return Launch<kScatter, uint32_t>(src, idx, count, dst, stream);
+    case 2:
+      return Launch<kScatter, uint16_t>(src, idx, count, dst, stream);
+    case 8:
+      return Launch<kScatter, uint64_t>(src, idx, count, dst, stream);
+    default:
+      return Launch<kScatter, uint32_t>(src, idx, count, dst, stream);
   }
 }
 
@@ -75,8 +78,8 @@ cudaError_t LaunchSpectrumScatter(const void* values, const int64_t* idx, int64_
   return LaunchBySize<true>(values, idx, count, dense, dtype, stream);
 }
 
-cudaError_t LaunchSpectrumGather(const void* dense, const int64_t* idx, int64_t count,
-                                 void* values, DType dtype, cudaStream_t stream) {
+cudaError_t LaunchSpectrumGather(const void* dense, const int64_t* idx, int64_t count, void* values,
+                                 DType dtype, cudaStream_t stream) {
   return LaunchBySize<false>(dense, idx, count, values, dtype, stream);
 }
 

@@ -2,10 +2,10 @@
 // gradients, on the CPU and (when available) on CUDA.
 #include "kernels/spectrum.h"
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace qwha::kernels {
 namespace {

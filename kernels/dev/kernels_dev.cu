@@ -27,14 +27,13 @@ using qwha::kernels::cuda::DType;
 namespace qk = qwha::kernels;
 namespace qc = qwha::kernels::cuda;
 
-#define CK(x)                                                                   \
-  do {                                                                          \
-    cudaError_t e_ = (x);                                                       \
-    if (e_ != cudaSuccess) {                                                    \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, \
-                  __LINE__);                                                    \
-      std::exit(2);                                                             \
-    }                                                                           \
+#define CK(x)                                                                              \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(2);                                                                        \
+    }                                                                                      \
   } while (0)
 
 namespace {
@@ -116,7 +115,8 @@ void RefFwhtRow(const double* x, double* y, int k, int m, bool transpose, double
 }
 
 double Tolerance(DType t, int n) {
-  return t == DType::kFloat32 ? 2e-6 * std::max(1.0, std::log2(n)) : (t == DType::kFloat16 ? 2e-3 : 1e-2);
+  return t == DType::kFloat32 ? 2e-6 * std::max(1.0, std::log2(n))
+                              : (t == DType::kFloat16 ? 2e-3 : 1e-2);
 }
 
 void CheckFwht(int k, int log_m, DType t, bool transpose, int64_t rows, int64_t stride_pad) {
@@ -301,10 +301,11 @@ void BenchFwht(int k, int log_m, DType t, int64_t bytes_target) {
   const float fwht = MedianMs([&](int i) {
     CK(qc::LaunchFwht(in[i % kSets], n, out[i % kSets], rows, k, log_m, t, 1.f, false, 0));
   });
-  std::printf("bench fwht n=%6lld (K=%3d) %-4s rows=%7lld  %.3f ms  %6.0f GB/s  copy %6.0f GB/s  "
-              "ratio %.2f\n",
-              (long long)n, k, Name(t), (long long)rows, fwht, 2.0 * bytes / fwht / 1e6,
-              2.0 * bytes / copy / 1e6, copy / fwht);
+  std::printf(
+      "bench fwht n=%6lld (K=%3d) %-4s rows=%7lld  %.3f ms  %6.0f GB/s  copy %6.0f GB/s  "
+      "ratio %.2f\n",
+      (long long)n, k, Name(t), (long long)rows, fwht, 2.0 * bytes / fwht / 1e6,
+      2.0 * bytes / copy / 1e6, copy / fwht);
   for (int i = 0; i < kSets; ++i) {
     CK(cudaFree(in[i]));
     CK(cudaFree(out[i]));
@@ -323,16 +324,16 @@ void BenchDequant(int bits, int64_t rows, int64_t cols, DType odt) {
   CK(cudaMemset(s, 0x3c, rows * groups * 2));
   CK(cudaMemset(z, 0x40, rows * groups * 2));
   const int64_t bytes = rows * words * 4 + 2 * rows * groups * 2 + rows * cols * Size(odt);
-  const float copy = MedianMs([&](int) {
-    CK(cudaMemcpyAsync(o2, o, bytes / 2, cudaMemcpyDeviceToDevice));
-  });
+  const float copy =
+      MedianMs([&](int) { CK(cudaMemcpyAsync(o2, o, bytes / 2, cudaMemcpyDeviceToDevice)); });
   const float ms = MedianMs([&](int) {
     CK(qc::LaunchDequantize(static_cast<int32_t*>(p), rows, cols, bits, 64, s, z, DType::kFloat16,
                             nullptr, DType::kFloat32, o, odt, 0));
   });
-  std::printf("bench dequant b=%d %lldx%lld ->%-4s %.3f ms  %6.0f GB/s  copy %6.0f GB/s  ratio %.2f\n",
-              bits, (long long)rows, (long long)cols, Name(odt), ms, bytes / ms / 1e6,
-              bytes / copy / 1e6, copy / ms);
+  std::printf(
+      "bench dequant b=%d %lldx%lld ->%-4s %.3f ms  %6.0f GB/s  copy %6.0f GB/s  ratio %.2f\n",
+      bits, (long long)rows, (long long)cols, Name(odt), ms, bytes / ms / 1e6, bytes / copy / 1e6,
+      copy / ms);
   for (void* q : {p, s, z, o, o2}) CK(cudaFree(q));
 }
 
@@ -351,36 +352,44 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (mode != "--bench-only") {
-  const DType dtypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
-  for (DType t : dtypes)
-    for (bool tr : {false, true}) {
-      for (int lm = 0; lm <= 15; ++lm) CheckFwht(1, lm, t, tr, lm >= 12 ? 5 : 37, 0);
-      for (const qk::HadamardK& hk : qk::kHadamardKs)
-        for (int lm = 0; (hk.k << lm) <= 32768; ++lm)
-          CheckFwht(hk.k, lm, t, tr, (hk.k << lm) > 4096 ? 3 : 9, 0);
-    }
-  for (DType t : dtypes) {  // row strides and a row count that leaves a partial block
-    CheckFwht(1, 11, t, false, 7, 64);
-    CheckFwht(172, 6, t, true, 3, 8);
-    CheckFwht(1, 4, t, false, 129, 8);
-  }
-  for (int bits : {2, 3, 4})
-    for (DType pdt : dtypes)
-      for (DType odt : dtypes) {
-        CheckDequant(bits, 5, 256, 64, pdt, odt, false, DType::kFloat32);
-        CheckDequant(bits, 3, 100, 20, pdt, odt, true, odt);
-        CheckDequant(bits, 4, 96, 32, pdt, odt, true, DType::kBFloat16);
-        CheckDequant(bits, 2, 64, 8, pdt, odt, true, DType::kFloat16);
+    const DType dtypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
+    for (DType t : dtypes)
+      for (bool tr : {false, true}) {
+        for (int lm = 0; lm <= 15; ++lm) CheckFwht(1, lm, t, tr, lm >= 12 ? 5 : 37, 0);
+        for (const qk::HadamardK& hk : qk::kHadamardKs)
+          for (int lm = 0; (hk.k << lm) <= 32768; ++lm)
+            CheckFwht(hk.k, lm, t, tr, (hk.k << lm) > 4096 ? 3 : 9, 0);
       }
-  std::printf("%s dequant checks\n", g_failures ? "FAIL" : "ok  ");
-  CheckSpectrum();
+    for (DType t : dtypes) {  // row strides and a row count that leaves a partial block
+      CheckFwht(1, 11, t, false, 7, 64);
+      CheckFwht(172, 6, t, true, 3, 8);
+      CheckFwht(1, 4, t, false, 129, 8);
+    }
+    for (int bits : {2, 3, 4})
+      for (DType pdt : dtypes)
+        for (DType odt : dtypes) {
+          CheckDequant(bits, 5, 256, 64, pdt, odt, false, DType::kFloat32);
+          CheckDequant(bits, 3, 100, 20, pdt, odt, true, odt);
+          CheckDequant(bits, 4, 96, 32, pdt, odt, true, DType::kBFloat16);
+          CheckDequant(bits, 2, 64, 8, pdt, odt, true, DType::kFloat16);
+        }
+    std::printf("%s dequant checks\n", g_failures ? "FAIL" : "ok  ");
+    CheckSpectrum();
   }
   if (bench) {
     for (int lm = 11; lm <= 15; ++lm) BenchFwht(1, lm, DType::kBFloat16, 256 << 20);
     for (int lm = 11; lm <= 14; ++lm) BenchFwht(1, lm, DType::kFloat32, 256 << 20);
-    for (auto [k, lm] : std::vector<std::pair<int, int>>{
-             {12, 8}, {40, 7}, {172, 6}, {28, 9}, {108, 7}, {12, 11}, {60, 9}, {172, 7}, {12, 10},
-             {60, 8}, {36, 9}})
+    for (auto [k, lm] : std::vector<std::pair<int, int>>{{12, 8},
+                                                         {40, 7},
+                                                         {172, 6},
+                                                         {28, 9},
+                                                         {108, 7},
+                                                         {12, 11},
+                                                         {60, 9},
+                                                         {172, 7},
+                                                         {12, 10},
+                                                         {60, 8},
+                                                         {36, 9}})
       BenchFwht(k, lm, DType::kBFloat16, 256 << 20);
     BenchDequant(4, 8192, 8192, DType::kBFloat16);
     BenchDequant(3, 8192, 8192, DType::kBFloat16);

@@ -18,8 +18,7 @@ struct MergedLinearFunction : public torch::autograd::Function<MergedLinearFunct
                                int64_t bits, int64_t group_size, int64_t cols, int64_t dtype) {
     const auto st = static_cast<torch::ScalarType>(dtype);
     torch::Tensor w = kernels::Dequantize(packed, scales, zeros, static_cast<int>(bits),
-                                          static_cast<int>(group_size), cols, st,
-                                          delta.detach());
+                                          static_cast<int>(group_size), cols, st, delta.detach());
     torch::Tensor xc = x.to(st);
     ctx->save_for_backward({xc, packed, scales, zeros, delta});
     ctx->saved_data["bits"] = bits;
@@ -38,20 +37,20 @@ struct MergedLinearFunction : public torch::autograd::Function<MergedLinearFunct
     torch::Tensor gy = grad_outputs[0].to(st);
     torch::Tensor grad_x, grad_delta;
     if (ctx->needs_input_grad(0)) {
-      torch::Tensor w = kernels::Dequantize(
-          saved[1], saved[2], saved[3], static_cast<int>(ctx->saved_data["bits"].toInt()),
-          static_cast<int>(ctx->saved_data["group_size"].toInt()),
-          ctx->saved_data["cols"].toInt(), st, delta.detach());
+      torch::Tensor w = kernels::Dequantize(saved[1], saved[2], saved[3],
+                                            static_cast<int>(ctx->saved_data["bits"].toInt()),
+                                            static_cast<int>(ctx->saved_data["group_size"].toInt()),
+                                            ctx->saved_data["cols"].toInt(), st, delta.detach());
       grad_x = torch::matmul(gy, w).to(
           static_cast<torch::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
     }
     if (ctx->needs_input_grad(1)) {
       const int64_t out = gy.size(-1);
       const int64_t in = xc.size(-1);
-      grad_delta = torch::matmul(gy.reshape({-1, out}).t(), xc.reshape({-1, in}))
-                       .to(delta.scalar_type());
+      grad_delta =
+          torch::matmul(gy.reshape({-1, out}).t(), xc.reshape({-1, in})).to(delta.scalar_type());
     }
-    return {grad_x,         grad_delta,     torch::Tensor(), torch::Tensor(), torch::Tensor(),
+    return {grad_x,          grad_delta,      torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

@@ -45,8 +45,8 @@ Fixture MakeBase(int64_t out, int64_t in, const torch::Device& device, uint64_t 
 TEST(AdaptedLinearTest, MergedMatchesFloat64Reference) {
   for (const auto& device : Devices()) {
     Fixture f = MakeBase(48, 64, device, 7);
-    torch::Tensor x = torch::randn({2, 5, 64}, torch::dtype(torch::kFloat32).device(device))
-                          .requires_grad_(true);
+    torch::Tensor x =
+        torch::randn({2, 5, 64}, torch::dtype(torch::kFloat32).device(device)).requires_grad_(true);
     torch::Tensor delta =
         (0.01 * torch::randn({48, 64}, torch::dtype(torch::kFloat32).device(device)))
             .requires_grad_(true);
@@ -104,10 +104,9 @@ TEST(AdaptedLinearTest, MergedEqualsUnmergedForEveryAdapter) {
       torch::Tensor x = torch::randn({3, 64}, torch::dtype(torch::kFloat32).device(device));
       torch::Tensor merged = MergedLinear(x, f.base, (*adapter)->DeltaWeight(), torch::kFloat32);
       torch::Tensor unmerged = UnmergedLinear(x, f.base, adapter->get(), torch::kFloat32);
-      torch::Tensor ref = torch::matmul(x.to(torch::kFloat64),
-                                        (deq.to(torch::kFloat64) +
-                                         (*adapter)->DeltaWeight().detach().to(torch::kFloat64))
-                                            .t());
+      torch::Tensor ref = torch::matmul(
+          x.to(torch::kFloat64),
+          (deq.to(torch::kFloat64) + (*adapter)->DeltaWeight().detach().to(torch::kFloat64)).t());
       EXPECT_LT(RelErr(merged, ref), 1e-5) << AdapterTypeName(type) << " " << device;
       EXPECT_LT(RelErr(unmerged, ref), 1e-5) << AdapterTypeName(type) << " " << device;
     }

@@ -11,13 +11,13 @@
 // (LoadStateDict, To, training steps) needs external synchronization.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -106,9 +106,9 @@ class Adapter {
 
 // The inputs of initialization for one layer. All tensors on one device.
 struct LayerData {
-  torch::Tensor weight;        // W [out, in], original (full-precision) weight
-  torch::Tensor dequantized;   // deq(Q) [out, in]
-  torch::Tensor gram;          // Σ XᵀX [in, in] (float64 preferred); undefined = none
+  torch::Tensor weight;       // W [out, in], original (full-precision) weight
+  torch::Tensor dequantized;  // deq(Q) [out, in]
+  torch::Tensor gram;         // Σ XᵀX [in, in] (float64 preferred); undefined = none
 };
 
 // Builds and initializes an adapter of cfg.type for one layer. QWHA and CLoQ

@@ -1,13 +1,13 @@
 #include "worker/adapters/adapter.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <cmath>
 #include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "worker/quant/quantizer.h"
 #include "worker/testing/synthetic.h"

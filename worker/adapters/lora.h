@@ -14,12 +14,12 @@
 //           rank-r ΔW (Eckart-Young in the G-weighted norm).
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"

@@ -1,9 +1,9 @@
 #include "worker/adapters/lora.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <cmath>
 
 namespace qwha::adapters {
 namespace {

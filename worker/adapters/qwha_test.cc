@@ -1,14 +1,14 @@
 #include "worker/adapters/qwha.h"
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <numeric>
 #include <set>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "kernels/fwht.h"
 

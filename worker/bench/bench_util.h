@@ -2,12 +2,12 @@
 // result tables that print as text or as one JSON object.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 namespace qwha::bench {
 

@@ -9,16 +9,16 @@
 // Common flags: --device cpu|cuda (default: cuda if available), --json,
 // --json-out FILE (text on stdout, JSON to FILE),
 // --quick (small shapes, for a smoke run on a CPU).
+#include <torch/torch.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 #include "kernels/fwht.h"
 #include "kernels/spectrum.h"
@@ -44,9 +44,10 @@ struct Flags {
 };
 
 [[noreturn]] void Usage(const std::string& error) {
-  std::cerr << "qwha-bench: " << error << "\n"
-            << "usage: qwha-bench {init-error|fwht|layer|init-time} [--device cpu|cuda] "
-               "[--json] [--json-out FILE] [--quick] [--bits 2,3,4] [--quant rtn|gptq] [--rank 64]\n";
+  std::cerr
+      << "qwha-bench: " << error << "\n"
+      << "usage: qwha-bench {init-error|fwht|layer|init-time} [--device cpu|cuda] "
+         "[--json] [--json-out FILE] [--quick] [--bits 2,3,4] [--quant rtn|gptq] [--rank 64]\n";
   std::exit(2);
 }
 
@@ -118,17 +119,19 @@ Table InitError(const Flags& f) {
   struct Shape {
     int64_t out, in;
   };
-  std::vector<Shape> shapes = f.quick ? std::vector<Shape>{{64, 128}}
-                                      : std::vector<Shape>{{2048, 2048}, {8192, 2048}, {2048, 8192}};
+  std::vector<Shape> shapes = f.quick
+                                  ? std::vector<Shape>{{64, 128}}
+                                  : std::vector<Shape>{{2048, 2048}, {8192, 2048}, {2048, 8192}};
   const int64_t rank = f.quick ? 4 : f.rank;
-  Table table("init-error: relative layer-output error ‖X(W−deq(Q)−ΔW)ᵀ‖/‖XWᵀ‖ after "
-              "initialization (lower is better), budget r=" + std::to_string(rank) +
-                  " equivalent, quantizer " + quant::QuantMethodName(f.quant),
-              {"layer", "bits", "none", "lora", "loftq", "cloq", "random-wht", "qwha-datafree",
-               "qwha", "best"});
+  Table table(
+      "init-error: relative layer-output error ‖X(W−deq(Q)−ΔW)ᵀ‖/‖XWᵀ‖ after "
+      "initialization (lower is better), budget r=" +
+          std::to_string(rank) + " equivalent, quantizer " + quant::QuantMethodName(f.quant),
+      {"layer", "bits", "none", "lora", "loftq", "cloq", "random-wht", "qwha-datafree", "qwha",
+       "best"});
   const std::vector<adapters::AdapterType> types = {
-      adapters::AdapterType::kLora,      adapters::AdapterType::kLoftq,
-      adapters::AdapterType::kCloq,      adapters::AdapterType::kRandomWht,
+      adapters::AdapterType::kLora,         adapters::AdapterType::kLoftq,
+      adapters::AdapterType::kCloq,         adapters::AdapterType::kRandomWht,
       adapters::AdapterType::kQwhaDataFree, adapters::AdapterType::kQwha};
   for (const auto& s : shapes) {
     testing::SyntheticLayerOptions opt;
@@ -145,8 +148,8 @@ Table InitError(const Flags& f) {
       qc.method = f.quant;
       auto q = OrDie(quant::Quantize(layer.weight, gram, qc), "quantize");
       adapters::LayerData data{layer.weight, quant::Dequantize(q), gram};
-      std::vector<nlohmann::json> row = {std::to_string(s.in) + "->" + std::to_string(s.out),
-                                         bits, adapters::RelativeOutputError(data, {})};
+      std::vector<nlohmann::json> row = {std::to_string(s.in) + "->" + std::to_string(s.out), bits,
+                                         adapters::RelativeOutputError(data, {})};
       std::string best = "none";
       double best_err = row[2].get<double>();
       for (auto type : types) {
@@ -171,14 +174,15 @@ Table InitError(const Flags& f) {
 
 // ---------------------------------------------------------------------- fwht
 Table FwhtBandwidth(const Flags& f) {
-  Table table("fwht: bf16 FWHT along rows, effective bandwidth (bytes read + written) vs a "
-              "device-to-device copy of the same tensor in the same run; reference: dense "
-              "bf16 GEMM x·H",
-              {"n", "rows", "fwht_ms", "fwht_GBps", "copy_GBps", "fwht/copy", "gemm_ms",
-               "speedup_vs_gemm"});
-  std::vector<int64_t> sizes = f.quick ? std::vector<int64_t>{256, 768}
-                                       : std::vector<int64_t>{2048, 4096, 8192, 16384, 3072,
-                                                              11008, 14336};
+  Table table(
+      "fwht: bf16 FWHT along rows, effective bandwidth (bytes read + written) vs a "
+      "device-to-device copy of the same tensor in the same run; reference: dense "
+      "bf16 GEMM x·H",
+      {"n", "rows", "fwht_ms", "fwht_GBps", "copy_GBps", "fwht/copy", "gemm_ms",
+       "speedup_vs_gemm"});
+  std::vector<int64_t> sizes =
+      f.quick ? std::vector<int64_t>{256, 768}
+              : std::vector<int64_t>{2048, 4096, 8192, 16384, 3072, 11008, 14336};
   const int64_t total = f.quick ? (1 << 16) : (int64_t{1} << 26);  // elements (128 MiB bf16)
   for (int64_t n : sizes) {
     const int64_t rows = total / n;
@@ -202,11 +206,10 @@ Table LayerTime(const Flags& f) {
     const char* name;
     int64_t in, out;
   };
-  std::vector<Shape> shapes =
-      f.quick ? std::vector<Shape>{{"q_proj-like", 256, 256}}
-              : std::vector<Shape>{{"attn 2048x2048", 2048, 2048},
-                                   {"mlp up 2048->8192", 2048, 8192},
-                                   {"mlp down 8192->2048", 8192, 2048}};
+  std::vector<Shape> shapes = f.quick ? std::vector<Shape>{{"q_proj-like", 256, 256}}
+                                      : std::vector<Shape>{{"attn 2048x2048", 2048, 2048},
+                                                           {"mlp up 2048->8192", 2048, 8192},
+                                                           {"mlp down 8192->2048", 8192, 2048}};
   const int64_t tokens = f.quick ? 256 : 8192;
   const auto dtype = f.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
   Table table("layer: forward+backward of one adapted linear layer, " + std::to_string(tokens) +
@@ -244,9 +247,8 @@ Table LayerTime(const Flags& f) {
     };
     double t_base = MedianMillis(
         f.device, [&] { step([&] { return adapters::MergedLinear(x, q, {}, dtype); }); });
-    double t_lora = MedianMillis(f.device, [&] {
-      step([&] { return adapters::UnmergedLinear(x, q, lora.get(), dtype); });
-    });
+    double t_lora = MedianMillis(
+        f.device, [&] { step([&] { return adapters::UnmergedLinear(x, q, lora.get(), dtype); }); });
     double t_qwha = MedianMillis(f.device, [&] {
       step([&] { return adapters::MergedLinear(x, q, qwha->DeltaWeight(), dtype); });
     });
@@ -297,16 +299,16 @@ Table InitTime(const Flags& f) {
     int64_t in, out;
     bool loop_reference;
   };
-  std::vector<Shape> shapes =
-      f.quick ? std::vector<Shape>{{128, 128, true}, {192, 64, false}}
-              : std::vector<Shape>{{2048, 2048, true},
-                                   {4096, 4096, false},
-                                   {4096, 14336, false},
-                                   {14336, 4096, false}};
-  Table table("init-time: QWHA initialization (AdaAlloc, selection, batched refinement) per "
-              "layer, budget r=" + std::to_string(f.rank) +
-                  " equivalent; reference: per-channel loop of the same solve",
-              {"layer", "N", "qwha_init_s", "per_channel_loop_s", "speedup"});
+  std::vector<Shape> shapes = f.quick ? std::vector<Shape>{{128, 128, true}, {192, 64, false}}
+                                      : std::vector<Shape>{{2048, 2048, true},
+                                                           {4096, 4096, false},
+                                                           {4096, 14336, false},
+                                                           {14336, 4096, false}};
+  Table table(
+      "init-time: QWHA initialization (AdaAlloc, selection, batched refinement) per "
+      "layer, budget r=" +
+          std::to_string(f.rank) + " equivalent; reference: per-channel loop of the same solve",
+      {"layer", "N", "qwha_init_s", "per_channel_loop_s", "speedup"});
   for (const auto& s : shapes) {
     testing::SyntheticLayerOptions opt;
     opt.out_features = s.out;
@@ -330,8 +332,8 @@ Table InitTime(const Flags& f) {
       loop = t_loop / 1e3;
       speedup = t_loop / t_init;
     }
-    table.AddRow({std::to_string(s.in) + "->" + std::to_string(s.out), budget, t_init / 1e3, loop,
-                  speedup});
+    table.AddRow(
+        {std::to_string(s.in) + "->" + std::to_string(s.out), budget, t_init / 1e3, loop, speedup});
   }
   return table;
 }

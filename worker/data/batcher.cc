@@ -112,8 +112,8 @@ absl::Status Batcher::StartEpoch(int64_t epoch) {
   const int64_t n = static_cast<int64_t>(dataset_.examples.size());
   std::vector<int64_t> order;
   if (options_.shuffle) {
-    order = Permutation(n, DeriveSeed(options_.seed, RandomStream::kEpochShuffle,
-                                      static_cast<uint64_t>(epoch)));
+    order = Permutation(
+        n, DeriveSeed(options_.seed, RandomStream::kEpochShuffle, static_cast<uint64_t>(epoch)));
   } else {
     order.resize(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), int64_t{0});
@@ -165,9 +165,9 @@ absl::Status Batcher::Restore(const BatcherState& state) {
         dataset_.source, " with these options: ", fingerprint_, ")"));
   }
   if (state.epoch < 0 || state.batch < 0 || state.batch > batches_per_epoch_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batcher state epoch ", state.epoch, " batch ", state.batch,
-                     " out of range (", batches_per_epoch_, " batches per epoch)"));
+    return absl::InvalidArgumentError(absl::StrCat("batcher state epoch ", state.epoch, " batch ",
+                                                   state.batch, " out of range (",
+                                                   batches_per_epoch_, " batches per epoch)"));
   }
   int64_t epoch = state.epoch;
   int64_t batch = state.batch;

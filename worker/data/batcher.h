@@ -112,7 +112,7 @@ class Batcher {
   int64_t rows_per_epoch_ = 0;
   int64_t batches_per_epoch_ = 0;
   int64_t epoch_ = 0;
-  int64_t batch_ = 0;  // next batch within epoch_
+  int64_t batch_ = 0;              // next batch within epoch_
   std::optional<EpochRows> rows_;  // the layout of epoch_
 };
 

@@ -13,8 +13,8 @@
 namespace qwha::data {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FixtureTokenizer;
+using ::testing::HasSubstr;
 using testing::WriteTempFile;
 
 // n examples with distinct ids: example i is [1000 + i, 10·i + 1, ..., 10·i +

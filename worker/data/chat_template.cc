@@ -51,9 +51,10 @@ absl::Status ValidateChat(const std::vector<ChatMessage>& messages, bool for_tra
       return absl::InvalidArgumentError("no assistant message (nothing to train on)");
     }
     if (messages.back().role != Role::kAssistant) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("messages[", messages.size() - 1, "]: the last message must be from the "
-                       "assistant, not \"", Absl(RoleName(messages.back().role)), "\""));
+      return absl::InvalidArgumentError(absl::StrCat("messages[", messages.size() - 1,
+                                                     "]: the last message must be from the "
+                                                     "assistant, not \"",
+                                                     Absl(RoleName(messages.back().role)), "\""));
     }
   }
   return absl::OkStatus();

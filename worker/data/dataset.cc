@@ -127,8 +127,7 @@ absl::StatusOr<Example> EncodeRecord(const Record& record, const tokenizer::Toke
   return example;
 }
 
-absl::StatusOr<Dataset> LoadDataset(const std::string& path,
-                                    const tokenizer::Tokenizer& tokenizer,
+absl::StatusOr<Dataset> LoadDataset(const std::string& path, const tokenizer::Tokenizer& tokenizer,
                                     const LoadOptions& options) {
   if (!tokenizer.eos_id()) {
     return absl::Status(NoEos().code(), absl::StrCat(path, ": ", NoEos().message()));

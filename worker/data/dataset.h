@@ -128,8 +128,7 @@ struct DatasetSplit {
 // Reads, validates and encodes one JSONL file. Errors of ReadJsonl (naming
 // file:line for malformed lines), InvalidArgument when the tokenizer has no
 // EOS id; nothing partial is returned.
-absl::StatusOr<Dataset> LoadDataset(const std::string& path,
-                                    const tokenizer::Tokenizer& tokenizer,
+absl::StatusOr<Dataset> LoadDataset(const std::string& path, const tokenizer::Tokenizer& tokenizer,
                                     const LoadOptions& options = {});
 
 // The train and eval sets of `options`. Errors as LoadDataset for either file,

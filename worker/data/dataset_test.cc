@@ -16,9 +16,9 @@ namespace qwha::data {
 namespace {
 
 using ::testing::ElementsAreArray;
+using testing::FixtureTokenizer;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using testing::FixtureTokenizer;
 using testing::WriteTempFile;
 using tokenizer::Tokenizer;
 
@@ -96,8 +96,7 @@ TEST_F(DatasetTest, PromptCompletionSupervisesTheCompletionOnly) {
   const std::vector<int32_t> prompt = Enc("Q: what is the capital of France?\nA:");
   const std::vector<int32_t> completion = Enc(" Paris");
   EXPECT_THAT(e.ids, ElementsAreArray(Concat({{bos_}, prompt, completion, {eos_}})));
-  EXPECT_THAT(e.mask,
-              ElementsAreArray(Mask({{1 + prompt.size(), 0}, {completion.size() + 1, 1}})));
+  EXPECT_THAT(e.mask, ElementsAreArray(Mask({{1 + prompt.size(), 0}, {completion.size() + 1, 1}})));
   EXPECT_THAT(SupervisedTexts(e, *tok_), ElementsAreArray({" Paris"}));
   EXPECT_THAT(SupervisedTexts(ds->examples[1], *tok_),
               ElementsAreArray({" bonjour tout le monde"}));
@@ -128,7 +127,8 @@ TEST_F(DatasetTest, MessagesSuperviseAssistantTurnsOnly) {
   const std::vector<int32_t> reply1 = Enc("Hello.");
   const std::vector<int32_t> ctx2 = Enc("<|user|>\nWhat is 2+2?\n<|assistant|>\n");
   const std::vector<int32_t> reply2 = Enc("4, of course");
-  EXPECT_THAT(e.ids, ElementsAreArray(Concat({{bos_}, ctx1, reply1, {eos_}, ctx2, reply2, {eos_}})));
+  EXPECT_THAT(e.ids,
+              ElementsAreArray(Concat({{bos_}, ctx1, reply1, {eos_}, ctx2, reply2, {eos_}})));
   EXPECT_THAT(e.mask, ElementsAreArray(Mask({{1 + ctx1.size(), 0},
                                              {reply1.size() + 1, 1},
                                              {ctx2.size(), 0},
@@ -156,8 +156,8 @@ TEST_F(DatasetTest, MessagesSuperviseAssistantTurnsOnly) {
 
 TEST_F(DatasetTest, MaskBoundariesHoldForOtherTokenizerStyles) {
   // Sentencepiece-style (metaspace, byte fallback) and GPT-2 style (no BOS).
-  for (const char* name : {"llama2_metaspace_style", "llama2_legacy_style", "gpt2_style",
-                           "bytelevel", "metaspace"}) {
+  for (const char* name :
+       {"llama2_metaspace_style", "llama2_legacy_style", "gpt2_style", "bytelevel", "metaspace"}) {
     SCOPED_TRACE(name);
     std::unique_ptr<Tokenizer> tok = FixtureTokenizer(name);
     ASSERT_NE(tok, nullptr);
@@ -180,7 +180,8 @@ TEST_F(DatasetTest, MaskBoundariesHoldForOtherTokenizerStyles) {
     for (size_t i = 0; i < e.ids.size(); ++i) {
       if (e.mask[i]) supervised.push_back(e.ids[i]);
     }
-    EXPECT_THAT(supervised, ElementsAreArray(Concat({tok->Encode("blue", false), {*tok->eos_id()},
+    EXPECT_THAT(supervised, ElementsAreArray(Concat({tok->Encode("blue", false),
+                                                     {*tok->eos_id()},
                                                      tok->Encode("green and red", false),
                                                      {*tok->eos_id()}})));
     // A sentencepiece-style decoder strips the "▁" its normalizer prepended.
@@ -221,17 +222,15 @@ TEST_F(DatasetTest, EncodeRecordRejectsAnUntrainableConversation) {
 }
 
 TEST_F(DatasetTest, StatsCountExamplesTokensAndSupervisedTokens) {
-  const std::string path = WriteTempFile(
-      "stats.jsonl",
-      "{\"prompt\": \"one two\", \"completion\": \" three\"}\n"
-      "{\"prompt\": \"four\", \"completion\": \" five six\"}\n");
+  const std::string path = WriteTempFile("stats.jsonl",
+                                         "{\"prompt\": \"one two\", \"completion\": \" three\"}\n"
+                                         "{\"prompt\": \"four\", \"completion\": \" five six\"}\n");
   absl::StatusOr<Dataset> ds = LoadDataset(path, *tok_);
   ASSERT_TRUE(ds.ok()) << ds.status();
   const DatasetStats stats = ds->Stats();
   EXPECT_EQ(stats.examples, 2);
-  const int64_t tokens = static_cast<int64_t>(
-      2 * 2 + Enc("one two").size() + Enc(" three").size() + Enc("four").size() +
-      Enc(" five six").size());
+  const int64_t tokens = static_cast<int64_t>(2 * 2 + Enc("one two").size() + Enc(" three").size() +
+                                              Enc("four").size() + Enc(" five six").size());
   EXPECT_EQ(stats.tokens, tokens);
   EXPECT_EQ(stats.supervised_tokens,
             static_cast<int64_t>(Enc(" three").size() + Enc(" five six").size() + 2));
@@ -297,14 +296,15 @@ TEST(EvalSplitTest, SizeRules) {
 TEST_F(DatasetTest, SeparateEvalFileAndOptionErrors) {
   DatasetOptions options;
   options.train_path = WriteTempFile("train_sep.jsonl", NumberedTextFile(5));
-  options.eval_path = WriteTempFile("eval_sep.jsonl",
-                                    "{\"prompt\": \"p\", \"completion\": \" c\"}\n{\"prompt\": 1}\n");
+  options.eval_path = WriteTempFile(
+      "eval_sep.jsonl", "{\"prompt\": \"p\", \"completion\": \" c\"}\n{\"prompt\": 1}\n");
   absl::StatusOr<DatasetSplit> split = LoadDatasets(options, *tok_);
   ASSERT_FALSE(split.ok());
   EXPECT_THAT(std::string(split.status().message()),
               StartsWith(options.eval_path + ":2: field \"prompt\" must be a string"));
 
-  options.eval_path = WriteTempFile("eval_sep.jsonl", "{\"prompt\": \"p\", \"completion\": \" c\"}\n");
+  options.eval_path =
+      WriteTempFile("eval_sep.jsonl", "{\"prompt\": \"p\", \"completion\": \" c\"}\n");
   split = LoadDatasets(options, *tok_);
   ASSERT_TRUE(split.ok()) << split.status();
   EXPECT_EQ(split->train.examples.size(), 5u);
@@ -335,8 +335,9 @@ TEST_F(DatasetTest, MalformedTrainFileLoadsNothingAndNamesFileLine) {
   ASSERT_FALSE(split.ok());
   EXPECT_EQ(split.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(std::string(split.status().message()),
-            path + ":2: messages[0]: unknown role \"narrator\" (expected \"system\", \"user\" or "
-                   "\"assistant\")");
+            path +
+                ":2: messages[0]: unknown role \"narrator\" (expected \"system\", \"user\" or "
+                "\"assistant\")");
 }
 
 // 20k chat lines: a sanity run of the whole load path (the time is printed,

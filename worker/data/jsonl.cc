@@ -202,8 +202,7 @@ absl::StatusOr<JsonlFile> ParseJsonl(std::string_view content, std::string_view 
       add_error(line_number,
                 absl::StrCat("form \"", Absl(FormatName(record->format)),
                              "\" differs from the form \"", Absl(FormatName(file.format)),
-                             "\" of line ", first_line,
-                             "; a file may not mix forms"));
+                             "\" of line ", first_line, "; a file may not mix forms"));
       continue;
     }
     record->line = line_number;

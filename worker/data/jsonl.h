@@ -44,10 +44,10 @@ std::string_view FormatName(ExampleFormat format);
 
 struct Record {
   ExampleFormat format = ExampleFormat::kText;
-  int64_t line = 0;        // 1-based line in the source file
-  std::string text;        // kText
-  std::string prompt;      // kPromptCompletion
-  std::string completion;  // kPromptCompletion
+  int64_t line = 0;                   // 1-based line in the source file
+  std::string text;                   // kText
+  std::string prompt;                 // kPromptCompletion
+  std::string completion;             // kPromptCompletion
   std::vector<ChatMessage> messages;  // kMessages
 };
 

@@ -118,8 +118,8 @@ TEST(JsonlTest, MalformedLinesNameFileLineAndReason) {
 }
 
 TEST(JsonlTest, MixedFormsAreRejectedNamingBothLines) {
-  absl::StatusOr<JsonlFile> file = ParseJsonl(
-      "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"text\": \"c\"}\n", "mixed.jsonl");
+  absl::StatusOr<JsonlFile> file =
+      ParseJsonl("{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"text\": \"c\"}\n", "mixed.jsonl");
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(std::string(file.status().message()),
             "mixed.jsonl:2: form \"text\" differs from the form \"prompt/completion\" of line 1; "

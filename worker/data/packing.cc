@@ -97,12 +97,13 @@ void EpochRows::FillPackedRow(int64_t row, int64_t* input_ids, int64_t* labels) 
   std::fill(labels, labels + L, kIgnoreLabel);
   // The example holding stream position `begin`.
   size_t k = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), begin) -
-                                 starts_.begin()) - 1;
+                                 starts_.begin()) -
+             1;
   for (int64_t pos = begin; pos < end; ++pos) {
     while (pos >= starts_[k + 1]) ++k;
     const Example& e = dataset_->examples[static_cast<size_t>(order_[k])];
     const size_t offset = static_cast<size_t>(pos - starts_[k]);
-    const int64_t t = pos - begin;  // position within the window
+    const int64_t t = pos - begin;                    // position within the window
     if (pos + 1 < end) input_ids[t] = e.ids[offset];  // inputs = window[:-1]
     if (t > 0) labels[t - 1] = e.mask[offset] ? e.ids[offset] : kIgnoreLabel;
   }

@@ -53,8 +53,8 @@ struct PackingStats {
   // (Packed, the stream's first token is never a label; without BOS that
   // token may be supervised, so the count can differ by one between orders.)
   int64_t labels = 0;
-  int64_t padding = 0;             // input positions holding pad_id
-  int64_t truncated_examples = 0;  // unpacked only: examples longer than L + 1
+  int64_t padding = 0;               // input positions holding pad_id
+  int64_t truncated_examples = 0;    // unpacked only: examples longer than L + 1
   int64_t truncated_supervised = 0;  // unpacked only: supervised tokens cut away
 };
 

@@ -149,8 +149,8 @@ TEST(PackingTest, PackedRowsCoverTheStreamExactlyOnce) {
       const int64_t label = row.labels[static_cast<size_t>(q % L)];
       if (q + 1 < N) {
         EXPECT_EQ(input, stream[static_cast<size_t>(q)]);
-        EXPECT_EQ(label, stream_mask[static_cast<size_t>(q + 1)] ? stream[static_cast<size_t>(q + 1)]
-                                                               : X);
+        EXPECT_EQ(label,
+                  stream_mask[static_cast<size_t>(q + 1)] ? stream[static_cast<size_t>(q + 1)] : X);
       } else {
         EXPECT_EQ(input, kPad);
         EXPECT_EQ(label, X);
@@ -231,7 +231,8 @@ TEST(ShuffleTest, PermutationsAreDeterministicAndPinned) {
   std::sort(sorted.begin(), sorted.end());
   for (int64_t i = 0; i < 1000; ++i) EXPECT_EQ(sorted[static_cast<size_t>(i)], i);
   // Pinned: a change here changes every shuffled job's data order.
-  EXPECT_THAT(Permutation(10, 42), ElementsAreArray(std::vector<int64_t>{1, 7, 9, 0, 3, 8, 4, 2, 5, 6}));
+  EXPECT_THAT(Permutation(10, 42),
+              ElementsAreArray(std::vector<int64_t>{1, 7, 9, 0, 3, 8, 4, 2, 5, 6}));
   EXPECT_TRUE(Permutation(0, 1).empty());
   EXPECT_THAT(Permutation(1, 1), ElementsAre(0));
 }

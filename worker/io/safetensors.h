@@ -12,10 +12,10 @@
 // Thread safety: both functions are safe to call concurrently on distinct paths.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <map>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"

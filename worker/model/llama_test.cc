@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "worker/adapters/adapter.h"
+#include "worker/io/atomic_file.h"
 #include "worker/model/rope.h"
 #include "worker/quant/quantizer.h"
-#include "worker/io/atomic_file.h"
 
 namespace qwha::model {
 namespace {

@@ -52,8 +52,8 @@ TEST(QualityTest, QwhaRecoversQuantizationLossAndTrains) {
   auto on_progress = [&](const train::Progress& p) {
     if (p.phase == "train") train_losses.push_back(p.loss);
   };
-  auto qwha = RunRecipe(DemoOptions(adapters::AdapterType::kQwha, "quality_qwha"), nullptr,
-                        on_progress);
+  auto qwha =
+      RunRecipe(DemoOptions(adapters::AdapterType::kQwha, "quality_qwha"), nullptr, on_progress);
   ASSERT_TRUE(qwha.ok()) << qwha.status();
   RecipeOptions loftq_options = DemoOptions(adapters::AdapterType::kLoftq, "quality_loftq");
   loftq_options.train.max_steps = 1;

@@ -9,7 +9,8 @@
 //   --adapter qwha|qwha-datafree|lora|loftq|cloq|random-wht [qwha]
 //   --rank R [64] (budget R·(in+out) per layer)  --alpha A [1]  --scaling S [1]
 //   --target-modules q_proj,k_proj,... [all seven]
-//   --steps N [100]  --lr LR [1e-2 for qwha/random-wht, 2e-4 for LoRA types]  --warmup N [0]  --batch-size B [8]
+//   --steps N [100]  --lr LR [1e-2 for qwha/random-wht, 2e-4 for LoRA types]  --warmup N [0]
+//   --batch-size B [8]
 //   --seq-len L [256]  --grad-accum N [1]  --eval-every N [0]
 //   --checkpoint-every N [0]  --calibration-batches N [8]  --seed N [0]
 //   --device cpu|cuda [cuda if available]  --dtype float32|bfloat16 [bfloat16 on cuda]
@@ -195,9 +196,9 @@ int Main(int argc, char** argv) {
               result->eval_loss_base, result->eval_loss_quantized, result->eval_loss_initialized,
               result->eval_loss_final);
   const double tokens_per_second =
-      result->train.seconds > 0 ? static_cast<double>(result->train.tokens_seen) /
-                                      result->train.seconds
-                                : 0.0;
+      result->train.seconds > 0
+          ? static_cast<double>(result->train.tokens_seen) / result->train.seconds
+          : 0.0;
   std::printf("training: %lld tokens in %.2f s, %.0f tokens/s; peak device memory %.2f GiB\n",
               static_cast<long long>(result->train.tokens_seen), result->train.seconds,
               tokens_per_second,

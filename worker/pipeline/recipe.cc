@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -44,9 +43,7 @@ class DatasetBatchSource : public train::BatchSource {
   DatasetBatchSource(std::unique_ptr<data::Batcher> batcher, int64_t pad_id)
       : batcher_(std::move(batcher)), pad_id_(pad_id) {}
 
-  absl::StatusOr<train::Batch> Next() override {
-    return ToTrainerBatch(batcher_->Next(), pad_id_);
-  }
+  absl::StatusOr<train::Batch> Next() override { return ToTrainerBatch(batcher_->Next(), pad_id_); }
   std::string State() const override { return batcher_->State().ToJson(); }
   absl::Status Restore(const std::string& state) override {
     absl::StatusOr<data::BatcherState> parsed = data::BatcherState::FromJson(state);
@@ -99,8 +96,8 @@ std::vector<torch::Tensor> CalibrationBatches(const data::Dataset& train,
 }
 
 absl::Status ExportAdapters(const model::LlamaModel& model, const RecipeOptions& options,
-                            const std::vector<SlotInitReport>& reports,
-                            const RecipeResult& result, double seconds) {
+                            const std::vector<SlotInitReport>& reports, const RecipeResult& result,
+                            double seconds) {
   std::map<std::string, torch::Tensor> tensors;
   for (const model::LinearSlot* slot : model.LinearSlots()) {
     if (slot->adapter() == nullptr) continue;
@@ -109,9 +106,9 @@ absl::Status ExportAdapters(const model::LlamaModel& model, const RecipeOptions&
     }
   }
   const std::string adapter_type = adapters::AdapterTypeName(options.adapter.type);
-  absl::Status st = io::WriteSafetensors(
-      (fs::path(options.output_dir) / "adapter.safetensors").string(), tensors,
-      {{"format", "qwha.adapter.v1"}, {"adapter_type", adapter_type}});
+  absl::Status st =
+      io::WriteSafetensors((fs::path(options.output_dir) / "adapter.safetensors").string(), tensors,
+                           {{"format", "qwha.adapter.v1"}, {"adapter_type", adapter_type}});
   if (!st.ok()) return st;
 
   nlohmann::json config = {
@@ -234,8 +231,8 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
   if (!grams.ok()) return Annotate(grams, "calibrate");
 
   // 3. Quantize the target projections (keeping the originals for step 4).
-  phase("quantizing", absl::StrCat(options.quant.bits, "-bit ",
-                                   quant::QuantMethodName(options.quant.method)));
+  phase("quantizing",
+        absl::StrCat(options.quant.bits, "-bit ", quant::QuantMethodName(options.quant.method)));
   auto originals = QuantizeModel(**model, options.quant, *grams, options.target_modules);
   if (!originals.ok()) return Annotate(originals, "quantize");
   auto loss_q = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
@@ -286,7 +283,8 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   absl::Status exported = ExportAdapters(**model, options, *reports, result, seconds);
-  if (!exported.ok()) return absl::Status(exported.code(), absl::StrCat("export: ", exported.message()));
+  if (!exported.ok())
+    return absl::Status(exported.code(), absl::StrCat("export: ", exported.message()));
   result.adapter_path = (fs::path(options.output_dir) / "adapter.safetensors").string();
   return result;
 }

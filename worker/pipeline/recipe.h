@@ -13,12 +13,12 @@
 //   checkpoints/           training checkpoints (resume with options.resume)
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "worker/adapters/adapter.h"
@@ -39,8 +39,8 @@ struct RecipeOptions {
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;  // compute dtype of the model
 
-  quant::QuantConfig quant;             // bits 4, group 64, RTN by default
-  adapters::AdapterConfig adapter;      // QWHA, rank-64 equivalent by default
+  quant::QuantConfig quant;                 // bits 4, group 64, RTN by default
+  adapters::AdapterConfig adapter;          // QWHA, rank-64 equivalent by default
   std::vector<std::string> target_modules;  // empty: all seven projections
 
   int64_t seq_len = 256;
@@ -48,9 +48,9 @@ struct RecipeOptions {
   int64_t calibration_batches = 8;  // batches of training data for the Gram matrices
   int64_t eval_batches = 0;         // 0: the whole eval split
   uint64_t seed = 0;
-  bool resume = false;              // continue from output_dir/checkpoints
+  bool resume = false;  // continue from output_dir/checkpoints
 
-  train::TrainOptions train;        // checkpoint_dir defaults to output_dir/checkpoints
+  train::TrainOptions train;  // checkpoint_dir defaults to output_dir/checkpoints
 };
 
 // OK iff the options can run: paths given, ranges valid; the message names
@@ -64,7 +64,7 @@ struct RecipeResult {
   double eval_loss_final = 0;        // after training
   train::TrainSummary train;
   int64_t trainable_params = 0;
-  std::string adapter_path;          // output_dir/adapter.safetensors
+  std::string adapter_path;  // output_dir/adapter.safetensors
 };
 
 // Phase names reported through `on_phase`: "loading", "calibrating",

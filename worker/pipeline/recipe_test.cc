@@ -7,12 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
+#include "worker/io/atomic_file.h"
 #include "worker/io/safetensors.h"
 #include "worker/model/llama.h"
-#include "worker/io/atomic_file.h"
 
 namespace qwha::pipeline {
 namespace {
@@ -70,8 +69,8 @@ fs::path MakeDataset(const fs::path& dir) {
   fs::path path = dir / "train.jsonl";
   std::ofstream out(path);
   for (int i = 0; i < 60; ++i) {
-    out << nlohmann::json{{"prompt", "Add " + std::to_string(i) + " and " +
-                                         std::to_string(i % 7) + ":"},
+    out << nlohmann::json{{"prompt",
+                           "Add " + std::to_string(i) + " and " + std::to_string(i % 7) + ":"},
                           {"completion", " " + std::to_string(i + i % 7)}}
                .dump()
         << "\n";
@@ -105,14 +104,13 @@ TEST(RecipeTest, RunsEndToEndAndExports) {
       o, [&](const std::string& p, const std::string&) { phases.push_back(p); },
       [&](const train::Progress&) { ++progress_calls; });
   ASSERT_TRUE(result.ok()) << result.status();
-  EXPECT_EQ(phases, (std::vector<std::string>{"loading", "calibrating", "quantizing",
-                                              "initializing", "training", "evaluating",
-                                              "exporting"}));
+  EXPECT_EQ(phases,
+            (std::vector<std::string>{"loading", "calibrating", "quantizing", "initializing",
+                                      "training", "evaluating", "exporting"}));
   EXPECT_GE(progress_calls, 12);
   EXPECT_EQ(result->train.step, 12);
   std::printf("eval loss: quantized %.4f initialized %.4f trained %.4f\n",
-              result->eval_loss_quantized, result->eval_loss_initialized,
-              result->eval_loss_final);
+              result->eval_loss_quantized, result->eval_loss_initialized, result->eval_loss_final);
   EXPECT_TRUE(std::isfinite(result->eval_loss_final));
   // Training on the task lowers the held-out loss.
   EXPECT_LT(result->eval_loss_final, result->eval_loss_initialized);

@@ -63,9 +63,9 @@ absl::StatusOr<GramMap> CollectCalibration(model::LlamaModel& model,
     seen.push_back({x, acc});
     hook_status = acc->Add(x);
     if (!hook_status.ok()) {
-      hook_status = absl::Status(hook_status.code(),
-                                 absl::StrCat("calibration input of ", slot.name(), ": ",
-                                              hook_status.message()));
+      hook_status = absl::Status(
+          hook_status.code(),
+          absl::StrCat("calibration input of ", slot.name(), ": ", hook_status.message()));
     }
   });
   try {

@@ -10,12 +10,12 @@
 // Thread safety: the stages mutate the model; run one at a time per model.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"

@@ -58,7 +58,8 @@ TEST(StagesTest, CalibrationGramsMatchCapturedInputs) {
   }
   EXPECT_TRUE(grams->at("model.layers.0.self_attn.q_proj")
                   .is_same(grams->at("model.layers.0.self_attn.v_proj")));
-  EXPECT_TRUE(grams->at("model.layers.1.mlp.gate_proj").is_same(grams->at("model.layers.1.mlp.up_proj")));
+  EXPECT_TRUE(
+      grams->at("model.layers.1.mlp.gate_proj").is_same(grams->at("model.layers.1.mlp.up_proj")));
   EXPECT_FALSE(grams->at("model.layers.0.self_attn.q_proj")
                    .is_same(grams->at("model.layers.0.self_attn.o_proj")));
 

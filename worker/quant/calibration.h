@@ -5,9 +5,9 @@
 // GPTQ and QWHA's value refinement depend on).
 #pragma once
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "absl/status/status.h"
 

@@ -17,10 +17,10 @@
 // Thread safety: all functions are safe to call concurrently on distinct data.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -34,10 +34,10 @@ absl::StatusOr<QuantMethod> ParseQuantMethod(const std::string& name);
 const char* QuantMethodName(QuantMethod method);
 
 struct QuantConfig {
-  int bits = 4;                // 2, 3 or 4
-  int group_size = 64;         // 32, 64 or 128; must divide in_features
+  int bits = 4;         // 2, 3 or 4
+  int group_size = 64;  // 32, 64 or 128; must divide in_features
   QuantMethod method = QuantMethod::kRtn;
-  double gptq_damp = 0.01;     // GPTQ: H += gptq_damp * mean(diag H) * I
+  double gptq_damp = 0.01;                          // GPTQ: H += gptq_damp * mean(diag H) * I
   torch::ScalarType param_dtype = torch::kFloat16;  // scales/zeros storage
 };
 

@@ -47,11 +47,9 @@ SyntheticLayer MakeSyntheticLayer(const SyntheticLayerOptions& o, const torch::D
   // Inputs: X = Z · M with Z low-rank-ish Gaussian and a random mixing M, so
   // features are correlated; a decaying spectrum plus isotropic noise keeps
   // the Gram matrix full rank; a few features carry outlier magnitudes.
-  const int64_t latent =
-      std::max<int64_t>(1, std::llround(o.input_rank_fraction * o.in_features));
+  const int64_t latent = std::max<int64_t>(1, std::llround(o.input_rank_fraction * o.in_features));
   torch::Tensor z = at::normal(0.0, 1.0, {o.tokens, latent}, gen, torch::kFloat64);
-  torch::Tensor decay = torch::pow(
-      torch::arange(1, latent + 1, torch::kFloat64), -0.5);
+  torch::Tensor decay = torch::pow(torch::arange(1, latent + 1, torch::kFloat64), -0.5);
   torch::Tensor mix = at::normal(0.0, 1.0, {latent, o.in_features}, gen, torch::kFloat64) /
                       std::sqrt(static_cast<double>(latent));
   torch::Tensor x = (z * decay).matmul(mix) +

@@ -4,17 +4,17 @@
 // outlier features (large-magnitude activation channels).
 #pragma once
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 namespace qwha::testing {
 
 struct SyntheticLayerOptions {
   int64_t out_features = 256;
   int64_t in_features = 256;
-  int64_t tokens = 2048;          // calibration tokens in X
-  double weight_dof = 4.0;        // Student-t degrees of freedom of W entries
+  int64_t tokens = 2048;                   // calibration tokens in X
+  double weight_dof = 4.0;                 // Student-t degrees of freedom of W entries
   double outlier_channel_fraction = 0.01;  // output rows scaled up
   double outlier_channel_scale = 4.0;
   double input_rank_fraction = 0.25;       // X = Z·M: correlated features

@@ -10,12 +10,11 @@
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <system_error>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -62,13 +61,15 @@ absl::Status FsError(const std::error_code& ec, const std::string& what, const f
 absl::Status SyncDirectory(const fs::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::InternalError(absl::StrCat("open directory ", dir.string(), ": ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("open directory ", dir.string(), ": ", std::strerror(errno)));
   }
   const int rc = ::fsync(fd);
   const int err = errno;
   ::close(fd);
   if (rc != 0) {
-    return absl::InternalError(absl::StrCat("fsync directory ", dir.string(), ": ", std::strerror(err)));
+    return absl::InternalError(
+        absl::StrCat("fsync directory ", dir.string(), ": ", std::strerror(err)));
   }
   return absl::OkStatus();
 }
@@ -131,7 +132,8 @@ absl::StatusOr<TensorMap> ReadTensors(const fs::path& path) {
 absl::StatusOr<std::string> SaveCheckpoint(const std::string& root_dir,
                                            const TrainingCheckpoint& checkpoint, int keep_last) {
   if (checkpoint.step < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("checkpoint step is negative: ", checkpoint.step));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint step is negative: ", checkpoint.step));
   }
   const fs::path root(root_dir);
   json meta;

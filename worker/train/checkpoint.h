@@ -20,11 +20,11 @@
 // process writes is safe (it sees the previous or the new checkpoint).
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -33,10 +33,10 @@
 namespace qwha::train {
 
 struct TrainingCheckpoint {
-  int64_t step = 0;         // optimizer steps completed (the schedule's position)
-  int64_t epoch = 0;        // epoch of the last micro-batch consumed
-  int64_t tokens_seen = 0;  // input tokens consumed so far
-  std::string data_position;  // BatchSource::State(), opaque UTF-8 text
+  int64_t step = 0;                       // optimizer steps completed (the schedule's position)
+  int64_t epoch = 0;                      // epoch of the last micro-batch consumed
+  int64_t tokens_seen = 0;                // input tokens consumed so far
+  std::string data_position;              // BatchSource::State(), opaque UTF-8 text
   std::map<std::string, double> metrics;  // e.g. "loss", "eval_loss"; NaN allowed
   std::map<std::string, torch::Tensor> adapter_state;
   std::map<std::string, torch::Tensor> optimizer_state;

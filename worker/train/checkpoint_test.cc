@@ -8,8 +8,8 @@
 #include <fstream>
 #include <string>
 
-#include "worker/train/test_util.h"
 #include "worker/io/atomic_file.h"
+#include "worker/train/test_util.h"
 
 namespace qwha::train {
 namespace {
@@ -56,8 +56,8 @@ TEST(CheckpointTest, RoundTripsEveryField) {
   auto dir = SaveCheckpoint(root, saved, 3);
   ASSERT_TRUE(dir.ok()) << dir.status();
   EXPECT_EQ(*dir, (fs::path(root) / "step-7").string());
-  for (const char* f : {"adapters.safetensors", "optimizer.safetensors", "rng.safetensors",
-                        "trainer_state.json"}) {
+  for (const char* f :
+       {"adapters.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json"}) {
     EXPECT_TRUE(fs::is_regular_file(fs::path(*dir) / f)) << f;
   }
   EXPECT_FALSE(fs::exists(fs::path(root) / "step-7.tmp"));
@@ -145,7 +145,8 @@ TEST(CheckpointTest, ErrorsNameTheProblem) {
   const std::string root = FreshDir("corrupt");
   auto dir = SaveCheckpoint(root, MakeCheckpoint(3), 3);
   ASSERT_TRUE(dir.ok());
-  std::ofstream(fs::path(*dir) / "trainer_state.json") << "{\"format\": \"qwha-train-checkpoint-v1\"}";
+  std::ofstream(fs::path(*dir) / "trainer_state.json")
+      << "{\"format\": \"qwha-train-checkpoint-v1\"}";
   auto bad = LoadCheckpoint(*dir);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(bad.status().message()).find("trainer_state.json"), std::string::npos);
@@ -203,8 +204,9 @@ TEST(CheckpointTest, AdapterStateRoundTripsThroughTheModel) {
 
     // A model with differently initialized adapters takes the state over.
     auto target = testing::MakeTinyAdaptedModel(type, 2);
-    ASSERT_FALSE(torch::equal(CollectAdapterState(*target).at(std::string("model.layers.1.mlp.down_proj/") + key),
-                              state.at(std::string("model.layers.1.mlp.down_proj/") + key)));
+    ASSERT_FALSE(torch::equal(
+        CollectAdapterState(*target).at(std::string("model.layers.1.mlp.down_proj/") + key),
+        state.at(std::string("model.layers.1.mlp.down_proj/") + key)));
     ASSERT_TRUE(RestoreAdapterState(*target, state).ok());
     ExpectSameTensors(CollectAdapterState(*target), state);
     for (const model::LinearSlot* slot : target->LinearSlots()) {

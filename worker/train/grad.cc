@@ -15,7 +15,8 @@ double ClipGradNorm(const std::vector<torch::Tensor>& params, double max_norm) {
   std::vector<torch::Tensor> norms;
   norms.reserve(grads.size());
   for (const torch::Tensor& g : grads) {
-    const torch::ScalarType acc = g.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+    const torch::ScalarType acc =
+        g.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
     norms.push_back(g.to(acc).norm().to(device, torch::kFloat64));
   }
   const double norm = torch::stack(norms).norm().item<double>();

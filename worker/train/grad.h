@@ -5,10 +5,10 @@
 // gradients it is given; callers serialize access to them).
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <torch/torch.h>
 
 namespace qwha::train {
 

@@ -104,8 +104,8 @@ TEST(MicroBatchLossWeightTest, PerTokenAccumulationEqualsFullBatchGradient) {
     const torch::Tensor l = labels.narrow(0, row, 1);
     auto micro = CausalLmLoss(torch::matmul(x.narrow(0, row, 1), w.t()), l);
     ASSERT_TRUE(micro.ok());
-    const double weight = MicroBatchLossWeight(LossNormalization::kPerToken, micro->tokens,
-                                               step_tokens, 4);
+    const double weight =
+        MicroBatchLossWeight(LossNormalization::kPerToken, micro->tokens, step_tokens, 4);
     (micro->loss * weight).backward();
   }
   EXPECT_TRUE(torch::allclose(w.grad(), full_w.grad(), 1e-12, 1e-14));

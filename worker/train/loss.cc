@@ -24,9 +24,8 @@ absl::StatusOr<LossResult> TokenCrossEntropy(const torch::Tensor& logits,
   if (!labels.defined() || labels.dim() != 2 || labels.is_floating_point() ||
       labels.scalar_type() == torch::kBool || labels.size(0) != logits.size(0) ||
       labels.size(1) != logits.size(1)) {
-    return absl::InvalidArgumentError(absl::StrCat("labels must be integer [", logits.size(0),
-                                                   ", ", logits.size(1), "], got ",
-                                                   ShapeString(labels)));
+    return absl::InvalidArgumentError(absl::StrCat("labels must be integer [", logits.size(0), ", ",
+                                                   logits.size(1), "], got ", ShapeString(labels)));
   }
   const int64_t vocab = logits.size(2);
   const torch::Tensor target = labels.to(logits.device(), torch::kInt64);
@@ -36,9 +35,9 @@ absl::StatusOr<LossResult> TokenCrossEntropy(const torch::Tensor& logits,
   const torch::Tensor counts = torch::stack({mask.sum(), invalid.sum()}).cpu();
   const int64_t tokens = counts[0].item<int64_t>();
   if (counts[1].item<int64_t>() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "labels hold ", counts[1].item<int64_t>(), " ids outside [0, ", vocab, ") other than ",
-        kIgnoreIndex));
+    return absl::InvalidArgumentError(absl::StrCat("labels hold ", counts[1].item<int64_t>(),
+                                                   " ids outside [0, ", vocab, ") other than ",
+                                                   kIgnoreIndex));
   }
   const torch::Tensor x =
       logits.scalar_type() == torch::kFloat64 ? logits : logits.to(torch::kFloat32);

@@ -9,9 +9,9 @@
 // Thread safety: pure functions of their inputs.
 #pragma once
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "absl/status/statusor.h"
 

@@ -35,9 +35,9 @@ absl::Status CheckParameters(const std::vector<NamedParameter>& params) {
     }
     const torch::Tensor& t = p.tensor;
     if (!t.defined() || !t.is_floating_point() || !t.is_leaf() || !t.requires_grad()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "parameter ", p.name, " must be a floating-point leaf that requires grad, got ",
-          ShapeString(t)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter ", p.name,
+                       " must be a floating-point leaf that requires grad, got ", ShapeString(t)));
     }
   }
   return absl::OkStatus();
@@ -84,7 +84,8 @@ AdamW::AdamW(std::vector<NamedParameter> params, const AdamWOptions& options)
 
 absl::Status AdamW::Step(double lr) {
   if (!(lr >= 0) || !std::isfinite(lr)) {
-    return absl::InvalidArgumentError(absl::StrCat("learning rate must be finite and >= 0, got ", lr));
+    return absl::InvalidArgumentError(
+        absl::StrCat("learning rate must be finite and >= 0, got ", lr));
   }
   for (const NamedParameter& p : params_) {
     const torch::Tensor& g = p.tensor.grad();
@@ -148,7 +149,8 @@ absl::Status AdamW::LoadStateDict(const std::map<std::string, torch::Tensor>& st
       return it == state.end() ? nullptr : &it->second;
     };
     const torch::Tensor* step = find(name + "/step");
-    if (step == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing entry ", name, "/step"));
+    if (step == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat("missing entry ", name, "/step"));
     if (!step->defined() || step->scalar_type() != torch::kInt64 || step->numel() != 1) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, "/step: expected int64 [1], got ", ShapeString(*step)));
@@ -208,8 +210,8 @@ absl::Status AdamW::LoadStateDict(const std::map<std::string, torch::Tensor>& st
 absl::Status AdamW::RebindParameters(std::vector<NamedParameter> params) {
   if (absl::Status st = CheckParameters(params); !st.ok()) return st;
   if (params.size() != params_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("expected ", params_.size(),
-                                                   " parameters, got ", params.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", params_.size(), " parameters, got ", params.size()));
   }
   std::map<std::string, const torch::Tensor*> by_name;
   for (const NamedParameter& p : params) by_name[p.name] = &p.tensor;
@@ -222,9 +224,8 @@ absl::Status AdamW::RebindParameters(std::vector<NamedParameter> params) {
     const torch::Tensor& t = *it->second;
     if (t.sizes() != old.tensor.sizes() || t.scalar_type() != old.tensor.scalar_type() ||
         t.device() != old.tensor.device()) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter ", old.name, " was ",
-                                                     ShapeString(old.tensor), ", now ",
-                                                     ShapeString(t)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter ", old.name, " was ", ShapeString(old.tensor), ", now ", ShapeString(t)));
     }
     old.tensor = t;
   }

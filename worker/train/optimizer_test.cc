@@ -57,7 +57,8 @@ TEST(AdamWTest, MatchesFloat64ReferenceOverSeveralSteps) {
     std::vector<ReferenceAdamW> refs;
     for (const auto& p : params) {
       refs.push_back({opt.beta1, opt.beta2, opt.eps, wd, ToVector(p.tensor),
-                      std::vector<double>(p.tensor.numel()), std::vector<double>(p.tensor.numel())});
+                      std::vector<double>(p.tensor.numel()),
+                      std::vector<double>(p.tensor.numel())});
     }
     std::vector<torch::Tensor> initial;
     for (const auto& p : params) initial.push_back(p.tensor.detach().clone());
@@ -67,7 +68,8 @@ TEST(AdamWTest, MatchesFloat64ReferenceOverSeveralSteps) {
     for (double lr : lrs) {
       for (size_t i = 0; i < params.size(); ++i) {
         // Gradients of varied scale, so the moments matter.
-        torch::Tensor g = torch::randn(params[i].tensor.sizes()) * std::exp(torch::randn({1}).item<double>());
+        torch::Tensor g =
+            torch::randn(params[i].tensor.sizes()) * std::exp(torch::randn({1}).item<double>());
         params[i].tensor.mutable_grad() = g;
         refs[i].Step(ToVector(g), lr);
       }
@@ -91,8 +93,8 @@ TEST(AdamWTest, LowPrecisionParametersKeepFloat32Master) {
   for (torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat16}) {
     torch::manual_seed(2);
     torch::Tensor p = Leaf(torch::randn({64}).to(dtype));
-    ReferenceAdamW ref{0.9, 0.999, 1e-8, 0.0, ToVector(p), std::vector<double>(64),
-                       std::vector<double>(64)};
+    ReferenceAdamW ref{
+        0.9, 0.999, 1e-8, 0.0, ToVector(p), std::vector<double>(64), std::vector<double>(64)};
     auto adam = AdamW::Create({{"p", p}}, AdamWOptions{});
     ASSERT_TRUE(adam.ok());
     // Updates far below the parameter's resolution: a plain low-precision
@@ -243,8 +245,8 @@ TEST(AdamWTest, CreateAndStepValidateInputs) {
   EXPECT_FALSE(AdamW::Create({{"p", p}}, bad).ok());
   EXPECT_FALSE(AdamW::Create({{"p", p}, {"p", Leaf(torch::randn({2}))}}, {}).ok());
   EXPECT_FALSE(AdamW::Create({{"a/b", p}}, {}).ok());
-  EXPECT_FALSE(AdamW::Create({{"q", torch::randn({2})}}, {}).ok());           // no grad
-  EXPECT_FALSE(AdamW::Create({{"q", p * 2}}, {}).ok());                        // not a leaf
+  EXPECT_FALSE(AdamW::Create({{"q", torch::randn({2})}}, {}).ok());  // no grad
+  EXPECT_FALSE(AdamW::Create({{"q", p * 2}}, {}).ok());              // not a leaf
   EXPECT_FALSE(AdamW::Create({{"q", torch::zeros({2}, torch::kInt64)}}, {}).ok());
 
   auto adam = AdamW::Create({{"p", p}}, {});

@@ -34,17 +34,18 @@ std::string FormatProgressBar(const Progress& p, int width) {
       p.total_steps > 0
           ? std::clamp(static_cast<double>(p.step) / static_cast<double>(p.total_steps), 0.0, 1.0)
           : 0.0;
-  std::string tail = absl::StrFormat(" %d/%d %d%% loss %.4f lr %.2e %s tok/s ETA %s", p.step,
-                                     p.total_steps, static_cast<int>(fraction * 100), p.loss,
-                                     p.lr, FormatRate(p.tokens_per_second),
-                                     FormatDuration(p.eta_seconds));
-  if (std::isfinite(p.eval_loss)) absl::StrAppend(&tail, absl::StrFormat(" eval %.4f", p.eval_loss));
+  std::string tail =
+      absl::StrFormat(" %d/%d %d%% loss %.4f lr %.2e %s tok/s ETA %s", p.step, p.total_steps,
+                      static_cast<int>(fraction * 100), p.loss, p.lr,
+                      FormatRate(p.tokens_per_second), FormatDuration(p.eta_seconds));
+  if (std::isfinite(p.eval_loss))
+    absl::StrAppend(&tail, absl::StrFormat(" eval %.4f", p.eval_loss));
   const std::string head = p.phase.empty() ? "train" : p.phase;
   const int fixed = static_cast<int>(head.size() + 3 + tail.size());  // " [" + "]"
   const int bar = std::max(10, width - fixed);
   const int filled = static_cast<int>(std::floor(fraction * bar));
-  std::string line = absl::StrCat(head, " [", std::string(filled, '#'),
-                                  std::string(bar - filled, '-'), "]", tail);
+  std::string line =
+      absl::StrCat(head, " [", std::string(filled, '#'), std::string(bar - filled, '-'), "]", tail);
   if (static_cast<int>(line.size()) > width) line.resize(static_cast<size_t>(width));
   if (static_cast<int>(line.size()) < width) line.append(width - line.size(), ' ');
   return line;

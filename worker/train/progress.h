@@ -13,14 +13,14 @@
 namespace qwha::train {
 
 struct Progress {
-  std::string phase;              // "train" after a step, "eval" after an evaluation
-  int64_t step = 0;               // optimizer steps completed (1-based count)
-  int64_t total_steps = 0;        // TrainOptions::max_steps
-  int64_t epoch = 0;              // epoch of the step's last micro-batch
-  double loss = 0;                // mean training loss of the step (per supervised token)
-  double lr = 0;                  // learning rate the step used
-  double grad_norm = 0;           // global gradient norm before clipping
-  double tokens_per_second = 0;   // input tokens per second since training (re)started
+  std::string phase;             // "train" after a step, "eval" after an evaluation
+  int64_t step = 0;              // optimizer steps completed (1-based count)
+  int64_t total_steps = 0;       // TrainOptions::max_steps
+  int64_t epoch = 0;             // epoch of the step's last micro-batch
+  double loss = 0;               // mean training loss of the step (per supervised token)
+  double lr = 0;                 // learning rate the step used
+  double grad_norm = 0;          // global gradient norm before clipping
+  double tokens_per_second = 0;  // input tokens per second since training (re)started
   double eta_seconds = std::numeric_limits<double>::quiet_NaN();  // NaN: unknown
   double eval_loss = std::numeric_limits<double>::quiet_NaN();    // NaN: none yet
 };

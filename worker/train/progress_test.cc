@@ -33,8 +33,8 @@ TEST(ProgressTest, ProgressBarHasExactWidthAndContent) {
   }
   const std::string line = FormatProgressBar(p, 100);
   EXPECT_EQ(line.rfind("train [", 0), 0u) << line;
-  for (const char* part : {"120/1000", "12%", "loss 2.3456", "lr 1.98e-04", "1.2k tok/s",
-                           "ETA 4m05s"}) {
+  for (const char* part :
+       {"120/1000", "12%", "loss 2.3456", "lr 1.98e-04", "1.2k tok/s", "ETA 4m05s"}) {
     EXPECT_NE(line.find(part), std::string::npos) << part << " in " << line;
   }
   EXPECT_EQ(line.find("eval"), std::string::npos);

@@ -30,8 +30,7 @@ const char* ScheduleTypeName(ScheduleType type) {
 }
 
 absl::StatusOr<LearningRateSchedule> LearningRateSchedule::Create(const ScheduleOptions& o,
-                                                                   double lr,
-                                                                   int64_t total_steps) {
+                                                                  double lr, int64_t total_steps) {
   if (!(lr >= 0) || !std::isfinite(lr)) {
     return absl::InvalidArgumentError(absl::StrCat("lr must be finite and >= 0, got ", lr));
   }
@@ -39,8 +38,8 @@ absl::StatusOr<LearningRateSchedule> LearningRateSchedule::Create(const Schedule
     return absl::InvalidArgumentError(absl::StrCat("total steps must be >= 1, got ", total_steps));
   }
   if (o.warmup_steps < 0 || o.warmup_steps > total_steps) {
-    return absl::InvalidArgumentError(absl::StrCat("warmup_steps must be in [0, total steps = ",
-                                                   total_steps, "], got ", o.warmup_steps));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "warmup_steps must be in [0, total steps = ", total_steps, "], got ", o.warmup_steps));
   }
   if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1)) {
     return absl::InvalidArgumentError(
@@ -57,11 +56,10 @@ double LearningRateSchedule::LearningRate(int64_t step) const {
   }
   if (o.type == ScheduleType::kConstant) return lr_;
   const int64_t decay_steps = total_steps_ - o.warmup_steps;
-  const double progress =
-      decay_steps <= 0
-          ? 1.0
-          : std::min(1.0, static_cast<double>(step - o.warmup_steps) /
-                              static_cast<double>(decay_steps));
+  const double progress = decay_steps <= 0
+                              ? 1.0
+                              : std::min(1.0, static_cast<double>(step - o.warmup_steps) /
+                                                  static_cast<double>(decay_steps));
   const double r = o.min_lr_ratio;
   if (o.type == ScheduleType::kLinear) return lr_ * (1.0 - (1.0 - r) * progress);
   return lr_ * (r + (1.0 - r) * 0.5 * (1.0 + std::cos(M_PI * progress)));

@@ -25,8 +25,7 @@ model::ModelConfig TinyConfig() {
   return c;
 }
 
-std::unique_ptr<model::LlamaModel> MakeTinyAdaptedModel(adapters::AdapterType type,
-                                                        uint64_t seed) {
+std::unique_ptr<model::LlamaModel> MakeTinyAdaptedModel(adapters::AdapterType type, uint64_t seed) {
   auto model = model::LlamaModel::RandomInit(TinyConfig(), seed, torch::kCPU, torch::kFloat32);
   quant::QuantConfig qcfg;
   qcfg.bits = 4;

@@ -2,12 +2,12 @@
 // every projection, and a deterministic in-memory BatchSource.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -24,8 +24,7 @@ model::ModelConfig TinyConfig();
 // LlamaModel::RandomInit(TinyConfig(), seed) in float32 on the CPU with every
 // linear slot quantized (RTN, 4 bits, group 32) and an adapter of `type`
 // (rank 2, adapter seed `seed`) attached. Deterministic in its arguments.
-std::unique_ptr<model::LlamaModel> MakeTinyAdaptedModel(adapters::AdapterType type,
-                                                        uint64_t seed);
+std::unique_ptr<model::LlamaModel> MakeTinyAdaptedModel(adapters::AdapterType type, uint64_t seed);
 
 // Micro-batch i (counting from 0 across epochs) is batch i % num_batches of a
 // fixed set drawn from `seed`: ids uniform in [0, vocab), labels = ids with

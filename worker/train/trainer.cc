@@ -68,8 +68,9 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
   }
   if (o.adapter_dtype != torch::kFloat32 && o.adapter_dtype != torch::kBFloat16 &&
       o.adapter_dtype != torch::kFloat16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "adapter_dtype must be float32, bfloat16 or float16, got ", c10::toString(o.adapter_dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapter_dtype must be float32, bfloat16 or float16, got ",
+                     c10::toString(o.adapter_dtype)));
   }
   return LearningRateSchedule::Create(o.schedule, o.lr, o.max_steps).status();
 }
@@ -235,8 +236,8 @@ void Trainer::Report(const std::string& phase, double seconds, int64_t steps_run
   p.eval_loss = last_eval_loss_;
   if (seconds > 0) p.tokens_per_second = static_cast<double>(tokens_run) / seconds;
   if (steps_run > 0) {
-    p.eta_seconds = seconds / static_cast<double>(steps_run) *
-                    static_cast<double>(options_.max_steps - step_);
+    p.eta_seconds =
+        seconds / static_cast<double>(steps_run) * static_cast<double>(options_.max_steps - step_);
   }
   progress_(p);
 }
@@ -279,8 +280,8 @@ absl::StatusOr<TrainSummary> Trainer::Train(int64_t max_new_steps) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = step_;
   const int64_t first_tokens = tokens_seen_;
-  const int64_t end = max_new_steps < 0 ? options_.max_steps
-                                        : std::min(options_.max_steps, step_ + max_new_steps);
+  const int64_t end =
+      max_new_steps < 0 ? options_.max_steps : std::min(options_.max_steps, step_ + max_new_steps);
   const bool checkpoints = !options_.checkpoint_dir.empty();
   try {
     while (step_ < end && !stop_requested_.load()) {

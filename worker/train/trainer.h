@@ -27,6 +27,8 @@
 // the model while Train runs.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -35,8 +37,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -71,7 +71,7 @@ struct TrainOptions {
   int64_t max_steps = 1000;  // optimizer steps of the whole run, >= 1
   int64_t grad_accum = 1;    // micro-batches per optimizer step, >= 1
   LossNormalization loss_normalization = LossNormalization::kPerToken;
-  double clip_norm = 1.0;    // global gradient-norm limit; <= 0 disables clipping
+  double clip_norm = 1.0;  // global gradient-norm limit; <= 0 disables clipping
 
   // Evaluate (with the EvalFn, if one is set) every eval_every steps and after
   // the last step; 0 = only after the last step.
@@ -113,10 +113,10 @@ struct TrainSummary {
   int64_t tokens_seen = 0;    // input tokens consumed, including those before a Resume
   double loss = std::numeric_limits<double>::quiet_NaN();       // last step's loss
   double eval_loss = std::numeric_limits<double>::quiet_NaN();  // last evaluation
-  double seconds = 0;         // wall time of this call
-  bool finished = false;      // step == max_steps
-  bool stopped = false;       // RequestStop ended the call early
-  std::string checkpoint;     // last checkpoint directory written, or ""
+  double seconds = 0;                                           // wall time of this call
+  bool finished = false;                                        // step == max_steps
+  bool stopped = false;                                         // RequestStop ended the call early
+  std::string checkpoint;  // last checkpoint directory written, or ""
 };
 
 class Trainer {

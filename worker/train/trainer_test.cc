@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "worker/io/atomic_file.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/loss.h"
 #include "worker/train/test_util.h"
-#include "worker/io/atomic_file.h"
 
 namespace qwha::train {
 namespace {
@@ -226,7 +226,7 @@ TEST(TrainerTest, ReportsEvaluatesAndCheckpointsOnSchedule) {
   const fs::path root(options.checkpoint_dir);
   EXPECT_FALSE(fs::exists(root / "step-2"));  // pruned: keep 2
   EXPECT_TRUE(fs::exists(root / "step-4"));
-  EXPECT_TRUE(fs::exists(root / "step-5"));   // final
+  EXPECT_TRUE(fs::exists(root / "step-5"));  // final
   EXPECT_EQ(summary->checkpoint, (root / "step-5").string());
   auto ckpt = LoadLatestCheckpoint(options.checkpoint_dir);
   ASSERT_TRUE(ckpt.ok());
@@ -285,9 +285,8 @@ TEST(TrainerTest, NonFiniteGradientSkipsTheUpdate) {
   // Poison the gradient of one tensor during step 2 only.
   int backward_calls = 0;
   torch::Tensor poisoned = (*trainer)->parameters().front().tensor;
-  poisoned.register_hook([&backward_calls](torch::Tensor g) {
-    return ++backward_calls == 2 ? g * std::nan("") : g;
-  });
+  poisoned.register_hook(
+      [&backward_calls](torch::Tensor g) { return ++backward_calls == 2 ? g * std::nan("") : g; });
   std::map<int64_t, TensorMap> after_step;
   std::vector<double> norms;
   (*trainer)->SetProgressCallback([&](const Progress& p) {
@@ -320,7 +319,8 @@ TEST(TrainerTest, ErrorsAreStatuses) {
   bad.adapter_dtype = torch::kFloat64;
   EXPECT_EQ(Trainer::Create(*model, data, bad).status().code(), absl::StatusCode::kInvalidArgument);
 
-  auto plain = model::LlamaModel::RandomInit(testing::TinyConfig(), 1, torch::kCPU, torch::kFloat32);
+  auto plain =
+      model::LlamaModel::RandomInit(testing::TinyConfig(), 1, torch::kCPU, torch::kFloat32);
   EXPECT_EQ(Trainer::Create(*plain, data, TrainOptions{}).status().code(),
             absl::StatusCode::kFailedPrecondition);
 
