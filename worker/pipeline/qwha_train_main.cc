@@ -178,10 +178,10 @@ int Main(int argc, char** argv) {
   };
   auto on_progress = [&](const train::Progress& p) {
     if (tty) {
-      std::cerr << "\r" << train::FormatProgressBar(p, 30) << std::flush;
+      std::cerr << "\r" << train::FormatProgressBar(p, 100) << std::flush;
       if (p.step == p.total_steps) std::cerr << "\n";
     } else {
-      std::cerr << train::FormatProgressBar(p, 30) << "\n";
+      std::cerr << train::FormatProgressBar(p, 100) << "\n";
     }
   };
   absl::StatusOr<RecipeResult> result = RunRecipe(options, on_phase, on_progress);
