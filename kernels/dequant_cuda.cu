@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/cuda_elements.cuh"
 #include "kernels/cuda_launchers.h"
 
 namespace qwha::kernels::cuda {
@@ -25,21 +26,6 @@ __device__ __forceinline__ float LoadAsFloat(const void* p, int64_t i, DType t) 
     default:
       return static_cast<const float*>(p)[i];
   }
-}
-
-template <typename T>
-__device__ __forceinline__ T FromFloat(float x);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float x) {
-  return __float2half_rn(x);
 }
 
 // 8 consecutive values of type A at p as floats (p aligned to 8 * sizeof(A)).
@@ -67,7 +53,7 @@ template <typename OutT>
 __device__ __forceinline__ void Store8(OutT* p, const float* v) {
   OutT e[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) e[i] = FromFloat<OutT>(v[i]);
+  for (int i = 0; i < 8; ++i) e[i] = FromF<OutT>(v[i]);
   if constexpr (sizeof(OutT) == 4) {
     reinterpret_cast<uint4*>(p)[0] = reinterpret_cast<const uint4*>(e)[0];
     reinterpret_cast<uint4*>(p)[1] = reinterpret_cast<const uint4*>(e)[1];
@@ -156,7 +142,7 @@ __global__ void __launch_bounds__(kThreads)
   float v = (static_cast<float>(word & ((1u << kBits) - 1)) - LoadAsFloat(zeros, g, param_dtype)) *
             LoadAsFloat(scales, g, param_dtype);
   if (add != nullptr) v += LoadAsFloat(add, t, add_dtype);
-  out[t] = FromFloat<OutT>(v);
+  out[t] = FromF<OutT>(v);
 }
 
 template <typename OutT, int kBits>

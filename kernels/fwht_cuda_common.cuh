@@ -10,28 +10,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cuda_elements.cuh"
 #include "kernels/cuda_launchers.h"
 
 namespace qwha::kernels::cuda::fwht_internal {
 
 // ---------------------------------------------------------------- elements --
-__device__ __forceinline__ float ToF(float x) { return x; }
-__device__ __forceinline__ float ToF(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float ToF(__half x) { return __half2float(x); }
-template <typename T>
-__device__ __forceinline__ T FromF(float x);
-template <>
-__device__ __forceinline__ float FromF<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromF<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ __forceinline__ __half FromF<__half>(float x) {
-  return __float2half_rn(x);
-}
+using cuda::FromF;
+using cuda::ToF;
 
 template <int kBytes>
 struct RawVec;
