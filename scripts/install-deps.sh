@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   bazel-bootstrap bazel-platforms pkg-config g++ python3
   libtorch-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libsqlite3-dev
+  nlohmann-json3-dev libsqlite3-dev libssl-dev libcivetweb-dev libyaml-cpp-dev prometheus
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev prometheus-cpp-dev
 )
 missing=()
