@@ -91,6 +91,18 @@ constexpr const char* kTables[] = {
     R"(CREATE TABLE IF NOT EXISTS adapter_labels(
          adapter_id TEXT NOT NULL REFERENCES adapters(id) ON DELETE CASCADE,
          key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(adapter_id, key)))",
+    // The registry: an adapter's files (also inside adapters.record) as rows,
+    // so that blob garbage collection finds references by sha256 in an index.
+    R"(CREATE TABLE IF NOT EXISTS adapter_files(
+         adapter_id TEXT NOT NULL REFERENCES adapters(id) ON DELETE CASCADE,
+         name TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+         PRIMARY KEY(adapter_id, name)))",
+    R"(CREATE INDEX IF NOT EXISTS adapters_newest ON adapters(created_at DESC, id DESC))",
+    R"(CREATE INDEX IF NOT EXISTS adapters_job ON adapters(job_id))",
+    R"(CREATE INDEX IF NOT EXISTS adapter_files_sha256 ON adapter_files(sha256))",
+    R"(CREATE INDEX IF NOT EXISTS model_files_sha256 ON model_files(sha256))",
+    R"(CREATE INDEX IF NOT EXISTS datasets_sha256 ON datasets(sha256))",
+    R"(CREATE INDEX IF NOT EXISTS job_checkpoints_sha256 ON job_checkpoints(sha256))",
 };
 
 }  // namespace
