@@ -1,0 +1,189 @@
+#include "worker/runtime/blob_cache.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <random>
+#include <thread>
+
+#include "worker/io/atomic_file.h"
+#include "worker/io/sha256.h"
+#include "worker/runtime/local_files.h"
+
+namespace qwha::runtime {
+namespace {
+
+std::string TempDir(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "/blob_cache_" + name;
+  EXPECT_TRUE(io::RemoveTree(dir).ok());
+  EXPECT_TRUE(MakeDirs(dir).ok());
+  return dir;
+}
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+qwha::v1::FileInfo Info(const std::string& name, const std::string& data) {
+  qwha::v1::FileInfo f;
+  f.set_name(name);
+  f.set_size(static_cast<int64_t>(data.size()));
+  f.set_sha256(io::Sha256Hex(data));
+  return f;
+}
+
+// Serves `data` from the requested offset in pieces of `piece` bytes, and
+// fails with Unavailable after `fail_after` bytes (-1: never).
+BlobReader Serve(const std::string& data, size_t piece, int64_t fail_after = -1,
+                 std::vector<int64_t>* offsets = nullptr) {
+  return [=](int64_t offset, const BlobSink& sink) -> absl::Status {
+    if (offsets != nullptr) offsets->push_back(offset);
+    int64_t sent = 0;
+    for (size_t at = static_cast<size_t>(offset); at < data.size(); at += piece) {
+      if (fail_after >= 0 && sent >= fail_after) return absl::UnavailableError("connection reset");
+      std::string_view chunk(data.data() + at, std::min(piece, data.size() - at));
+      if (absl::Status s = sink(chunk); !s.ok()) return s;
+      sent += static_cast<int64_t>(chunk.size());
+    }
+    return absl::OkStatus();
+  };
+}
+
+TEST(BlobCacheTest, FetchesVerifiesAndReuses) {
+  BlobCache cache(TempDir("fetch") + "/blobs");
+  const std::string data = RandomBytes(300000, 1);
+  const auto info = Info("model.safetensors", data);
+  int64_t fetched = 0;
+  auto path = cache.Fetch(info, Serve(data, 65536), &fetched);
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(*path, cache.PathOf(info.sha256()));
+  EXPECT_EQ(fetched, 300000);
+  EXPECT_EQ(*io::ReadFile(*path), data);
+  EXPECT_TRUE(cache.Contains(info.sha256(), info.size()));
+  EXPECT_FALSE(PathExists(*path + ".partial"));
+  // A second fetch reuses the blob without reading.
+  bool called = false;
+  auto again = cache.Fetch(info, [&](int64_t, const BlobSink&) {
+    called = true;
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(called);
+}
+
+TEST(BlobCacheTest, RejectsAWrongDigestAndKeepsNothing) {
+  BlobCache cache(TempDir("digest") + "/blobs");
+  const std::string data = RandomBytes(5000, 2);
+  auto info = Info("x", data);
+  std::string corrupt = data;
+  corrupt[1234] ^= 1;
+  auto path = cache.Fetch(info, Serve(corrupt, 1000));
+  ASSERT_FALSE(path.ok());
+  EXPECT_EQ(path.status().code(), absl::StatusCode::kDataLoss) << path.status();
+  EXPECT_FALSE(cache.Contains(info.sha256(), info.size()));
+  EXPECT_FALSE(PathExists(cache.PathOf(info.sha256()) + ".partial"));
+  // More bytes than announced are rejected as well.
+  auto longer = cache.Fetch(info, Serve(data + "extra", 1000));
+  EXPECT_EQ(longer.status().code(), absl::StatusCode::kDataLoss) << longer.status();
+  // So are malformed digests.
+  info.set_sha256("not-a-digest");
+  EXPECT_EQ(cache.Fetch(info, Serve(data, 1000)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BlobCacheTest, ResumesAnInterruptedFetchFromItsOffset) {
+  BlobCache cache(TempDir("resume") + "/blobs");
+  const std::string data = RandomBytes(10000, 3);
+  const auto info = Info("x", data);
+  std::vector<int64_t> offsets;
+  int64_t fetched = 0;
+  auto first = cache.Fetch(info, Serve(data, 1000, /*fail_after=*/3000, &offsets), &fetched);
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable) << first.status();
+  EXPECT_EQ(fetched, 3000);
+  auto second = cache.Fetch(info, Serve(data, 1000, -1, &offsets), &fetched);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 3000}));
+  EXPECT_EQ(fetched, 10000);
+  EXPECT_EQ(*io::ReadFile(*second), data);
+  // A stream that ends early is Unavailable (retry resumes), not corruption.
+  BlobCache other(TempDir("short") + "/blobs");
+  auto short_read = other.Fetch(info, Serve(data.substr(0, 4000), 1000));
+  EXPECT_EQ(short_read.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(BlobCacheTest, ConcurrentFetchersOfOneBlobBothSucceed) {
+  BlobCache cache(TempDir("concurrent") + "/blobs");
+  const std::string data = RandomBytes(200000, 4);
+  const auto info = Info("x", data);
+  absl::Status results[2];
+  std::thread threads[2];
+  for (int i = 0; i < 2; ++i) {
+    threads[i] = std::thread([&, i] { results[i] = cache.Fetch(info, Serve(data, 777)).status(); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_TRUE(results[0].ok()) << results[0];
+  EXPECT_TRUE(results[1].ok()) << results[1];
+  EXPECT_EQ(*io::ReadFile(cache.PathOf(info.sha256())), data);
+}
+
+TEST(MaterializeTest, BuildsTheModelDirectoryFromCachedBlobs) {
+  const std::string root = TempDir("materialize");
+  BlobCache cache(root + "/blobs");
+  const std::string config = "{\"model_type\":\"llama\"}", weights = RandomBytes(4096, 5);
+  std::vector<qwha::v1::FileInfo> files = {Info("config.json", config),
+                                           Info("weights/model.safetensors", weights)};
+  ASSERT_TRUE(cache.Fetch(files[0], Serve(config, 100)).ok());
+  ASSERT_TRUE(cache.Fetch(files[1], Serve(weights, 1000)).ok());
+  const std::string digest = io::Sha256OfFileSet(
+      {{"weights/model.safetensors", files[1].sha256()}, {"config.json", files[0].sha256()}});
+  auto dir = MaterializeFileSet(cache, files, digest, root + "/models/" + digest);
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  EXPECT_EQ(*io::ReadFile(*dir + "/config.json"), config);
+  EXPECT_EQ(*io::ReadFile(*dir + "/weights/model.safetensors"), weights);
+  struct stat a, b;
+  ASSERT_EQ(::stat((*dir + "/config.json").c_str(), &a), 0);
+  ASSERT_EQ(::stat(cache.PathOf(files[0].sha256()).c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);  // a hard link, not a copy
+  // Reused as is the second time.
+  EXPECT_EQ(*MaterializeFileSet(cache, files, digest, *dir), *dir);
+}
+
+TEST(MaterializeTest, DigestMismatchMissingBlobAndUnsafeNamesAreErrors) {
+  const std::string root = TempDir("materialize_errors");
+  BlobCache cache(root + "/blobs");
+  const std::string data = "abc";
+  std::vector<qwha::v1::FileInfo> files = {Info("config.json", data)};
+  ASSERT_TRUE(cache.Fetch(files[0], Serve(data, 10)).ok());
+
+  const std::string wrong = io::Sha256Hex("another model");
+  auto mismatch = MaterializeFileSet(cache, files, wrong, root + "/models/" + wrong);
+  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument) << mismatch.status();
+  EXPECT_FALSE(PathExists(root + "/models/" + wrong));
+
+  std::vector<qwha::v1::FileInfo> missing = {Info("tokenizer.json", "not cached")};
+  auto not_found = MaterializeFileSet(cache, missing, "", root + "/models/m");
+  EXPECT_EQ(not_found.status().code(), absl::StatusCode::kNotFound) << not_found.status();
+  EXPECT_NE(not_found.status().message().find("tokenizer.json"), std::string::npos);
+
+  std::vector<qwha::v1::FileInfo> wrong_size = files;
+  wrong_size[0].set_size(99);
+  EXPECT_EQ(MaterializeFileSet(cache, wrong_size, "", root + "/models/s").status().code(),
+            absl::StatusCode::kDataLoss);
+
+  for (const char* name : {"", "/etc/passwd", "../x", "a/../../x", "a//b", "./a"}) {
+    std::vector<qwha::v1::FileInfo> bad = files;
+    bad[0].set_name(name);
+    EXPECT_EQ(MaterializeFileSet(cache, bad, "", root + "/models/b").status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << name;
+  }
+  std::vector<qwha::v1::FileInfo> duplicate = {files[0], files[0]};
+  EXPECT_EQ(MaterializeFileSet(cache, duplicate, "", root + "/models/d").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace qwha::runtime
