@@ -15,6 +15,9 @@
 //   --checkpoint-every N [0]  --calibration-batches N [8]  --seed N [0]
 //   --device cpu|cuda [cuda if available]  --dtype float32|bfloat16 [bfloat16 on cuda]
 //   --resume (continue from OUTPUT/checkpoints)
+//   --cache-dir DIR (reuse/store the quantized base and calibration Grams) [none]
+//   --exact-match N (greedy exact match on N eval prompts after training) [0: off]
+//   --export-merged (also write OUTPUT/merged: deq(Q) + ΔW as a transformers model)
 // Exit status: 0 success, 2 bad arguments or input, 1 any other failure.
 #include <unistd.h>
 
@@ -76,6 +79,10 @@ RecipeOptions ParseArgs(int argc, char** argv) {
       o.resume = true;
       continue;
     }
+    if (a == "--export-merged") {
+      o.export_merged = true;
+      continue;
+    }
     if (i + 1 >= argc) Fail(2, a + ": missing value");
     const std::string v = argv[++i];
     if (a == "--model") {
@@ -130,6 +137,10 @@ RecipeOptions ParseArgs(int argc, char** argv) {
       o.train.checkpoint_every = ParseInt(a, v);
     } else if (a == "--calibration-batches") {
       o.calibration_batches = ParseInt(a, v);
+    } else if (a == "--cache-dir") {
+      o.cache_dir = v;
+    } else if (a == "--exact-match") {
+      o.exact_match_samples = ParseInt(a, v);
     } else if (a == "--seed") {
       o.seed = static_cast<uint64_t>(ParseInt(a, v));
       o.train.seed = o.seed;
@@ -192,9 +203,18 @@ int Main(int argc, char** argv) {
              : 1,
          std::string(result.status().message()));
   }
+  for (const std::string& w : result->warnings) std::cerr << "qwha-train: warning: " << w << "\n";
   std::printf("eval loss: base %.4f, quantized %.4f, initialized %.4f, trained %.4f\n",
               result->eval_loss_base, result->eval_loss_quantized, result->eval_loss_initialized,
               result->eval_loss_final);
+  if (result->exact_match_samples > 0) {
+    std::printf("exact match: %.4f (token accuracy %.4f) on %lld eval prompts\n",
+                result->exact_match, result->exact_match_token_accuracy,
+                static_cast<long long>(result->exact_match_samples));
+  }
+  if (result->quantized_base_cache_hit) std::printf("quantized base: from the cache\n");
+  if (!result->merged_path.empty()) std::printf("merged model: %s\n", result->merged_path.c_str());
+  if (!result->peft_path.empty()) std::printf("PEFT adapter: %s\n", result->peft_path.c_str());
   const double tokens_per_second =
       result->train.seconds > 0
           ? static_cast<double>(result->train.tokens_seen) / result->train.seconds

@@ -13,9 +13,11 @@
 #include "worker/io/atomic_file.h"
 #include "worker/io/safetensors.h"
 #include "worker/model/llama.h"
+#include "worker/pipeline/base_cache.h"
+#include "worker/pipeline/evaluate.h"
+#include "worker/pipeline/export.h"
 #include "worker/pipeline/stages.h"
 #include "worker/tokenizer/tokenizer.h"
-#include "worker/train/loss.h"
 
 namespace qwha::pipeline {
 namespace {
@@ -55,30 +57,6 @@ class DatasetBatchSource : public train::BatchSource {
   std::unique_ptr<data::Batcher> batcher_;
   int64_t pad_id_;
 };
-
-// Mean next-token loss over the first `max_batches` batches (0: all) of the
-// eval split, weighted by supervised tokens. NaN for an empty split.
-absl::StatusOr<double> EvalLoss(const model::LlamaModel& model, const data::Dataset& eval,
-                                const data::BatcherOptions& options, int64_t max_batches) {
-  if (eval.examples.empty()) return std::nan("");
-  absl::StatusOr<std::unique_ptr<data::Batcher>> batcher = data::Batcher::Create(eval, options);
-  if (!batcher.ok()) return batcher.status();
-  int64_t batches = (*batcher)->batches_per_epoch();
-  if (max_batches > 0) batches = std::min(batches, max_batches);
-  torch::NoGradGuard no_grad;
-  double sum = 0;
-  int64_t tokens = 0;
-  for (int64_t i = 0; i < batches; ++i) {
-    data::Batch b = (*batcher)->Next();
-    torch::Tensor labels = b.labels.to(model.device());
-    torch::Tensor logits = model.Forward(b.input_ids.to(model.device()));
-    absl::StatusOr<train::LossResult> loss = train::TokenCrossEntropy(logits, labels);
-    if (!loss.ok()) return loss.status();
-    sum += loss->loss.item<double>() * static_cast<double>(loss->tokens);
-    tokens += loss->tokens;
-  }
-  return tokens > 0 ? sum / static_cast<double>(tokens) : std::nan("");
-}
 
 std::vector<torch::Tensor> CalibrationBatches(const data::Dataset& train,
                                               data::BatcherOptions options, int64_t count,
@@ -146,6 +124,10 @@ absl::Status ExportAdapters(const model::LlamaModel& model, const RecipeOptions&
       {"steps", result.train.step},
       {"tokens_seen", result.train.tokens_seen},
       {"trainable_params", result.trainable_params},
+      {"exact_match", number(result.exact_match)},
+      {"exact_match_token_accuracy", number(result.exact_match_token_accuracy)},
+      {"exact_match_samples", result.exact_match_samples},
+      {"quantized_base_cache_hit", result.quantized_base_cache_hit},
       {"seconds", seconds},
       {"layers", layers},
   };
@@ -156,6 +138,85 @@ absl::Status ExportAdapters(const model::LlamaModel& model, const RecipeOptions&
 template <typename T>
 absl::Status Annotate(const absl::StatusOr<T>& v, const std::string& step) {
   return absl::Status(v.status().code(), absl::StrCat(step, ": ", v.status().message()));
+}
+
+using PhaseFn = std::function<void(const std::string&, const std::string&)>;
+
+// The calibration Grams and the original weights, with the target slots
+// quantized: steps 2 and 3 of the recipe.
+struct PreparedBase {
+  GramMap grams;
+  WeightMap originals;
+  bool cache_hit = false;
+};
+
+// Steps 2 and 3 computed (calibrate on the dense model, then quantize), or
+// read from the quantized-base cache when options.cache_dir has the entry.
+// A cold run writes the entry; cache problems become warnings.
+absl::StatusOr<PreparedBase> CalibrateAndQuantize(model::LlamaModel& model,
+                                                  const RecipeOptions& options,
+                                                  const std::vector<torch::Tensor>& calibration,
+                                                  const PhaseFn& phase,
+                                                  std::vector<std::string>* warnings) {
+  PreparedBase out;
+  BaseCacheKey key;
+  std::string entry;
+  if (!options.cache_dir.empty()) {
+    absl::StatusOr<std::string> digest = ModelDigest(options.model_dir);
+    if (!digest.ok()) return digest.status();
+    key = {*digest,      options.quant,       options.target_modules, CalibrationDigest(calibration),
+           model.dtype(), model.device().type()};
+    entry = BaseCacheEntryDir(options.cache_dir, key);
+    absl::StatusOr<QuantizedBase> cached = LoadQuantizedBase(entry, key, model, model.device());
+    if (cached.ok()) {
+      phase("calibrating", "cache hit: " + entry);
+      phase("quantizing", "cache hit: " + entry);
+      auto originals =
+          SetQuantizedWeights(model, std::move(cached->weights), options.target_modules);
+      if (!originals.ok()) return originals.status();
+      out.originals = *std::move(originals);
+      out.grams = std::move(cached->grams);
+      out.cache_hit = true;
+      return out;
+    }
+    if (cached.status().code() != absl::StatusCode::kNotFound) {
+      warnings->push_back(absl::StrCat("rebuilding the cache entry: ", cached.status().message()));
+      if (absl::Status st = io::RemoveTree(entry); !st.ok()) {
+        warnings->push_back(absl::StrCat("cache: ", st.message()));
+      }
+    }
+  }
+  phase("calibrating", absl::StrCat(calibration.size(), " batches"));
+  auto grams = CollectCalibration(model, calibration, options.target_modules);
+  if (!grams.ok()) return Annotate(grams, "calibrate");
+  phase("quantizing",
+        absl::StrCat(options.quant.bits, "-bit ", quant::QuantMethodName(options.quant.method)));
+  auto originals = QuantizeModel(model, options.quant, *grams, options.target_modules);
+  if (!originals.ok()) return Annotate(originals, "quantize");
+  out.grams = *std::move(grams);
+  out.originals = *std::move(originals);
+  if (!entry.empty()) {
+    QuantizedBase base;
+    for (const model::LinearSlot* slot : model.LinearSlots()) {
+      if (out.originals.count(slot->name())) base.weights[slot->name()] = *slot->quantized();
+    }
+    base.grams = out.grams;
+    if (absl::Status st = StoreQuantizedBase(entry, key, base); !st.ok()) {
+      warnings->push_back(absl::StrCat("cache not written: ", st.message()));
+    }
+  }
+  return out;
+}
+
+// The dtype of the merged export: the checkpoint's, where it can be written.
+torch::ScalarType MergedDtype(const model::ModelConfig& config) {
+  const torch::ScalarType t = config.torch_dtype;
+  return t == torch::kBFloat16 || t == torch::kFloat16 ? t : torch::kFloat32;
+}
+
+bool IsLoraFamily(adapters::AdapterType type) {
+  return type == adapters::AdapterType::kLora || type == adapters::AdapterType::kLoftq ||
+         type == adapters::AdapterType::kCloq;
 }
 
 }  // namespace
@@ -171,6 +232,9 @@ absl::Status ValidateRecipeOptions(const RecipeOptions& o) {
   }
   if (!o.eval_data.empty() && o.eval_fraction != 0) {
     return absl::InvalidArgumentError("eval_fraction: must be 0 when eval_data is given");
+  }
+  if (o.exact_match_samples < 0) {
+    return absl::InvalidArgumentError("exact_match_samples: must be >= 0");
   }
   if (!o.target_modules.empty()) {
     absl::Status st = ValidateTargetModules(o.target_modules);
@@ -223,28 +287,25 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
   if (!loss_base.ok()) return Annotate(loss_base, "evaluate base model");
   result.eval_loss_base = *loss_base;
 
-  // 2. Calibrate on the dense model: Σ XᵀX of every target projection's input.
-  phase("calibrating", absl::StrCat(options.calibration_batches, " batches"));
-  auto grams = CollectCalibration(
-      **model, CalibrationBatches(split->train, batching, options.calibration_batches, pad_id),
-      options.target_modules);
-  if (!grams.ok()) return Annotate(grams, "calibrate");
-
-  // 3. Quantize the target projections (keeping the originals for step 4).
-  phase("quantizing",
-        absl::StrCat(options.quant.bits, "-bit ", quant::QuantMethodName(options.quant.method)));
-  auto originals = QuantizeModel(**model, options.quant, *grams, options.target_modules);
-  if (!originals.ok()) return Annotate(originals, "quantize");
+  // 2–3. Calibrate on the dense model (Σ XᵀX of every target projection's
+  // input), then quantize the target projections, keeping the originals for
+  // step 4 — or read both from the quantized-base cache.
+  auto base = CalibrateAndQuantize(
+      **model, options,
+      CalibrationBatches(split->train, batching, options.calibration_batches, pad_id), phase,
+      &result.warnings);
+  if (!base.ok()) return base.status();
+  result.quantized_base_cache_hit = base->cache_hit;
   auto loss_q = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
   if (!loss_q.ok()) return Annotate(loss_q, "evaluate quantized model");
   result.eval_loss_quantized = *loss_q;
 
   // 4. Initialize one adapter per quantized projection.
   phase("initializing", adapters::AdapterTypeName(options.adapter.type));
-  auto reports = AttachAdapters(**model, options.adapter, *originals, *grams);
+  auto reports = AttachAdapters(**model, options.adapter, base->originals, base->grams);
   if (!reports.ok()) return Annotate(reports, "initialize adapters");
-  originals->clear();
-  grams->clear();
+  base->originals.clear();
+  base->grams.clear();
   for (const auto& r : *reports) result.trainable_params += r.trainable_params;
   auto loss_init = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
   if (!loss_init.ok()) return Annotate(loss_init, "evaluate initialized adapters");
@@ -277,6 +338,16 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
   auto loss_final = EvalLoss(**model, split->eval, eval_batching, options.eval_batches);
   if (!loss_final.ok()) return Annotate(loss_final, "evaluate trained adapters");
   result.eval_loss_final = *loss_final;
+  if (options.exact_match_samples > 0) {
+    auto em = ExactMatch(**model, split->eval, options.exact_match_samples);
+    if (!em.ok()) return Annotate(em, "exact match");
+    result.exact_match = em->ExactMatch();
+    result.exact_match_token_accuracy = em->TokenAccuracy();
+    result.exact_match_samples = em->samples;
+    if (em->samples == 0) {
+      result.warnings.push_back("exact match: the eval split has no prompt/completion records");
+    }
+  }
 
   // 7. Export the adapter, its configuration and the metrics.
   phase("exporting", options.output_dir);
@@ -286,6 +357,17 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
   if (!exported.ok())
     return absl::Status(exported.code(), absl::StrCat("export: ", exported.message()));
   result.adapter_path = (fs::path(options.output_dir) / "adapter.safetensors").string();
+  if (options.export_merged) {
+    result.merged_path = (fs::path(options.output_dir) / "merged").string();
+    absl::Status st = ExportMergedModel(**model, options.model_dir, options.tokenizer_path,
+                                        result.merged_path, MergedDtype((*model)->config()));
+    if (!st.ok()) return absl::Status(st.code(), absl::StrCat("export merged model: ", st.message()));
+  }
+  if (IsLoraFamily(options.adapter.type)) {
+    result.peft_path = (fs::path(options.output_dir) / "peft").string();
+    absl::Status st = ExportPeftAdapter(**model, options.model_dir, result.peft_path);
+    if (!st.ok()) return absl::Status(st.code(), absl::StrCat("export PEFT adapter: ", st.message()));
+  }
   return result;
 }
 

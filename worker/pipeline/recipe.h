@@ -9,12 +9,23 @@
 // Output directory (written atomically, file by file):
 //   adapter.safetensors    every adapter's state, keyed "<slot name>/<key>"
 //   adapter_config.json    method, budget, quantization, target modules, base
-//   metrics.json           init errors per layer, losses, timings
+//   metrics.json           init errors per layer, losses, exact match, timings
 //   checkpoints/           training checkpoints (resume with options.resume)
+//   merged/                with export_merged: the model with deq(Q) + ΔW merged
+//                          (transformers layout, tokenizer included; export.h)
+//   peft/                  LoRA, LoftQ and CLoQ adapters: the PEFT LoRA layout
+//                          (adapter_model.safetensors, adapter_config.json; export.h)
+//
+// With cache_dir set, calibration and quantization are read from the
+// quantized-base cache when an entry for the same model digest, quantization
+// config, target modules, calibration batches, dtype and device exists, and
+// written to it otherwise (base_cache.h); a hit gives bitwise the same result
+// as a cold run. A corrupt entry is rebuilt (and named in `warnings`).
 #pragma once
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -50,6 +61,12 @@ struct RecipeOptions {
   uint64_t seed = 0;
   bool resume = false;  // continue from output_dir/checkpoints
 
+  std::string cache_dir;  // quantized-base cache root; empty: no cache
+  // Greedy exact match on the first N prompt/completion (or chat) records of
+  // the eval split after training (evaluate.h); 0: off.
+  int64_t exact_match_samples = 0;
+  bool export_merged = false;  // also write output_dir/merged/
+
   train::TrainOptions train;  // checkpoint_dir defaults to output_dir/checkpoints
 };
 
@@ -64,11 +81,24 @@ struct RecipeResult {
   double eval_loss_final = 0;        // after training
   train::TrainSummary train;
   int64_t trainable_params = 0;
-  std::string adapter_path;  // output_dir/adapter.safetensors
+  // Exact match of the trained model (NaN unless exact_match_samples > 0 and
+  // the eval split has prompts), its per-token accuracy, and the samples used.
+  double exact_match = std::nan("");
+  double exact_match_token_accuracy = std::nan("");
+  int64_t exact_match_samples = 0;
+  bool quantized_base_cache_hit = false;  // calibration + quantization came from the cache
+  std::string adapter_path;               // output_dir/adapter.safetensors
+  std::string merged_path;                // output_dir/merged, if exported
+  std::string peft_path;                  // output_dir/peft, if exported
+  // Problems that did not stop the run (cache entry rebuilt or not writable,
+  // no prompts for exact match), one line each.
+  std::vector<std::string> warnings;
 };
 
 // Phase names reported through `on_phase`: "loading", "calibrating",
-// "quantizing", "initializing", "training", "evaluating", "exporting".
+// "quantizing", "initializing", "training", "evaluating", "exporting". The
+// detail of "calibrating" and "quantizing" starts with "cache hit" when the
+// quantized base came from the cache.
 using PhaseCallback = std::function<void(const std::string& phase, const std::string& detail)>;
 
 // Runs the whole recipe. Errors name the step and the input (file, field,

@@ -123,6 +123,32 @@ absl::StatusOr<WeightMap> QuantizeModel(model::LlamaModel& model, const quant::Q
   return originals;
 }
 
+absl::StatusOr<WeightMap> SetQuantizedWeights(model::LlamaModel& model,
+                                              std::map<std::string, quant::QuantizedWeight> weights,
+                                              const std::vector<std::string>& modules) {
+  std::vector<model::LinearSlot*> targets;
+  for (model::LinearSlot* slot : model.LinearSlots()) {
+    if (!IsTarget(slot->name(), modules)) continue;
+    if (slot->is_quantized()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("set quantized weights: ", slot->name(), " is already quantized"));
+    }
+    if (!weights.count(slot->name())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("set quantized weights: none given for ", slot->name()));
+    }
+    targets.push_back(slot);
+  }
+  WeightMap originals;
+  for (model::LinearSlot* slot : targets) {
+    torch::Tensor w = slot->weight().to(torch::kFloat32);
+    absl::Status set = slot->SetQuantizedWeight(std::move(weights.at(slot->name())));
+    if (!set.ok()) return set;
+    originals[slot->name()] = w;
+  }
+  return originals;
+}
+
 absl::StatusOr<std::vector<SlotInitReport>> AttachAdapters(model::LlamaModel& model,
                                                            const adapters::AdapterConfig& cfg,
                                                            const WeightMap& originals,

@@ -62,6 +62,15 @@ absl::StatusOr<WeightMap> QuantizeModel(model::LlamaModel& model, const quant::Q
                                         const GramMap& grams,
                                         const std::vector<std::string>& modules);
 
+// Replaces every target slot's dense weight by weights[slot name] (e.g. read
+// from the quantized-base cache) and returns the original weights, as
+// QuantizeModel does. FailedPrecondition naming the slot if a target slot is
+// already quantized or has no entry in `weights`; checked for all slots
+// before any is changed. InvalidArgument from the slot for a mis-shaped one.
+absl::StatusOr<WeightMap> SetQuantizedWeights(model::LlamaModel& model,
+                                              std::map<std::string, quant::QuantizedWeight> weights,
+                                              const std::vector<std::string>& modules);
+
 // Per-slot result of adapter initialization.
 struct SlotInitReport {
   std::string slot;
