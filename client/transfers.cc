@@ -253,8 +253,9 @@ absl::StatusOr<Response> Upload(
 }
 
 // Regular files below `dir` (links followed), skipping names starting with '.'.
-absl::StatusOr<std::vector<LocalFile>> ListModelFiles(const std::string& dir) {
+absl::StatusOr<std::vector<LocalFile>> ListModelFiles(std::string dir) {
   namespace fs = std::filesystem;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();  // names relative to "dir", not "dir/"
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::InvalidArgumentError(absl::StrCat(dir, " is not a directory"));
@@ -268,7 +269,7 @@ absl::StatusOr<std::vector<LocalFile>> ListModelFiles(const std::string& dir) {
       continue;
     }
     if (!it->is_regular_file(ec)) continue;
-    found.emplace_back(fs::relative(it->path(), dir, ec).generic_string(), it->path().string());
+    found.emplace_back(it->path().lexically_relative(dir).generic_string(), it->path().string());
   }
   if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
   if (found.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, " holds no file"));
