@@ -3,9 +3,9 @@
 // with the parent even on kill -9: a dead worker never leaves a training
 // process behind.
 //
-// Caveat of PR_SET_PDEATHSIG: the signal fires when the *thread* that forked
-// exits, not only the process. Start children from a thread that lives as
-// long as they may run (the worker starts them on its main thread).
+// Caveat of PR_SET_PDEATHSIG: on some kernels the signal fires when the
+// *thread* that forked exits, not only the process. Start children from a
+// thread that lives as long as they may run (the worker uses its main thread).
 //
 // Thread safety: ReadLines, Wait and TerminateAndWait belong to one thread
 // (the owner); Signal and running() may be called from any thread at any

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <thread>
 
 namespace qwha::runtime {
@@ -68,21 +71,42 @@ TEST(ChildProcessTest, SignalFromAnotherThreadWhileTheOwnerWaits) {
   EXPECT_EQ(status.signal, SIGKILL);
 }
 
-// PR_SET_PDEATHSIG: when the thread that started the child ends (as when the
-// worker process dies), the child gets SIGKILL.
-TEST(ChildProcessTest, ChildDiesWithTheThreadThatStartedIt) {
-  std::unique_ptr<ChildProcess> child;
-  std::thread starter([&] {
-    auto started = ChildProcess::Start({"/bin/sh", "-c", "exec sleep 30"});
-    ASSERT_TRUE(started.ok());
-    child = *std::move(started);
-  });
-  starter.join();
-  ASSERT_NE(child, nullptr);
-  ASSERT_TRUE(child->WaitFor(milliseconds(5000)));
-  ExitStatus status = child->Wait();
-  EXPECT_TRUE(status.signaled);
-  EXPECT_EQ(status.signal, SIGKILL);
+// True while `pid` exists and is not a zombie.
+bool Alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(stat, text)) return false;
+  const size_t paren = text.rfind(')');
+  return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] != 'Z';
+}
+
+// PR_SET_PDEATHSIG: a worker killed with SIGKILL takes its child with it.
+TEST(ChildProcessTest, ChildDiesWhenItsParentIsKilled) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t middle = ::fork();
+  ASSERT_GE(middle, 0);
+  if (middle == 0) {  // plays the worker: starts a child, reports its pid, waits
+    auto child = ChildProcess::Start({"/bin/sh", "-c", "exec sleep 30"});
+    const pid_t pid = child.ok() ? (*child)->pid() : -1;
+    if (::write(fds[1], &pid, sizeof(pid)) != sizeof(pid)) ::_exit(1);
+    ::pause();
+    ::_exit(0);
+  }
+  pid_t grandchild = -1;
+  ASSERT_EQ(::read(fds[0], &grandchild, sizeof(grandchild)), static_cast<ssize_t>(sizeof(grandchild)));
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ASSERT_GT(grandchild, 0);
+  EXPECT_TRUE(Alive(grandchild));
+  ::kill(middle, SIGKILL);
+  ::waitpid(middle, nullptr, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (Alive(grandchild) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  EXPECT_FALSE(Alive(grandchild)) << "the child outlived its killed parent";
+  if (Alive(grandchild)) ::kill(grandchild, SIGKILL);
 }
 
 }  // namespace

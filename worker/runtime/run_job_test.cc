@@ -132,7 +132,7 @@ TEST(RunJobTest, TrainsExportsAndReportsOverTheProtocol) {
   // A checkpoint every 2 steps; `latest` names the newest.
   auto latest = io::ReadFile(out + "/checkpoints/latest");
   ASSERT_TRUE(latest.ok()) << latest.status();
-  EXPECT_EQ(*latest, "step-4");
+  EXPECT_EQ(*latest, "step-4\n");
   EXPECT_TRUE(PathExists(out + "/checkpoints/step-2/trainer_state.json"));
   // The quantized base went to the cache.
   auto cached = ListFilesRecursive(dir + "/cache");
