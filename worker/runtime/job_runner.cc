@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "worker/io/atomic_file.h"
 #include "worker/runtime/child_process.h"
@@ -95,12 +94,10 @@ class JobRunner::Job {
     absl::StatusOr<std::string> set =
         uploader_.UploadNewCheckpoint(out_ + "/checkpoints", last_checkpoint_, kCheckpointPatience);
     if (!set.ok()) {
-      if (IsLeaseLost(set.status()) && !absl::StrContains(set.status().message(), out_)) {
-        r_.session_.MarkLeaseLost();
-      } else {
-        Log(absl::StrCat("checkpoint upload failed (retried at the next report): ",
-                         set.status().message()));
-      }
+      // Not a verdict on the lease (e.g. a set pruned locally mid-upload is
+      // NotFound): heartbeats and progress reports decide that.
+      Log(absl::StrCat("checkpoint upload failed (retried at the next report): ",
+                       set.status().message()));
       return;
     }
     if (*set != last_checkpoint_) Log("checkpoint " + *set + " uploaded");

@@ -35,9 +35,9 @@ class JobUploader {
   // holding trainer_state.json) is not `last_uploaded`, uploads its files and
   // commits it; returns its name ("step-<N>"), or `last_uploaded` when there
   // is nothing new. Retries for at most `patience` (the next report tries
-  // again). FailedPrecondition/NotFound from the scheduler mean the lease is
-  // gone; a set removed locally while uploading (the trainer keeps only the
-  // newest few) gives NotFound naming the path.
+  // again). Errors come from the scheduler or, for a set removed locally
+  // while uploading (the trainer keeps only the newest few), NotFound naming
+  // the path.
   absl::StatusOr<std::string> UploadNewCheckpoint(const std::string& root,
                                                   const std::string& last_uploaded,
                                                   std::chrono::milliseconds patience);
