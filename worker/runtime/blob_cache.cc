@@ -72,8 +72,8 @@ bool BlobCache::Contains(const std::string& sha256, int64_t size) const {
   return ::stat(PathOf(sha256).c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == size;
 }
 
-absl::StatusOr<std::string> BlobCache::Fetch(const qwha::v1::FileInfo& file,
-                                             const BlobReader& read, int64_t* fetched) const {
+absl::StatusOr<std::string> BlobCache::Fetch(const qwha::v1::FileInfo& file, const BlobReader& read,
+                                             int64_t* fetched) const {
   const std::string& sha = file.sha256();
   if (!io::IsSha256Hex(sha)) {
     return absl::InvalidArgumentError(
@@ -132,8 +132,9 @@ absl::StatusOr<std::string> BlobCache::Fetch(const qwha::v1::FileInfo& file,
   if (!write_error.ok()) return write_error;
   if (!read_status.ok()) return read_status;
   if (size < file.size()) {
-    return absl::UnavailableError(absl::StrCat("blob ", sha, " (", file.name(), "): stream ended at ",
-                                               size, " of ", file.size(), " bytes"));
+    return absl::UnavailableError(absl::StrCat("blob ", sha, " (", file.name(),
+                                               "): stream ended at ", size, " of ", file.size(),
+                                               " bytes"));
   }
   const std::string digest = hash.Finish();
   if (digest != sha) return discard(absl::StrCat("content has sha256 ", digest));
@@ -190,8 +191,8 @@ absl::StatusOr<std::string> MaterializeFileSet(const BlobCache& cache,
           absl::StrCat(f.name(), ": blob ", f.sha256(), " is not in the cache ", cache.root()));
     }
     if (st.st_size != f.size()) {
-      return absl::DataLossError(absl::StrCat(f.name(), ": cached blob ", blob, " has ",
-                                              st.st_size, " bytes, expected ", f.size()));
+      return absl::DataLossError(absl::StrCat(f.name(), ": cached blob ", blob, " has ", st.st_size,
+                                              " bytes, expected ", f.size()));
     }
   }
   const std::string tmp = absl::StrCat(dir, ".tmp.", ::getpid());

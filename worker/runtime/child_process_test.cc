@@ -94,7 +94,8 @@ TEST(ChildProcessTest, ChildDiesWhenItsParentIsKilled) {
     ::_exit(0);
   }
   pid_t grandchild = -1;
-  ASSERT_EQ(::read(fds[0], &grandchild, sizeof(grandchild)), static_cast<ssize_t>(sizeof(grandchild)));
+  ASSERT_EQ(::read(fds[0], &grandchild, sizeof(grandchild)),
+            static_cast<ssize_t>(sizeof(grandchild)));
   ::close(fds[0]);
   ::close(fds[1]);
   ASSERT_GT(grandchild, 0);

@@ -64,8 +64,8 @@ struct DeviceProbe::Nvml {
     }
     unsigned int n = 0;
     int rc = absl::SimpleAtoi(physical, &n) ? by_index(n, &nvml->device)
-             : by_uuid != nullptr          ? by_uuid(physical.c_str(), &nvml->device)
-                                           : -1;
+             : by_uuid != nullptr           ? by_uuid(physical.c_str(), &nvml->device)
+                                            : -1;
     if (rc != 0) return nullptr;
     return nvml;
   }
@@ -87,8 +87,8 @@ absl::Status CheckDeviceExists(const torch::Device& device) {
   if (!device.is_cuda()) return absl::OkStatus();
   const int64_t count = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
   if (device.index() >= count) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        device.str(), " requested but this process sees ", count, " CUDA device(s)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(device.str(), " requested but this process sees ", count, " CUDA device(s)"));
   }
   return absl::OkStatus();
 }

@@ -29,12 +29,12 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& value);
 absl::Status CheckDeviceExists(const torch::Device& device);
 
 struct DeviceSample {
-  std::string name;          // e.g. "NVIDIA H100 80GB HBM3", or "cpu"
-  int gpu_count = 0;         // GPUs visible to this process; 0 in CPU mode
-  int64_t total_bytes = 0;   // device memory (host memory in CPU mode)
+  std::string name;         // e.g. "NVIDIA H100 80GB HBM3", or "cpu"
+  int gpu_count = 0;        // GPUs visible to this process; 0 in CPU mode
+  int64_t total_bytes = 0;  // device memory (host memory in CPU mode)
   int64_t used_bytes = 0;
-  int64_t free_bytes = 0;    // what a new job could still use
-  double utilization = 0;    // 0..1, GPU busy share over the driver's window; 0 on the CPU
+  int64_t free_bytes = 0;  // what a new job could still use
+  double utilization = 0;  // 0..1, GPU busy share over the driver's window; 0 on the CPU
 };
 
 class DeviceProbe {

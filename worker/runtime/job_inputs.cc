@@ -61,9 +61,9 @@ class BlobFetcher {
       } else if (!IsTransient(st)) {
         return st;  // FailedPrecondition (lease), NotFound, InvalidArgument, local I/O
       } else if (Clock::now() - last_progress > options_.stall_timeout) {
-        return absl::Status(st.code(), absl::StrCat("no progress fetching ", file.name(), " for ",
-                                                    options_.stall_timeout.count() / 1000,
-                                                    " s: ", st.message()));
+        return absl::Status(
+            st.code(), absl::StrCat("no progress fetching ", file.name(), " for ",
+                                    options_.stall_timeout.count() / 1000, " s: ", st.message()));
       }
       const auto wait = backoff.Next();
       std::cerr << "qwha-worker: job " << job_.job().id() << ": fetching " << file.name() << ": "
@@ -101,10 +101,9 @@ absl::StatusOr<std::string> PrepareDataset(const v1::Dataset& dataset, const cha
 }  // namespace
 
 absl::StatusOr<JobInputs> PrepareJobInputs(const v1::AcquireJobResponse& job,
-                                           const std::string& work_dir,
-                                           const std::string& out_dir, const BlobCache& cache,
-                                           SchedulerClient& client, WorkerMetrics& metrics,
-                                           const FetchOptions& options) {
+                                           const std::string& work_dir, const std::string& out_dir,
+                                           const BlobCache& cache, SchedulerClient& client,
+                                           WorkerMetrics& metrics, const FetchOptions& options) {
   if (job.base_model().files().empty()) {
     return absl::InvalidArgumentError("base_model: the assignment names no model files");
   }

@@ -47,9 +47,8 @@ struct FetchOptions {
 // blob whose bytes do not match its digest (twice in a row); NotFound when
 // the scheduler has no such blob; the last transient error after a stall.
 absl::StatusOr<JobInputs> PrepareJobInputs(const v1::AcquireJobResponse& job,
-                                           const std::string& work_dir,
-                                           const std::string& out_dir, const BlobCache& cache,
-                                           SchedulerClient& client, WorkerMetrics& metrics,
-                                           const FetchOptions& options);
+                                           const std::string& work_dir, const std::string& out_dir,
+                                           const BlobCache& cache, SchedulerClient& client,
+                                           WorkerMetrics& metrics, const FetchOptions& options);
 
 }  // namespace qwha::runtime

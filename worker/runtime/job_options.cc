@@ -107,20 +107,20 @@ absl::Status ConvertTraining(const qwha::v1::TrainingConfig& t, const torch::Dev
            .ok()) {
     return st;
   }
-  if (!(st = Count("training.calibration_batches", t.calibration_batches(),
-                   out.calibration_batches))
+  if (!(st =
+            Count("training.calibration_batches", t.calibration_batches(), out.calibration_batches))
            .ok()) {
     return st;
   }
-  if (!(st = Count("training.exact_match_samples", t.exact_match_samples(),
-                   out.exact_match_samples))
+  if (!(st =
+            Count("training.exact_match_samples", t.exact_match_samples(), out.exact_match_samples))
            .ok()) {
     return st;
   }
   if (t.warmup_steps() < 0 || t.warmup_steps() > out.train.max_steps) {
-    return Invalid("training.warmup_steps", absl::StrCat("must be in [0, max_steps = ",
-                                                         out.train.max_steps, "], got ",
-                                                         t.warmup_steps()));
+    return Invalid("training.warmup_steps",
+                   absl::StrCat("must be in [0, max_steps = ", out.train.max_steps, "], got ",
+                                t.warmup_steps()));
   }
   out.train.schedule.warmup_steps = t.warmup_steps();
 
@@ -128,7 +128,7 @@ absl::Status ConvertTraining(const qwha::v1::TrainingConfig& t, const torch::Dev
     return Invalid("training.learning_rate",
                    absl::StrCat("must be finite and >= 0, got ", t.learning_rate()));
   }
-  out.train.lr = t.learning_rate() != 0 ? t.learning_rate()
+  out.train.lr = t.learning_rate() != 0                ? t.learning_rate()
                  : IsSpectrumAdapter(out.adapter.type) ? kDefaultSpectrumLearningRate
                                                        : kDefaultLoraLearningRate;
   if (!std::isfinite(t.weight_decay()) || t.weight_decay() < 0) {
@@ -142,7 +142,8 @@ absl::Status ConvertTraining(const qwha::v1::TrainingConfig& t, const torch::Dev
     out.train.schedule.type = *type;
   }
   if (std::isnan(t.max_grad_norm()) || std::isinf(t.max_grad_norm())) {
-    return Invalid("training.max_grad_norm", absl::StrCat("must be finite, got ", t.max_grad_norm()));
+    return Invalid("training.max_grad_norm",
+                   absl::StrCat("must be finite, got ", t.max_grad_norm()));
   }
   if (t.max_grad_norm() != 0) out.train.clip_norm = t.max_grad_norm();  // negative: no clipping
 
@@ -162,8 +163,8 @@ absl::Status ConvertTraining(const qwha::v1::TrainingConfig& t, const torch::Dev
   }
 
   if (!(t.eval_fraction() >= 0 && t.eval_fraction() < 1)) {
-    return Invalid("training.eval_fraction", absl::StrCat("must be in [0, 1), got ",
-                                                          t.eval_fraction()));
+    return Invalid("training.eval_fraction",
+                   absl::StrCat("must be in [0, 1), got ", t.eval_fraction()));
   }
   if (has_eval_data) {
     out.eval_fraction = 0;  // the eval set replaces the held-out share

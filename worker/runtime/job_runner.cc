@@ -54,7 +54,9 @@ class JobRunner::Job {
   }
 
  private:
-  void Log(const std::string& line) { std::cerr << "qwha-worker: job " << id_ << ": " << line << "\n"; }
+  void Log(const std::string& line) {
+    std::cerr << "qwha-worker: job " << id_ << ": " << line << "\n";
+  }
 
   bool Aborted() const {
     return r_.session_.lease_lost() || r_.session_.cancel_requested() || r_.stop_.load();
@@ -78,7 +80,11 @@ class JobRunner::Job {
       return;
     }
     if (response->cancel()) r_.session_.RequestCancel();
-    if (progress_.phase() >= v1::TRAINING && !Aborted()) UploadCheckpoint();
+    // Checkpoints appear while training; the last one (written when training
+    // ends) still matters if evaluation fails, not once results upload.
+    const bool checkpoints =
+        progress_.phase() == v1::TRAINING || progress_.phase() == v1::EVALUATING;
+    if (checkpoints && !Aborted()) UploadCheckpoint();
   }
 
   void EnterPhase(v1::Phase phase, const std::string& detail) {
@@ -172,10 +178,10 @@ class JobRunner::Job {
 std::string JobRunner::Job::RunToEnd() {
   r_.session_.BeginJob(id_, assignment_.lease_id());
   Log(absl::StrCat("assigned (lease ", assignment_.lease_id(), ", attempt ",
-                   assignment_.job().attempts(), assignment_.checkpoint_files().empty()
-                                                     ? ""
-                                                     : ", resuming from " +
-                                                           assignment_.job().resume_checkpoint(),
+                   assignment_.job().attempts(),
+                   assignment_.checkpoint_files().empty()
+                       ? ""
+                       : ", resuming from " + assignment_.job().resume_checkpoint(),
                    ")"));
   progress_.set_eta_seconds(-1);
   progress_.set_eval_loss(std::numeric_limits<double>::quiet_NaN());
@@ -188,7 +194,8 @@ std::string JobRunner::Job::RunToEnd() {
   absl::StatusOr<JobInputs> inputs = PrepareJobInputs(assignment_, r_.config_.work_dir, out_,
                                                       r_.cache_, r_.client_, r_.metrics_, fetch);
   if (!inputs.ok()) {
-    if (r_.session_.lease_lost() || inputs.status().code() == absl::StatusCode::kFailedPrecondition) {
+    if (r_.session_.lease_lost() ||
+        inputs.status().code() == absl::StatusCode::kFailedPrecondition) {
       return "lost";
     }
     if (r_.session_.cancel_requested()) return Fail("cancelled while fetching inputs", false, true);
@@ -196,13 +203,23 @@ std::string JobRunner::Job::RunToEnd() {
                 !IsInputError(inputs.status().code()), false);
   }
   const std::string job_file = dir_ + "/job.binpb";
-  if (absl::Status st = io::WriteFileAtomically(job_file, assignment_.job().spec().SerializeAsString());
+  if (absl::Status st =
+          io::WriteFileAtomically(job_file, assignment_.job().spec().SerializeAsString());
       !st.ok()) {
     return Fail(absl::StrCat("loading: ", st.message()), true, false);
   }
-  std::vector<std::string> argv = {r_.config_.self_exe, "run-job", "--job", job_file, "--out",
-                                   out_, "--model", inputs->model_dir, "--train",
-                                   inputs->train_data, "--device", r_.config_.device};
+  std::vector<std::string> argv = {r_.config_.self_exe,
+                                   "run-job",
+                                   "--job",
+                                   job_file,
+                                   "--out",
+                                   out_,
+                                   "--model",
+                                   inputs->model_dir,
+                                   "--train",
+                                   inputs->train_data,
+                                   "--device",
+                                   r_.config_.device};
   if (!inputs->eval_data.empty()) argv.insert(argv.end(), {"--eval", inputs->eval_data});
   if (!r_.config_.cache_dir.empty()) argv.insert(argv.end(), {"--cache-dir", r_.config_.cache_dir});
   if (inputs->resume) argv.push_back("--resume");
@@ -212,7 +229,7 @@ std::string JobRunner::Job::RunToEnd() {
 std::string JobRunner::Job::RunChild(const std::vector<std::string>& argv) {
   absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(argv);
   if (!child.ok()) return Fail(absl::StrCat("loading: ", child.status().message()), true, false);
-  r_.session_.SetChild(child->get());  // from here a cancel or lost lease signals it directly
+  r_.session_.SetChild(child->get());        // from here a cancel or lost lease signals it directly
   std::optional<Clock::time_point> kill_at;  // set once SIGTERM went out
   std::vector<std::string> lines;
   bool open = true;
@@ -294,15 +311,16 @@ std::string JobRunner::Job::Finish() {
 }
 
 std::string JobRunner::Job::Fail(const std::string& error, bool retryable, bool cancelled) {
-  if (!cancelled) Log(absl::StrCat("failed (", retryable ? "retryable" : "not retryable", "): ", error));
+  if (!cancelled)
+    Log(absl::StrCat("failed (", retryable ? "retryable" : "not retryable", "): ", error));
   v1::FailJobRequest request;
   request.set_job_id(id_);
   request.set_lease_id(assignment_.lease_id());
   request.set_error(error);
   request.set_retryable(retryable && !cancelled);
   request.set_cancelled(cancelled);
-  absl::Status st = uploader_.Retry([&] { return r_.client_.FailJob(request).status(); },
-                                    "FailJob", r_.config_.final_patience);
+  absl::Status st = uploader_.Retry([&] { return r_.client_.FailJob(request).status(); }, "FailJob",
+                                    r_.config_.final_patience);
   if (!st.ok()) {
     Log(absl::StrCat("FailJob failed: ", st.message()));
     if (IsLeaseLost(st)) return "lost";

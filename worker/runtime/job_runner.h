@@ -35,9 +35,9 @@
 namespace qwha::runtime {
 
 struct RunnerConfig {
-  std::string work_dir;   // blobs/, models/, datasets/, jobs/ live here
-  std::string cache_dir;  // the recipe's quantized-base cache
-  std::string device;     // --device of the child: "cpu", "cuda:0", …
+  std::string work_dir;                              // blobs/, models/, datasets/, jobs/ live here
+  std::string cache_dir;                             // the recipe's quantized-base cache
+  std::string device;                                // --device of the child: "cpu", "cuda:0", …
   std::string self_exe = "/proc/self/exe";           // the binary with `run-job`
   std::chrono::milliseconds progress_interval{500};  // ≤ 2 ReportProgress per second
   std::chrono::milliseconds log_interval{10000};     // progress lines on stderr

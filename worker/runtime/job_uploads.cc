@@ -77,8 +77,7 @@ absl::StatusOr<v1::FileInfo> JobUploader::UploadOne(v1::UploadFileRequest::Heade
         }
         return absl::OkStatus();
       },
-      "UploadFile",
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+      "UploadFile", std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
   if (!st.ok()) return st;
   return uploaded;
 }
@@ -106,9 +105,9 @@ absl::StatusOr<std::string> JobUploader::UploadNewCheckpoint(const std::string& 
     if (!file.ok()) return file.status();
     *commit.add_files() = *file;
   }
-  absl::Status st = Retry(
-      [&] { return client_.CommitCheckpoint(commit).status(); }, "CommitCheckpoint",
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+  absl::Status st =
+      Retry([&] { return client_.CommitCheckpoint(commit).status(); }, "CommitCheckpoint",
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
   if (!st.ok()) return st;
   return set;
 }
@@ -121,8 +120,8 @@ absl::StatusOr<std::vector<v1::FileInfo>> JobUploader::UploadResults(
   std::vector<v1::FileInfo> files;
   for (const std::string& name : *names) {
     if (IsTemporary(name)) continue;
-    absl::StatusOr<v1::FileInfo> file = UploadOne(v1::UploadFileRequest::Header::RESULT, "", name,
-                                                  out_dir + "/" + name, deadline);
+    absl::StatusOr<v1::FileInfo> file =
+        UploadOne(v1::UploadFileRequest::Header::RESULT, "", name, out_dir + "/" + name, deadline);
     if (!file.ok()) return file.status();
     files.push_back(*file);
   }

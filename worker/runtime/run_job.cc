@@ -81,10 +81,11 @@ absl::StatusOr<RunJobArgs> ParseRunJobArgs(const std::vector<std::string>& args)
     }
     *target = args[++i];
   }
-  for (const auto& [flag, value] : {std::pair<const char*, const std::string*>{"--job", &out.job_file},
-                                    {"--out", &out.out_dir},
-                                    {"--model", &out.model_dir},
-                                    {"--train", &out.train_data}}) {
+  for (const auto& [flag, value] :
+       {std::pair<const char*, const std::string*>{"--job", &out.job_file},
+        {"--out", &out.out_dir},
+        {"--model", &out.model_dir},
+        {"--train", &out.train_data}}) {
     if (value->empty()) {
       return absl::InvalidArgumentError(absl::StrCat("run-job: ", flag, ": required"));
     }
@@ -98,9 +99,9 @@ int RunJob(const RunJobArgs& args, int event_fd) {
   if (!bytes.ok()) return Fail(events, "loading", bytes.status());
   qwha::v1::JobSpec spec;
   if (!spec.ParseFromString(*bytes)) {
-    return Fail(events, "loading",
-                absl::InvalidArgumentError(
-                    absl::StrCat(args.job_file, ": not a binary qwha.v1.JobSpec")));
+    return Fail(
+        events, "loading",
+        absl::InvalidArgumentError(absl::StrCat(args.job_file, ": not a binary qwha.v1.JobSpec")));
   }
   absl::StatusOr<torch::Device> device = ParseDevice(args.device);
   if (!device.ok()) return Fail(events, "loading", device.status());

@@ -105,9 +105,9 @@ TEST(RunJobTest, TrainsExportsAndReportsOverTheProtocol) {
   const std::string dir = TempDir("e2e");
   ChildRun run = RunChild(dir, TinySpec(4), /*resume=*/false);
   ASSERT_TRUE(run.exit.success()) << run.exit.ToString();
-  EXPECT_EQ(run.phases, (std::vector<std::string>{"loading", "calibrating", "quantizing",
-                                                  "initializing", "training", "evaluating",
-                                                  "exporting"}));
+  EXPECT_EQ(run.phases,
+            (std::vector<std::string>{"loading", "calibrating", "quantizing", "initializing",
+                                      "training", "evaluating", "exporting"}));
   EXPECT_EQ(run.steps, (std::vector<int64_t>{1, 2, 3, 4}));
   ASSERT_FALSE(run.events.empty());
   EXPECT_EQ(run.events.back().type, ChildEvent::Type::kDone);

@@ -50,11 +50,12 @@ namespace {
 
 // One unary call: `method` is the stub's blocking member function.
 template <typename Request, typename Response>
-absl::StatusOr<Response> Unary(
-    grpc::Status (v1::WorkerService::Stub::*method)(grpc::ClientContext*, const Request&,
-                                                     Response*),
-    v1::WorkerService::Stub& stub, std::unique_ptr<grpc::ClientContext> context,
-    const Request& request, const char* name) {
+absl::StatusOr<Response> Unary(grpc::Status (v1::WorkerService::Stub::*method)(grpc::ClientContext*,
+                                                                               const Request&,
+                                                                               Response*),
+                               v1::WorkerService::Stub& stub,
+                               std::unique_ptr<grpc::ClientContext> context, const Request& request,
+                               const char* name) {
   Response response;
   grpc::Status status = (stub.*method)(context.get(), request, &response);
   if (!status.ok()) return FromGrpc(status, name);
@@ -69,15 +70,13 @@ absl::StatusOr<v1::RegisterWorkerResponse> SchedulerClient::RegisterWorker(
                "RegisterWorker");
 }
 
-absl::StatusOr<v1::AcquireJobResponse> SchedulerClient::AcquireJob(
-    const v1::AcquireJobRequest& r) {
+absl::StatusOr<v1::AcquireJobResponse> SchedulerClient::AcquireJob(const v1::AcquireJobRequest& r) {
   return Unary(&v1::WorkerService::Stub::AcquireJob, *stub_,
                Context(kUnaryTimeout + std::chrono::milliseconds(r.wait_ms())), r, "AcquireJob");
 }
 
 absl::StatusOr<v1::HeartbeatResponse> SchedulerClient::Heartbeat(const v1::HeartbeatRequest& r) {
-  return Unary(&v1::WorkerService::Stub::Heartbeat, *stub_, Context(kUnaryTimeout), r,
-               "Heartbeat");
+  return Unary(&v1::WorkerService::Stub::Heartbeat, *stub_, Context(kUnaryTimeout), r, "Heartbeat");
 }
 
 absl::StatusOr<v1::ReportProgressResponse> SchedulerClient::ReportProgress(

@@ -19,13 +19,13 @@
 namespace qwha::runtime {
 
 struct WorkerFlags {
-  std::string scheduler;  // host:port of the scheduler's gRPC endpoint; required
-  std::string work_dir;   // blobs/, models/, datasets/, jobs/ and cache/; required
-  std::string name;       // stable worker name; empty: "<hostname>:<device>"
-  std::string device;     // empty: cuda:0 when CUDA is available, else cpu
-  std::string http;       // /metrics listen address ("127.0.0.1:0"); empty: none
-  std::string token;      // bearer token; empty: none
-  std::string cache_dir;  // quantized-base cache; empty: <work_dir>/cache
+  std::string scheduler;   // host:port of the scheduler's gRPC endpoint; required
+  std::string work_dir;    // blobs/, models/, datasets/, jobs/ and cache/; required
+  std::string name;        // stable worker name; empty: "<hostname>:<device>"
+  std::string device;      // empty: cuda:0 when CUDA is available, else cpu
+  std::string http;        // /metrics listen address ("127.0.0.1:0"); empty: none
+  std::string token;       // bearer token; empty: none
+  std::string cache_dir;   // quantized-base cache; empty: <work_dir>/cache
   int64_t poll_ms = 5000;  // AcquireJob long-poll wait, 1..30000
   bool keep_job_dirs = false;
 };

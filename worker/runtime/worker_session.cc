@@ -56,8 +56,8 @@ absl::Status WorkerSession::Register() {
     if (!IsTransient(response.status())) return response.status();
     if (stop_.load()) return absl::CancelledError("RegisterWorker: stopping");
     const auto wait = backoff.Next();
-    std::cerr << "qwha-worker: " << response.status().message() << "; retrying in "
-              << wait.count() << " ms\n";
+    std::cerr << "qwha-worker: " << response.status().message() << "; retrying in " << wait.count()
+              << " ms\n";
     std::this_thread::sleep_for(wait);
   }
 }

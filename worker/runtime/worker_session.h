@@ -81,15 +81,15 @@ class WorkerSession {
 
   std::mutex register_mu_;  // one RegisterWorker at a time
   mutable std::mutex mu_;
-  std::string worker_id_;      // guarded by mu_
-  int64_t lease_seconds_ = 0;  // guarded by mu_
-  std::string job_id_;         // guarded by mu_
-  std::string lease_id_;       // guarded by mu_
+  std::string worker_id_;          // guarded by mu_
+  int64_t lease_seconds_ = 0;      // guarded by mu_
+  std::string job_id_;             // guarded by mu_
+  std::string lease_id_;           // guarded by mu_
   ChildProcess* child_ = nullptr;  // guarded by mu_; borrowed
   std::atomic<bool> cancel_{false};
   std::atomic<bool> lease_lost_{false};
 
-  std::condition_variable wake_;  // with mu_: ends a heartbeat sleep early
+  std::condition_variable wake_;     // with mu_: ends a heartbeat sleep early
   bool heartbeats_running_ = false;  // guarded by mu_
   std::thread heartbeat_thread_;
 };
