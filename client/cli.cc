@@ -145,8 +145,8 @@ int RunQwhactl(const std::vector<std::string>& args, const CliEnvironment& envir
     const std::string name = args[i].substr(args[i][1] == '-' ? 2 : 1);
     bool takes_value = name.find('=') == std::string::npos;
     for (const FlagSpec& flag : GlobalFlags()) {
-      if ((flag.name == name || (name.size() == 1 && flag.short_name == name[0])) &&
-          takes_value && i + 1 < args.size()) {
+      if ((flag.name == name || (name.size() == 1 && flag.short_name == name[0])) && takes_value &&
+          i + 1 < args.size()) {
         rest.push_back(args[++i]);
       }
     }
@@ -187,13 +187,13 @@ int RunQwhactl(const std::vector<std::string>& args, const CliEnvironment& envir
     std::string message =
         count < command->min_args
             ? absl::StrCat("missing argument; usage: qwhactl ", path, " ", command->args_usage)
-            : absl::StrCat("unexpected argument \"", flags->positional()[command->max_args],
-                           "\"");
+            : absl::StrCat("unexpected argument \"", flags->positional()[command->max_args], "\"");
     return UsageError(err, path, message);
   }
   const std::string output = flags->String("output", "table");
   if (output != "table" && output != "json") {
-    return UsageError(err, path, absl::StrCat("--output: expected table or json, got \"", output, "\""));
+    return UsageError(err, path,
+                      absl::StrCat("--output: expected table or json, got \"", output, "\""));
   }
   const double timeout_seconds = flags->Double("timeout", 30);
   if (!(timeout_seconds > 0)) {

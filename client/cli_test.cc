@@ -16,10 +16,10 @@
 namespace qwha::client {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::Not;
 using qwha::v1::JobEvent;
+using ::testing::HasSubstr;
 using testing::MakeEvent;
+using ::testing::Not;
 
 struct CliRun {
   int code;
@@ -76,10 +76,10 @@ TEST_F(CliTest, SubmitMergesFileAndFlagsFlagsWinning) {
   const auto& spec = request.spec();
   EXPECT_EQ(request.idempotency_key(), "k-1");
   EXPECT_EQ(spec.base_model_id(), "m-file");
-  EXPECT_EQ(spec.quantization().bits(), 2);            // flag
-  EXPECT_EQ(spec.quantization().method(), "gptq");     // file
-  EXPECT_EQ(spec.training().max_steps(), 500);         // flag
-  EXPECT_EQ(spec.training().warmup_steps(), 3);        // file
+  EXPECT_EQ(spec.quantization().bits(), 2);         // flag
+  EXPECT_EQ(spec.quantization().method(), "gptq");  // file
+  EXPECT_EQ(spec.training().max_steps(), 500);      // flag
+  EXPECT_EQ(spec.training().warmup_steps(), 3);     // file
   EXPECT_DOUBLE_EQ(spec.training().learning_rate(), 0.02);
   ASSERT_EQ(spec.adapter().target_modules_size(), 2);
   EXPECT_EQ(spec.adapter().target_modules(1), "v_proj");

@@ -36,10 +36,10 @@ using internal::MakeContext;
 
 // One unary call: `rpc` is a pointer to a Stub member function.
 template <typename Stub, typename Request, typename Response>
-absl::StatusOr<Response> Unary(
-    const ClientOptions& options, Stub& stub,
-    grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
-    const Request& request) {
+absl::StatusOr<Response> Unary(const ClientOptions& options, Stub& stub,
+                               grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&,
+                                                         Response*),
+                               const Request& request) {
   auto context = MakeContext(options, /*unary=*/true);
   Response response;
   grpc::Status status = (stub.*rpc)(context.get(), request, &response);
@@ -48,8 +48,7 @@ absl::StatusOr<Response> Unary(
 }
 
 bool IsFinished(qwha::v1::JobState state) {
-  return state == qwha::v1::SUCCEEDED || state == qwha::v1::FAILED ||
-         state == qwha::v1::CANCELLED;
+  return state == qwha::v1::SUCCEEDED || state == qwha::v1::FAILED || state == qwha::v1::CANCELLED;
 }
 
 }  // namespace
@@ -68,7 +67,7 @@ Client::Client(ClientOptions options)
 Client::~Client() = default;
 
 absl::StatusOr<qwha::v1::Job> Client::SubmitJob(const qwha::v1::JobSpec& spec,
-                                                 const std::string& idempotency_key) {
+                                                const std::string& idempotency_key) {
   qwha::v1::SubmitJobRequest request;
   *request.mutable_spec() = spec;
   request.set_idempotency_key(idempotency_key);
@@ -98,8 +97,7 @@ absl::StatusOr<qwha::v1::ListJobEventsResponse> Client::ListJobEvents(
 }
 
 absl::StatusOr<qwha::v1::Job> Client::Watch(const std::string& job_id,
-                                            const WatchCallback& callback,
-                                            int64_t after_sequence) {
+                                            const WatchCallback& callback, int64_t after_sequence) {
   constexpr int kMaxTriesWithoutEvent = 5;
   qwha::v1::Job last_job;
   bool have_job = false;
@@ -156,8 +154,7 @@ absl::StatusOr<qwha::v1::ListAdaptersResponse> Client::ListAdapters(
 absl::StatusOr<qwha::v1::Adapter> Client::GetAdapter(const std::string& id) {
   qwha::v1::GetAdapterRequest request;
   request.set_id(id);
-  return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::GetAdapter,
-               request);
+  return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::GetAdapter, request);
 }
 
 absl::Status Client::DeleteAdapter(const std::string& id) {
@@ -185,15 +182,13 @@ absl::StatusOr<qwha::v1::ListModelsResponse> Client::ListModels() {
 absl::StatusOr<qwha::v1::BaseModel> Client::GetModel(const std::string& id) {
   qwha::v1::GetModelRequest request;
   request.set_id(id);
-  return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::GetModel,
-               request);
+  return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::GetModel, request);
 }
 
 absl::Status Client::DeleteModel(const std::string& id) {
   qwha::v1::DeleteModelRequest request;
   request.set_id(id);
-  return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::DeleteModel,
-               request)
+  return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::DeleteModel, request)
       .status();
 }
 

@@ -135,8 +135,7 @@ class Client {
   // Uploads the JSONL file at `path` as one file named by its base name, the
   // header carrying its size and sha256, then the data in 1 MiB pieces. The
   // server validates every line (INVALID_ARGUMENT names the first bad one).
-  absl::StatusOr<qwha::v1::Dataset> UploadDataset(const std::string& path,
-                                                  const std::string& name,
+  absl::StatusOr<qwha::v1::Dataset> UploadDataset(const std::string& path, const std::string& name,
                                                   const ProgressCallback& progress = nullptr);
   absl::StatusOr<qwha::v1::ListDatasetsResponse> ListDatasets();
   absl::Status DeleteDataset(const std::string& id);

@@ -45,8 +45,8 @@ class ClientTest : public ::testing::Test {
     ASSERT_TRUE(io::RemoveTree(dir_).ok());
     ASSERT_EQ(::mkdir(dir_.c_str(), 0755), 0);
     content_ = RandomBytes(10'000, 7);
-    server_.registry.AddAdapter("a-1", {{"adapter.safetensors", content_},
-                                        {"config/adapter.json", "{\"rank\": 64}"}});
+    server_.registry.AddAdapter(
+        "a-1", {{"adapter.safetensors", content_}, {"config/adapter.json", "{\"rank\": 64}"}});
     ClientOptions options;
     options.address = server_.address();
     options.token = "s3cret";
@@ -206,12 +206,11 @@ TEST_F(ClientTest, UploadModelSendsEveryFileSorted) {
 
 TEST_F(ClientTest, WatchStreamsUntilTheJobFinishes) {
   using qwha::v1::JobEvent;
-  server_.jobs.SetEvents("j-9", {testing::MakeEvent("j-9", 1, JobEvent::STATE, qwha::v1::QUEUED),
-                                 testing::MakeEvent("j-9", 2, JobEvent::STATE, qwha::v1::RUNNING),
-                                 testing::MakeEvent("j-9", 3, JobEvent::PROGRESS,
-                                                    qwha::v1::RUNNING, 5, 10),
-                                 testing::MakeEvent("j-9", 4, JobEvent::STATE,
-                                                    qwha::v1::SUCCEEDED)});
+  server_.jobs.SetEvents(
+      "j-9", {testing::MakeEvent("j-9", 1, JobEvent::STATE, qwha::v1::QUEUED),
+              testing::MakeEvent("j-9", 2, JobEvent::STATE, qwha::v1::RUNNING),
+              testing::MakeEvent("j-9", 3, JobEvent::PROGRESS, qwha::v1::RUNNING, 5, 10),
+              testing::MakeEvent("j-9", 4, JobEvent::STATE, qwha::v1::SUCCEEDED)});
   std::vector<int64_t> sequences;
   auto job = client_->Watch("j-9", [&](const JobEvent& event) {
     sequences.push_back(event.sequence());

@@ -69,14 +69,14 @@ struct Command {
   std::string summary;      // one line for `qwhactl help`
   std::string description;  // more lines for `qwhactl CMD --help`; may be empty
   std::vector<FlagSpec> flags;
-  size_t min_args = 0;      // positional arguments
+  size_t min_args = 0;  // positional arguments
   size_t max_args = 0;
   int (*run)(Context& context) = nullptr;
 };
 
 // Appends the commands of each family, in help order.
-void AddJobCommands(std::vector<Command>* commands);       // commands_jobs.cc
-void AddAdapterCommands(std::vector<Command>* commands);   // commands_adapters.cc
+void AddJobCommands(std::vector<Command>* commands);              // commands_jobs.cc
+void AddAdapterCommands(std::vector<Command>* commands);          // commands_adapters.cc
 void AddModelAndDatasetCommands(std::vector<Command>* commands);  // commands_data.cc
 
 // Shared by the job and adapter commands: the job's `watch` loop, returning

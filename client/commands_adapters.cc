@@ -80,7 +80,8 @@ int Get(Context& context) {
   const auto& q = adapter->quantization();
   const auto& a = adapter->adapter();
   std::vector<std::string> labels;
-  for (const auto& [key, value] : adapter->labels()) labels.push_back(absl::StrCat(key, "=", value));
+  for (const auto& [key, value] : adapter->labels())
+    labels.push_back(absl::StrCat(key, "=", value));
   std::sort(labels.begin(), labels.end());
   const auto now = std::chrono::system_clock::now();
   PrintFields(context.out(),
@@ -89,8 +90,9 @@ int Get(Context& context) {
                {"Job", adapter->job_id()},
                {"Base model", absl::StrCat(adapter->base_model_id(), " (digest ",
                                            Short(adapter->base_model_digest()), ")")},
-               {"Quantization", absl::StrCat(q.bits(), "-bit ", q.method().empty() ? "rtn" : q.method(),
-                                             q.group_size() ? absl::StrCat(", group size ", q.group_size()) : "")},
+               {"Quantization",
+                absl::StrCat(q.bits(), "-bit ", q.method().empty() ? "rtn" : q.method(),
+                             q.group_size() ? absl::StrCat(", group size ", q.group_size()) : "")},
                {"Adapter", absl::StrCat(a.type().empty() ? "qwha" : a.type(),
                                         a.rank() ? absl::StrCat(", rank ", a.rank()) : "")},
                {"Metrics", Metrics(adapter->metrics_json())},
@@ -114,9 +116,9 @@ int Pull(Context& context) {
   context.EndTransfer();
   if (!adapter.ok()) return context.Fail(adapter.status());
   if (context.json()) return context.PrintJson(*adapter);
-  context.out() << "Pulled adapter " << adapter->id() << " (" << adapter->files_size()
-                << " files, " << HumanBytes(TotalSize(adapter->files())) << ", sha256 verified) to "
-                << dir << "\n";
+  context.out() << "Pulled adapter " << adapter->id() << " (" << adapter->files_size() << " files, "
+                << HumanBytes(TotalSize(adapter->files())) << ", sha256 verified) to " << dir
+                << "\n";
   return kExitOk;
 }
 
@@ -131,21 +133,30 @@ int Delete(Context& context) {
 }  // namespace
 
 void AddAdapterCommands(std::vector<Command>* commands) {
-  commands->push_back({"adapters list", "[flags]", "List adapters, newest first", "",
+  commands->push_back({"adapters list",
+                       "[flags]",
+                       "List adapters, newest first",
+                       "",
                        {{"job", FlagType::kString, "ID", "only the adapter of this job"},
                         {"model", FlagType::kString, "ID", "only adapters of this base model"},
                         {"type", FlagType::kString, "TYPE", "only this adapter type"},
                         {"label", FlagType::kList, "K=V", "only adapters with this label"},
                         {"limit", FlagType::kInt, "N", "at most N adapters (default 50)"}},
-                       0, 0, List});
+                       0,
+                       0,
+                       List});
   commands->push_back({"adapters get", "ID", "Show an adapter and its files", "", {}, 1, 1, Get});
   commands->push_back(
-      {"adapters pull", "ID [--dir D]", "Download an adapter's files",
+      {"adapters pull",
+       "ID [--dir D]",
+       "Download an adapter's files",
        "Downloads every file into D (default: ./ID). An interrupted pull resumes\n"
        "where it stopped (FILE.part); each file is checked against its sha256 before\n"
        "it takes its name.",
        {{"dir", FlagType::kString, "D", "destination directory (default ./ID)"}},
-       1, 1, Pull});
+       1,
+       1,
+       Pull});
   commands->push_back({"adapters delete", "ID", "Delete an adapter", "", {}, 1, 1, Delete});
 }
 

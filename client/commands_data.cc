@@ -32,14 +32,14 @@ std::string NameFor(Context& context, const std::string& path, bool strip_extens
 int PrintModel(Context& context, const BaseModel& model, const std::string& verb) {
   if (context.json()) return context.PrintJson(model);
   context.out() << verb << " model " << model.id() << " (" << model.name() << ", "
-                << model.files_size() << " files, " << HumanBytes(ModelSize(model))
-                << ", digest " << Short(model.digest()) << ")\n";
+                << model.files_size() << " files, " << HumanBytes(ModelSize(model)) << ", digest "
+                << Short(model.digest()) << ")\n";
   return kExitOk;
 }
 
 int Register(Context& context) {
-  auto model = context.client().RegisterModel(NameFor(context, context.arg(0), false),
-                                              context.arg(0));
+  auto model =
+      context.client().RegisterModel(NameFor(context, context.arg(0), false), context.arg(0));
   if (!model.ok()) return context.Fail(model.status());
   return PrintModel(context, *model, "Registered");
 }
@@ -120,9 +120,8 @@ int ListDatasets(Context& context) {
   Table table({"ID", "NAME", "FORMAT", "RECORDS", "SIZE", "AGE"});
   const auto now = std::chrono::system_clock::now();
   for (const auto& dataset : datasets->datasets()) {
-    table.AddRow({dataset.id(), dataset.name(), dataset.format(),
-                  absl::StrCat(dataset.records()), HumanBytes(dataset.file().size()),
-                  Age(dataset.created_at(), now)});
+    table.AddRow({dataset.id(), dataset.name(), dataset.format(), absl::StrCat(dataset.records()),
+                  HumanBytes(dataset.file().size()), Age(dataset.created_at(), now)});
   }
   table.Print(context.out());
   return kExitOk;
@@ -141,25 +140,38 @@ const FlagSpec kNameFlag{"name", FlagType::kString, "N", "name (default: from th
 }  // namespace
 
 void AddModelAndDatasetCommands(std::vector<Command>* commands) {
-  commands->push_back(
-      {"models register", "[--name N] PATH", "Register a model directory on the server",
-       "PATH is a directory the scheduler can read under its model root\n"
-       "(config.json, *.safetensors, tokenizer.json).",
-       {kNameFlag}, 1, 1, Register});
-  commands->push_back(
-      {"models upload", "[--name N] DIR", "Upload a local model directory",
-       "Uploads every file below DIR (links followed, names starting with '.'\n"
-       "skipped) with its size and sha256; the server verifies both.",
-       {kNameFlag}, 1, 1, Upload});
+  commands->push_back({"models register",
+                       "[--name N] PATH",
+                       "Register a model directory on the server",
+                       "PATH is a directory the scheduler can read under its model root\n"
+                       "(config.json, *.safetensors, tokenizer.json).",
+                       {kNameFlag},
+                       1,
+                       1,
+                       Register});
+  commands->push_back({"models upload",
+                       "[--name N] DIR",
+                       "Upload a local model directory",
+                       "Uploads every file below DIR (links followed, names starting with '.'\n"
+                       "skipped) with its size and sha256; the server verifies both.",
+                       {kNameFlag},
+                       1,
+                       1,
+                       Upload});
   commands->push_back({"models list", "", "List base models", "", {}, 0, 0, ListModels});
-  commands->push_back({"models get", "ID", "Show a base model and its files", "", {}, 1, 1, GetModel});
+  commands->push_back(
+      {"models get", "ID", "Show a base model and its files", "", {}, 1, 1, GetModel});
   commands->push_back({"models delete", "ID", "Delete a base model", "", {}, 1, 1, DeleteModel});
   commands->push_back(
-      {"datasets push", "[--name N] FILE", "Upload a JSONL dataset",
+      {"datasets push",
+       "[--name N] FILE",
+       "Upload a JSONL dataset",
        "Every line is {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\"}; the file\n"
        "is checked locally first (exit code 5 naming the bad lines), then uploaded.",
        {kNameFlag, {"no-validate", FlagType::kBool, "", "skip the local check"}},
-       1, 1, Push});
+       1,
+       1,
+       Push});
   commands->push_back({"datasets list", "", "List datasets", "", {}, 0, 0, ListDatasets});
   commands->push_back({"datasets delete", "ID", "Delete a dataset", "", {}, 1, 1, DeleteDataset});
 }

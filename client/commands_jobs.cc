@@ -141,7 +141,8 @@ int List(Context& context) {
   for (const Job& job : all.jobs()) {
     const JobSpec& spec = job.spec();
     table.AddRow({job.id(), spec.name(), StateName(job.state()), ProgressSummary(job),
-                  spec.base_model_id(), spec.adapter().type().empty() ? "qwha" : spec.adapter().type(),
+                  spec.base_model_id(),
+                  spec.adapter().type().empty() ? "qwha" : spec.adapter().type(),
                   absl::StrCat(spec.quantization().bits()), Age(job.created_at(), now)});
   }
   table.Print(context.out());
@@ -178,15 +179,16 @@ void PrintJob(const Job& job, std::ostream& out) {
        {"Base model", spec.base_model_id()},
        {"Quantization", absl::StrCat(q.bits(), "-bit ", q.method().empty() ? "rtn" : q.method(),
                                      ", group size ", OrDefault(q.group_size()))},
-       {"Adapter", absl::StrCat(a.type().empty() ? "qwha" : a.type(), ", rank ", OrDefault(a.rank()),
-                                a.target_modules().empty() ? ""
-                                                           : absl::StrCat(", modules ",
-                                                                          absl::StrJoin(a.target_modules(), ",")))},
+       {"Adapter",
+        absl::StrCat(a.type().empty() ? "qwha" : a.type(), ", rank ", OrDefault(a.rank()),
+                     a.target_modules().empty()
+                         ? ""
+                         : absl::StrCat(", modules ", absl::StrJoin(a.target_modules(), ",")))},
        {"Train dataset", spec.train_dataset_id()},
        {"Eval dataset", spec.eval_dataset_id()},
-       {"Training", absl::StrCat("max steps ", OrDefault(t.max_steps()), ", lr ",
-                                 OrDefault(t.learning_rate()), ", batch ", OrDefault(t.batch_size()),
-                                 ", seq len ", OrDefault(t.seq_len()))},
+       {"Training",
+        absl::StrCat("max steps ", OrDefault(t.max_steps()), ", lr ", OrDefault(t.learning_rate()),
+                     ", batch ", OrDefault(t.batch_size()), ", seq len ", OrDefault(t.seq_len()))},
        {"Priority", absl::StrCat(spec.priority())},
        {"Labels", Labels(spec.labels())},
        {"Worker", job.worker_id().empty()
@@ -238,7 +240,8 @@ int Events(Context& context) {
     } else if (event.type() == qwha::v1::JobEvent::PROGRESS) {
       detail = ProgressLine(event.job().progress(), 200);
     }
-    if (!event.message().empty()) absl::StrAppend(&detail, detail.empty() ? "" : "  ", event.message());
+    if (!event.message().empty())
+      absl::StrAppend(&detail, detail.empty() ? "" : "  ", event.message());
     table.AddRow({absl::StrCat(event.sequence()), LocalTime(event.time()),
                   qwha::v1::JobEvent::Type_Name(event.type()), detail});
   }
@@ -249,7 +252,7 @@ int Events(Context& context) {
 }  // namespace
 
 int WatchAndReport(Context& context, const std::string& job_id) {
-  WatchView::Mode mode = context.json() ? WatchView::Mode::kJson
+  WatchView::Mode mode = context.json()                        ? WatchView::Mode::kJson
                          : context.environment().stdout_is_tty ? WatchView::Mode::kTerminal
                                                                : WatchView::Mode::kPlain;
   WatchView view(context.out(), mode, context.terminal_width());
@@ -264,7 +267,9 @@ int WatchAndReport(Context& context, const std::string& job_id) {
 
 void AddJobCommands(std::vector<Command>* commands) {
   commands->push_back(
-      {"submit", "[flags]", "Submit a fine-tuning job",
+      {"submit",
+       "[flags]",
+       "Submit a fine-tuning job",
        "The job comes from --file (YAML or JSON with the JobSpec field names) and\n"
        "the flags, which override the file. --model and --train-dataset are required\n"
        "(here or in the file). With --watch, follows the job and exits as `watch`.",
@@ -288,24 +293,40 @@ void AddJobCommands(std::vector<Command>* commands) {
         {"name", FlagType::kString, "NAME", "name shown in listings"},
         {"idempotency-key", FlagType::kString, "KEY", "a retried submit returns the same job"},
         {"watch", FlagType::kBool, "", "follow the job until it finishes"}},
-       0, 0, Submit});
-  commands->push_back({"list", "[flags]", "List jobs, newest first", "",
+       0,
+       0,
+       Submit});
+  commands->push_back({"list",
+                       "[flags]",
+                       "List jobs, newest first",
+                       "",
                        {{"state", FlagType::kList, "S", "only these states (repeatable or a,b)"},
                         {"label", FlagType::kList, "K=V", "only jobs with this label (repeatable)"},
                         {"model", FlagType::kString, "ID", "only jobs on this base model"},
                         {"limit", FlagType::kInt, "N", "at most N jobs (default 50)"}},
-                       0, 0, List});
+                       0,
+                       0,
+                       List});
   commands->push_back({"get", "ID", "Show a job", "", {}, 1, 1, Get});
-  commands->push_back(
-      {"watch", "ID", "Follow a job until it finishes",
-       "Shows a live progress line on a terminal, plain lines otherwise.\n"
-       "Exit code: 0 SUCCEEDED, 1 FAILED, 2 CANCELLED.",
-       {}, 1, 1, WatchCommand});
+  commands->push_back({"watch",
+                       "ID",
+                       "Follow a job until it finishes",
+                       "Shows a live progress line on a terminal, plain lines otherwise.\n"
+                       "Exit code: 0 SUCCEEDED, 1 FAILED, 2 CANCELLED.",
+                       {},
+                       1,
+                       1,
+                       WatchCommand});
   commands->push_back({"cancel", "ID", "Cancel a job", "", {}, 1, 1, Cancel});
-  commands->push_back({"events", "ID", "List a job's stored events", "",
+  commands->push_back({"events",
+                       "ID",
+                       "List a job's stored events",
+                       "",
                        {{"after", FlagType::kInt, "SEQ", "only events after this sequence"},
                         {"limit", FlagType::kInt, "N", "at most N events (default 1000)"}},
-                       1, 1, Events});
+                       1,
+                       1,
+                       Events});
 }
 
 }  // namespace qwha::client

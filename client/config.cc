@@ -41,10 +41,10 @@ absl::StatusOr<FileSettings> ParseConfigFile(const std::string& content, const s
                                                         : nullptr;
     if (slot == nullptr) {
       std::string hint = ClosestName(key, {"address", "token"});
-      return absl::InvalidArgumentError(NodeError(
-          path, value, key,
-          hint.empty() ? "unknown key (the keys are address and token)"
-                       : absl::StrCat("unknown key (did you mean ", hint, "?)")));
+      return absl::InvalidArgumentError(
+          NodeError(path, value, key,
+                    hint.empty() ? "unknown key (the keys are address and token)"
+                                 : absl::StrCat("unknown key (did you mean ", hint, "?)")));
     }
     if (value.kind == Node::Kind::kNull) continue;
     if (value.kind != Node::Kind::kString && value.kind != Node::Kind::kPlain) {

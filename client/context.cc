@@ -10,8 +10,8 @@
 namespace qwha::client {
 
 Context::Context(std::string command, ParsedFlags flags, ResolvedConfig config,
-                 std::chrono::milliseconds timeout, bool json,
-                 const CliEnvironment& environment, std::ostream& out, std::ostream& err)
+                 std::chrono::milliseconds timeout, bool json, const CliEnvironment& environment,
+                 std::ostream& out, std::ostream& err)
     : command_(std::move(command)),
       flags_(std::move(flags)),
       config_(std::move(config)),
@@ -52,10 +52,9 @@ int Context::Fail(const absl::Status& status) {
     message = absl::StrCat("cannot reach the scheduler at ", config_.address, " (", source,
                            "): ", status.message());
   } else if (absl::IsDeadlineExceeded(status)) {
-    message = absl::StrCat("the scheduler at ", config_.address, " (", source,
-                           ") did not answer in time (--timeout ",
-                           absl::StrFormat("%g", timeout_.count() / 1000.0), "s): ",
-                           status.message());
+    message = absl::StrCat(
+        "the scheduler at ", config_.address, " (", source, ") did not answer in time (--timeout ",
+        absl::StrFormat("%g", timeout_.count() / 1000.0), "s): ", status.message());
   } else if (absl::IsUnauthenticated(status)) {
     message = absl::StrCat(status.message(), " (set the token with --token, QWHA_TOKEN or ",
                            "the config file)");

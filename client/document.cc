@@ -21,9 +21,8 @@ absl::StatusOr<Node> FromYaml(const YAML::Node& yaml, absl::string_view source) 
       break;
     case YAML::NodeType::Scalar:
       // "!" is the non-specific tag of quoted scalars; "?" of plain ones.
-      node.kind = (yaml.Tag() == "!" || yaml.Tag() == "tag:yaml.org,2002:str")
-                      ? Node::Kind::kString
-                      : Node::Kind::kPlain;
+      node.kind = (yaml.Tag() == "!" || yaml.Tag() == "tag:yaml.org,2002:str") ? Node::Kind::kString
+                                                                               : Node::Kind::kPlain;
       node.text = yaml.Scalar();
       break;
     case YAML::NodeType::Sequence:
@@ -38,8 +37,8 @@ absl::StatusOr<Node> FromYaml(const YAML::Node& yaml, absl::string_view source) 
       node.kind = Node::Kind::kMap;
       for (auto it = yaml.begin(); it != yaml.end(); ++it) {
         if (!it->first.IsScalar()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              source, ":", it->first.Mark().line + 1, ": invalid YAML: a key must be a scalar"));
+          return absl::InvalidArgumentError(absl::StrCat(source, ":", it->first.Mark().line + 1,
+                                                         ": invalid YAML: a key must be a scalar"));
         }
         auto child = FromYaml(it->second, source);
         if (!child.ok()) return child.status();

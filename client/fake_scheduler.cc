@@ -127,7 +127,8 @@ grpc::Status FakeRegistry::ReadUpload(grpc::ServerContext* context,
     const std::string& data = uploaded[file.name()];
     if (static_cast<int64_t>(data.size()) != file.size() || io::Sha256Hex(data) != file.sha256()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat(file.name(), ": size or sha256 mismatch: ", data.size(), " vs ", file.size()));
+                          absl::StrCat(file.name(), ": size or sha256 mismatch: ", data.size(),
+                                       " vs ", file.size()));
     }
   }
   return grpc::Status::OK;
@@ -227,8 +228,8 @@ grpc::Status FakeJobs::WatchJob(grpc::ServerContext*, const qwha::v1::WatchJobRe
 }
 
 qwha::v1::JobEvent MakeEvent(const std::string& job_id, int64_t sequence,
-                             qwha::v1::JobEvent::Type type, qwha::v1::JobState state,
-                             int64_t step, int64_t total) {
+                             qwha::v1::JobEvent::Type type, qwha::v1::JobState state, int64_t step,
+                             int64_t total) {
   qwha::v1::JobEvent event;
   event.set_sequence(sequence);
   event.set_type(type);

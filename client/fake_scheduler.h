@@ -35,10 +35,10 @@ class FakeRegistry : public qwha::v1::RegistryService::Service {
   int64_t chunk_bytes = 1000;  // data per Chunk message
 
   std::mutex mu;
-  std::vector<int64_t> download_offsets;       // DownloadRequest.offset, in order
-  std::vector<std::string> authorization;      // "authorization" metadata of each call
-  qwha::v1::UploadHeader upload_header;        // of the last upload
-  std::map<std::string, std::string> uploaded; // file name → bytes received
+  std::vector<int64_t> download_offsets;        // DownloadRequest.offset, in order
+  std::vector<std::string> authorization;       // "authorization" metadata of each call
+  qwha::v1::UploadHeader upload_header;         // of the last upload
+  std::map<std::string, std::string> uploaded;  // file name → bytes received
   int64_t largest_upload_chunk = 0;
 
   grpc::Status GetAdapter(grpc::ServerContext* context, const qwha::v1::GetAdapterRequest* request,

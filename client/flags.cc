@@ -100,8 +100,9 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args,
         std::vector<std::string> names;
         for (const FlagSpec& s : specs) names.push_back(s.name);
         std::string hint = ClosestName(body, names);
-        return absl::InvalidArgumentError(absl::StrCat(
-            "unknown flag ", shown, hint.empty() ? "" : absl::StrCat(" (did you mean --", hint, "?)")));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown flag ", shown,
+                         hint.empty() ? "" : absl::StrCat(" (did you mean --", hint, "?)")));
       }
     } else {
       shown = arg;
@@ -112,8 +113,7 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args,
       if (!has_value) value = "true";
     } else if (!has_value) {
       if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(shown, " needs a value ", spec->value_name));
+        return absl::InvalidArgumentError(absl::StrCat(shown, " needs a value ", spec->value_name));
       }
       value = args[++i];
     }
@@ -137,8 +137,9 @@ std::string FlagsHelp(const std::vector<FlagSpec>& specs) {
   std::vector<std::pair<std::string, std::string>> lines;
   size_t width = 0;
   for (const FlagSpec& spec : specs) {
-    std::string left = absl::StrCat("  ", spec.short_name ? absl::StrCat("-", std::string(1, spec.short_name), ", ") : "    ",
-                                    "--", spec.name);
+    std::string left = absl::StrCat(
+        "  ", spec.short_name ? absl::StrCat("-", std::string(1, spec.short_name), ", ") : "    ",
+        "--", spec.name);
     if (spec.type != FlagType::kBool) absl::StrAppend(&left, " ", spec.value_name);
     width = std::max(width, left.size());
     lines.emplace_back(left, spec.help);
@@ -151,7 +152,7 @@ std::string FlagsHelp(const std::vector<FlagSpec>& specs) {
 }
 
 absl::StatusOr<std::pair<std::string, std::string>> ParseKeyValue(const std::string& flag,
-                                                                   const std::string& text) {
+                                                                  const std::string& text) {
   size_t equals = text.find('=');
   if (equals == std::string::npos || equals == 0) {
     return absl::InvalidArgumentError(

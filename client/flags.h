@@ -26,7 +26,7 @@ enum class FlagType {
 };
 
 struct FlagSpec {
-  std::string name;        // without the dashes, e.g. "max-steps"
+  std::string name;  // without the dashes, e.g. "max-steps"
   FlagType type = FlagType::kString;
   std::string value_name;  // shown in help, e.g. "N"; unused for kBool
   std::string help;        // one line
@@ -68,6 +68,6 @@ std::string FlagsHelp(const std::vector<FlagSpec>& specs);
 // Splits "key=value" (the --label form). InvalidArgument naming `flag` when
 // there is no '=' or the key is empty.
 absl::StatusOr<std::pair<std::string, std::string>> ParseKeyValue(const std::string& flag,
-                                                                   const std::string& text);
+                                                                  const std::string& text);
 
 }  // namespace qwha::client

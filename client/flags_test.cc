@@ -120,7 +120,8 @@ INSTANTIATE_TEST_SUITE_P(
         UsageCase{{"--timeout", "0", "list"}, "--timeout"},
         UsageCase{{"get"}, "missing argument; usage: qwhactl get ID"},
         UsageCase{{"get", "j-1", "j-2"}, "unexpected argument \"j-2\""},
-        UsageCase{{"adapters", "pull", "a-1", "--dirr", "x"}, "unknown flag --dirr (did you mean --dir?)"},
+        UsageCase{{"adapters", "pull", "a-1", "--dirr", "x"},
+                  "unknown flag --dirr (did you mean --dir?)"},
         UsageCase{{"frobnicate"}, "unknown command \"frobnicate\""},
         UsageCase{{"adapters", "frob"}, "unknown subcommand \"frob\""},
         UsageCase{{"--bogus", "list"}, "unknown flag --bogus"},
@@ -128,10 +129,12 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(UsageTest, BadJobFileNamesTheFlagAndTheKeyPath) {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/bad.yaml";
-  ASSERT_TRUE(io::WriteFileAtomically(path, "base_model_id: m\ntraining:\n  max_steps: ten\n").ok());
+  ASSERT_TRUE(
+      io::WriteFileAtomically(path, "base_model_id: m\ntraining:\n  max_steps: ten\n").ok());
   CliRun run = Qwhactl({"submit", "--file", path});
   EXPECT_EQ(run.code, kExitUsage);
-  EXPECT_THAT(run.err, HasSubstr("--file: " + path + ":3: training.max_steps: expected an integer"));
+  EXPECT_THAT(run.err,
+              HasSubstr("--file: " + path + ":3: training.max_steps: expected an integer"));
 }
 
 TEST(UsageTest, NoCommandPrintsUsageAndExitsThree) {
@@ -149,8 +152,10 @@ TEST(UsageTest, HelpGoesToStdoutWithExitZero) {
     EXPECT_THAT(run.out, HasSubstr("adapters pull ID"));
     EXPECT_THAT(run.out, HasSubstr("Exit codes"));
   }
-  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-           {"adapters", "pull", "--help"}, {"help", "adapters", "pull"}, {"adapters", "pull", "-h"}}) {
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"adapters", "pull", "--help"},
+                                             {"help", "adapters", "pull"},
+                                             {"adapters", "pull", "-h"}}) {
     CliRun run = Qwhactl(args);
     EXPECT_EQ(run.code, kExitOk);
     EXPECT_THAT(run.out, HasSubstr("Usage: qwhactl adapters pull ID"));

@@ -104,8 +104,7 @@ absl::Status SetNumber(const Where& where, Message* message, const FieldDescript
   return absl::OkStatus();
 }
 
-absl::Status SetBool(const Where& where, Message* message, const FieldDescriptor* field,
-                     bool add) {
+absl::Status SetBool(const Where& where, Message* message, const FieldDescriptor* field, bool add) {
   const std::string& text = where.node.text;
   bool value;
   if ((where.node.kind == Kind::kBool || where.node.kind == Kind::kPlain) &&
@@ -159,8 +158,8 @@ absl::Status SetValue(const Where& where, Message* message, const FieldDescripto
       return absl::OkStatus();
     }
     case FieldDescriptor::CPPTYPE_MESSAGE: {
-      Message* child = add ? reflection->AddMessage(message, field)
-                           : reflection->MutableMessage(message, field);
+      Message* child =
+          add ? reflection->AddMessage(message, field) : reflection->MutableMessage(message, field);
       return FillMessage(where.node, where.source, where.path, child);
     }
   }

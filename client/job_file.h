@@ -25,9 +25,9 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "client/document.h"
 #include "google/protobuf/message.h"
 #include "qwha/v1/job.pb.h"

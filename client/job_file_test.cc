@@ -114,7 +114,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"training": {"max_steps": "10"}})", kJ,
                 "training.max_steps: expected an integer, got the string \"10\""},
         BadCase{"training: {max_steps: 1.5}", kY, "training.max_steps: expected an integer"},
-        BadCase{"quantization: {bitz: 2}", kY, "quantization.bitz: unknown key (did you mean bits?)"},
+        BadCase{"quantization: {bitz: 2}", kY,
+                "quantization.bitz: unknown key (did you mean bits?)"},
         BadCase{"quantization: {groupSize: 2}", kY,
                 "quantization.groupSize: unknown key (did you mean group_size?)"},
         BadCase{"colour: red", kY, "colour: unknown key"},
@@ -139,8 +140,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"priority: 1\npriority: 2\n", kY, "priority: duplicate key"},
         BadCase{"- a\n- b\n", kY, "expected a mapping of JobSpec fields"},
         BadCase{"training: {max_steps: [1\n", kY, "invalid YAML"},
-        BadCase{R"({"training": )", kJ, "invalid JSON"},
-        BadCase{"", kY, "the job file is empty"}));
+        BadCase{R"({"training": )", kJ, "invalid JSON"}, BadCase{"", kY, "the job file is empty"}));
 
 TEST(JobFileTest, ReadJobFileNamesAMissingPath) {
   auto spec = ReadJobFile("/nonexistent/job.yaml");

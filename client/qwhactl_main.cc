@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
   for (char** entry = environ; *entry != nullptr; ++entry) {
     std::string text(*entry);
     size_t equals = text.find('=');
-    if (equals != std::string::npos) environment.env[text.substr(0, equals)] = text.substr(equals + 1);
+    if (equals != std::string::npos)
+      environment.env[text.substr(0, equals)] = text.substr(equals + 1);
   }
   environment.stdout_is_tty = isatty(STDOUT_FILENO) == 1;
   environment.stderr_is_tty = isatty(STDERR_FILENO) == 1;

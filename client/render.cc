@@ -69,8 +69,7 @@ std::string HumanCount(double value) {
 std::string Age(const google::protobuf::Timestamp& time,
                 std::chrono::system_clock::time_point now) {
   if (time.seconds() == 0 && time.nanos() == 0) return "-";
-  int64_t now_s =
-      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   int64_t s = std::max<int64_t>(0, now_s - time.seconds());
   if (s < 60) return absl::StrCat(s, "s");
   if (s < 3600) return absl::StrCat(s / 60, "m");
@@ -119,7 +118,8 @@ std::string ProgressLine(const qwha::v1::Progress& progress, int width) {
   std::string phase = PhaseName(progress.phase());
   if (phase.empty()) phase = "STARTING";
   if (progress.total_steps() <= 0) {
-    std::string line = progress.detail().empty() ? phase : absl::StrCat(phase, "  ", progress.detail());
+    std::string line =
+        progress.detail().empty() ? phase : absl::StrCat(phase, "  ", progress.detail());
     return line.substr(0, static_cast<size_t>(width));
   }
   // The numbers first; the bar takes the room that is left (10..40 columns).
@@ -140,9 +140,8 @@ std::string ProgressLine(const qwha::v1::Progress& progress, int width) {
   int room = width - static_cast<int>(phase.size() + numbers.size()) - 4;
   if (room < 10) return absl::StrCat(phase, " ", numbers).substr(0, static_cast<size_t>(width));
   int bar_width = std::min(room, 40);
-  double fraction = std::clamp(static_cast<double>(progress.step()) /
-                                   static_cast<double>(progress.total_steps()),
-                               0.0, 1.0);
+  double fraction = std::clamp(
+      static_cast<double>(progress.step()) / static_cast<double>(progress.total_steps()), 0.0, 1.0);
   int filled = static_cast<int>(fraction * bar_width);
   std::string bar(static_cast<size_t>(filled), '=');
   if (filled < bar_width) {
@@ -160,8 +159,8 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message, boo
   std::string json;
   auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
   if (!status.ok()) {
-    return absl::InternalError(absl::StrCat("cannot print ", message.GetTypeName(),
-                                            " as JSON: ", status.ToString()));
+    return absl::InternalError(
+        absl::StrCat("cannot print ", message.GetTypeName(), " as JSON: ", status.ToString()));
   }
   return json;
 }

@@ -77,8 +77,8 @@ absl::Status WriteAll(int fd, const std::string& data, const std::string& path) 
 // place this file's bytes within a larger progress count.
 absl::Status DownloadOne(const ClientOptions& options, qwha::v1::RegistryService::Stub& stub,
                          const std::string& adapter_id, const qwha::v1::FileInfo& info,
-                         const std::string& dest, const ProgressCallback& progress,
-                         int64_t base, int64_t total) {
+                         const std::string& dest, const ProgressCallback& progress, int64_t base,
+                         int64_t total) {
   auto report = [&](int64_t done) {
     if (progress) progress(base + done, total);
   };
@@ -118,12 +118,12 @@ absl::Status DownloadOne(const ClientOptions& options, qwha::v1::RegistryService
                                                  chunk.file().sha256(), "; the adapter lists ",
                                                  info.size(), " bytes, sha256 ", info.sha256()));
       } else if (chunk.offset() != have) {
-        local = absl::DataLossError(absl::StrCat("server sent bytes of ", info.name(),
-                                                 " at offset ", chunk.offset(), ", expected ",
-                                                 have));
+        local =
+            absl::DataLossError(absl::StrCat("server sent bytes of ", info.name(), " at offset ",
+                                             chunk.offset(), ", expected ", have));
       } else if (have + static_cast<int64_t>(chunk.data().size()) > info.size()) {
-        local = absl::DataLossError(absl::StrCat("server sent more than the ", info.size(),
-                                                 " bytes of ", info.name()));
+        local = absl::DataLossError(
+            absl::StrCat("server sent more than the ", info.size(), " bytes of ", info.name()));
       } else {
         local = WriteAll(fd, chunk.data(), part);
         if (local.ok()) {
@@ -143,10 +143,10 @@ absl::Status DownloadOne(const ClientOptions& options, qwha::v1::RegistryService
       failure = FromGrpc(status);
       break;
     }
-    failure = status.ok() ? absl::UnavailableError(absl::StrCat(
-                                "download of ", info.name(), " ended at byte ", have, " of ",
-                                info.size()))
-                          : FromGrpc(status);
+    failure = status.ok()
+                  ? absl::UnavailableError(absl::StrCat(
+                        "download of ", info.name(), " ended at byte ", have, " of ", info.size()))
+                  : FromGrpc(status);
     tries_without_progress = have > before ? 0 : tries_without_progress + 1;
     if (tries_without_progress >= kMaxTriesWithoutProgress) break;
     if (tries_without_progress > 0) {
@@ -161,10 +161,10 @@ absl::Status DownloadOne(const ClientOptions& options, qwha::v1::RegistryService
   if (!digest.ok()) return digest.status();
   if (digest->second != info.size() || digest->first != info.sha256()) {
     ::unlink(part.c_str());
-    return absl::DataLossError(absl::StrCat(
-        "download of ", info.name(), " to ", dest, " is corrupt: expected ", info.size(),
-        " bytes with sha256 ", info.sha256(), ", got ", digest->second, " bytes with sha256 ",
-        digest->first, "; the partial file was removed"));
+    return absl::DataLossError(
+        absl::StrCat("download of ", info.name(), " to ", dest, " is corrupt: expected ",
+                     info.size(), " bytes with sha256 ", info.sha256(), ", got ", digest->second,
+                     " bytes with sha256 ", digest->first, "; the partial file was removed"));
   }
   return CommitFile(part, dest);
 }
@@ -176,8 +176,7 @@ absl::Status CheckRelativeName(const std::string& name) {
   }
   for (absl::string_view part : absl::StrSplit(name, '/')) {
     if (part.empty() || part == "." || part == "..") {
-      return absl::DataLossError(
-          absl::StrCat("refusing file name \"", name, "\" from the server"));
+      return absl::DataLossError(absl::StrCat("refusing file name \"", name, "\" from the server"));
     }
   }
   return absl::OkStatus();
@@ -239,9 +238,9 @@ absl::StatusOr<Response> Upload(
       if (progress) progress(sent, total);
     }
     if (stream_ok && file_sent != file.info.size()) {
-      local = absl::AbortedError(absl::StrCat(file.path, " changed while uploading (",
-                                              file.info.size(), " bytes when hashed, ",
-                                              file_sent, " read)"));
+      local =
+          absl::AbortedError(absl::StrCat(file.path, " changed while uploading (", file.info.size(),
+                                          " bytes when hashed, ", file_sent, " read)"));
     }
   }
   if (!local.ok()) context->TryCancel();
@@ -255,7 +254,8 @@ absl::StatusOr<Response> Upload(
 // Regular files below `dir` (links followed), skipping names starting with '.'.
 absl::StatusOr<std::vector<LocalFile>> ListModelFiles(std::string dir) {
   namespace fs = std::filesystem;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();  // names relative to "dir", not "dir/"
+  while (dir.size() > 1 && dir.back() == '/')
+    dir.pop_back();  // names relative to "dir", not "dir/"
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::InvalidArgumentError(absl::StrCat(dir, " is not a directory"));
@@ -298,8 +298,7 @@ absl::Status Client::DownloadAdapterFile(const std::string& adapter_id, const st
   return absl::NotFoundError(absl::StrCat("adapter ", adapter_id, " has no file \"", file, "\""));
 }
 
-absl::StatusOr<qwha::v1::Adapter> Client::PullAdapter(const std::string& id,
-                                                      const std::string& dir,
+absl::StatusOr<qwha::v1::Adapter> Client::PullAdapter(const std::string& id, const std::string& dir,
                                                       const ProgressCallback& progress) {
   auto adapter = GetAdapter(id);
   if (!adapter.ok()) return adapter.status();

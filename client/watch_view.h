@@ -37,10 +37,10 @@ class WatchView {
   Mode mode_;
   int width_;
   qwha::v1::Progress progress_;
-  bool progress_shown_ = false;      // terminal: a progress line is on screen
+  bool progress_shown_ = false;  // terminal: a progress line is on screen
   qwha::v1::JobState state_ = qwha::v1::JOB_STATE_UNSPECIFIED;
   qwha::v1::Phase printed_phase_ = qwha::v1::PHASE_UNSPECIFIED;  // plain
-  int64_t printed_at_seconds_ = 0;   // plain: event time of the last progress line
+  int64_t printed_at_seconds_ = 0;  // plain: event time of the last progress line
 };
 
 // Exit code of `qwhactl watch` for a finished job: 0 SUCCEEDED, 1 FAILED,
