@@ -1,80 +1,31 @@
+// RegistryStore: base models, datasets, blob collection. Adapters are in
+// registry_store_adapters.cc.
 #include "server/registry/registry_store.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <map>
 #include <random>
 #include <set>
 
-#include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "qwha/v1/job.pb.h"
+#include "server/registry/registry_rows.h"
 #include "server/store/schema.h"
 #include "worker/io/sha256.h"
 
 namespace qwha::registry {
 namespace {
 
+using internal::CheckFiles;
+using internal::FileSetDigest;
+using internal::RecordBlobs;
+using internal::ToTimestamp;
 using store::AsInt;
 using store::AsString;
 using store::Row;
 
 constexpr char kUnfinished[] = "state IN (1, 2, 3)";  // QUEUED, ASSIGNED, RUNNING
-constexpr int kMaxPageSize = 1000;
-
-google::protobuf::Timestamp ToTimestamp(double seconds) {
-  google::protobuf::Timestamp t;
-  int64_t whole = static_cast<int64_t>(std::floor(seconds));
-  int64_t millis = std::llround((seconds - static_cast<double>(whole)) * 1000.0);
-  if (millis >= 1000) ++whole, millis -= 1000;
-  t.set_seconds(whole);
-  t.set_nanos(static_cast<int32_t>(millis * 1000000));
-  return t;
-}
-
-// Names, digests and sizes of `files` are well-formed, names unique, and
-// each blob is stored.
-absl::Status CheckFiles(const std::string& what,
-                        const google::protobuf::RepeatedPtrField<v1::FileInfo>& files,
-                        const BlobStore& blobs) {
-  if (files.empty()) return absl::InvalidArgumentError(absl::StrCat(what, ": no files"));
-  std::set<std::string> names;
-  for (const v1::FileInfo& f : files) {
-    if (f.name().empty() || !names.insert(f.name()).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": file name '", f.name(), "' is empty or repeated"));
-    }
-    if (!io::IsSha256Hex(f.sha256()) || f.size() < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " file ", f.name(), ": malformed sha256 or size"));
-    }
-    if (!blobs.Contains(f.sha256())) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(what, " file ", f.name(), ": blob ", f.sha256(), " is not stored"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-std::string FileSetDigest(const google::protobuf::RepeatedPtrField<v1::FileInfo>& files) {
-  std::vector<std::pair<std::string, std::string>> pairs;
-  for (const v1::FileInfo& f : files) pairs.emplace_back(f.name(), f.sha256());
-  return io::Sha256OfFileSet(std::move(pairs));
-}
-
-absl::Status RecordBlobs(store::Transaction& tx,
-                         const google::protobuf::RepeatedPtrField<v1::FileInfo>& files,
-                         double now) {
-  for (const v1::FileInfo& f : files) {
-    absl::Status s = tx.Exec("INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES(?, ?, ?)",
-                             {f.sha256(), f.size(), now});
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
 
 v1::FileInfo FileFromRow(const Row& row, size_t first) {
   v1::FileInfo f;
@@ -111,25 +62,6 @@ v1::Dataset DatasetFromRow(const Row& row) {
 constexpr char kModelColumns[] = "SELECT id, name, digest, source_path, created_at FROM models";
 constexpr char kDatasetColumns[] =
     "SELECT id, name, file_name, sha256, size, records, format, created_at FROM datasets";
-
-// Page tokens: web-safe base64 of "<created_at %.17g> <id>" of the last row.
-std::string EncodePageToken(double created_at, const std::string& id) {
-  char number[64];
-  std::snprintf(number, sizeof(number), "%.17g", created_at);
-  return absl::WebSafeBase64Escape(absl::StrCat(number, " ", id));
-}
-
-absl::Status DecodePageToken(const std::string& token, double* created_at, std::string* id) {
-  std::string plain;
-  size_t space = std::string::npos;
-  if (absl::WebSafeBase64Unescape(token, &plain)) space = plain.find(' ');
-  if (space == std::string::npos || !absl::SimpleAtod(plain.substr(0, space), created_at) ||
-      space + 1 >= plain.size()) {
-    return absl::InvalidArgumentError("page_token: not a token returned by ListAdapters");
-  }
-  *id = plain.substr(space + 1);
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -267,99 +199,6 @@ absl::Status RegistryStore::DeleteDataset(const std::string& id) {
             absl::StrCat("dataset ", id, " is used by unfinished jobs (",
                          absl::StrJoin(users, ", "), "); cancel them or wait for them to finish"));
       });
-}
-
-absl::StatusOr<v1::Adapter> RegistryStore::InsertAdapter(store::Transaction& tx,
-                                                         v1::Adapter adapter) {
-  if (adapter.job_id().empty()) return absl::InvalidArgumentError("adapter job_id: required");
-  if (absl::Status s = CheckFiles("adapter of job " + adapter.job_id(), adapter.files(), *blobs_);
-      !s.ok()) {
-    return s;
-  }
-  if (adapter.adapter().type().empty()) adapter.mutable_adapter()->set_type("qwha");
-  const double now = store::NowSeconds();
-  adapter.set_id(NewId("a"));
-  adapter.set_digest(FileSetDigest(adapter.files()));
-  *adapter.mutable_created_at() = ToTimestamp(now);
-  absl::Status s = tx.Exec(
-      "INSERT INTO adapters(id, job_id, record, base_model_id, adapter_type, created_at) "
-      "VALUES(?, ?, ?, ?, ?, ?)",
-      {adapter.id(), adapter.job_id(), adapter.SerializeAsString(), adapter.base_model_id(),
-       adapter.adapter().type(), now});
-  for (const auto& [key, value] : adapter.labels()) {
-    if (!s.ok()) break;
-    s = tx.Exec("INSERT INTO adapter_labels(adapter_id, key, value) VALUES(?, ?, ?)",
-                {adapter.id(), key, value});
-  }
-  for (const v1::FileInfo& f : adapter.files()) {
-    if (!s.ok()) break;
-    s = tx.Exec("INSERT INTO adapter_files(adapter_id, name, sha256, size) VALUES(?, ?, ?, ?)",
-                {adapter.id(), f.name(), f.sha256(), f.size()});
-  }
-  if (s.ok()) s = RecordBlobs(tx, adapter.files(), now);
-  if (!s.ok()) return s;
-  return adapter;
-}
-
-absl::StatusOr<v1::Adapter> RegistryStore::GetAdapter(const std::string& id) {
-  auto rows = db_->Query("SELECT record FROM adapters WHERE id = ?", {id});
-  if (!rows.ok()) return rows.status();
-  if (rows->empty()) return absl::NotFoundError(absl::StrCat("adapter ", id, " not found"));
-  v1::Adapter adapter;
-  if (!adapter.ParseFromString(AsString((*rows)[0][0]))) {
-    return absl::DataLossError(absl::StrCat("adapter ", id, ": stored record is corrupt"));
-  }
-  return adapter;
-}
-
-absl::StatusOr<std::vector<v1::Adapter>> RegistryStore::ListAdapters(
-    const AdapterFilter& filter, std::string* next_page_token) {
-  const int page_size = std::clamp(filter.page_size, 1, kMaxPageSize);
-  std::string sql = "SELECT record, created_at, id FROM adapters a WHERE 1";
-  std::vector<store::Value> params;
-  for (const auto& [column, value] : {std::make_pair("job_id", filter.job_id),
-                                      std::make_pair("base_model_id", filter.base_model_id),
-                                      std::make_pair("adapter_type", filter.adapter_type)}) {
-    if (value.empty()) continue;
-    absl::StrAppend(&sql, " AND a.", column, " = ?");
-    params.push_back(value);
-  }
-  for (const auto& [key, value] : filter.labels) {
-    absl::StrAppend(&sql, " AND EXISTS(SELECT 1 FROM adapter_labels l WHERE l.adapter_id = a.id",
-                    " AND l.key = ? AND l.value = ?)");
-    params.push_back(key);
-    params.push_back(value);
-  }
-  if (!filter.page_token.empty()) {
-    double created_at = 0;
-    std::string id;
-    if (absl::Status s = DecodePageToken(filter.page_token, &created_at, &id); !s.ok()) return s;
-    absl::StrAppend(&sql, " AND (a.created_at < ? OR (a.created_at = ? AND a.id < ?))");
-    params.insert(params.end(), {created_at, created_at, id});
-  }
-  absl::StrAppend(&sql, " ORDER BY a.created_at DESC, a.id DESC LIMIT ?");
-  params.push_back(int64_t{page_size} + 1);
-  auto rows = db_->Query(sql, params);
-  if (!rows.ok()) return rows.status();
-  std::vector<v1::Adapter> adapters;
-  next_page_token->clear();
-  for (size_t i = 0; i < rows->size() && i < static_cast<size_t>(page_size); ++i) {
-    const Row& row = (*rows)[i];
-    v1::Adapter& adapter = adapters.emplace_back();
-    if (!adapter.ParseFromString(AsString(row[0]))) {
-      return absl::DataLossError(absl::StrCat("adapter ", AsString(row[2]), ": corrupt record"));
-    }
-  }
-  if (rows->size() > static_cast<size_t>(page_size)) {
-    const Row& last = (*rows)[page_size - 1];
-    *next_page_token = EncodePageToken(store::AsDouble(last[1]), AsString(last[2]));
-  }
-  return adapters;
-}
-
-absl::Status RegistryStore::DeleteAdapter(const std::string& id) {
-  return DeleteAndCollect("adapter", id, "SELECT sha256 FROM adapter_files WHERE adapter_id = ?",
-                          "DELETE FROM adapters WHERE id = ?", nullptr);
 }
 
 absl::StatusOr<bool> RegistryStore::ReferencedIn(store::Transaction& tx,

@@ -57,7 +57,9 @@ class RegistryStoreTest : public ::testing::Test {
     auto tx = db_->Begin();
     EXPECT_TRUE(tx.ok());
     auto inserted = registry_->InsertAdapter(**tx, adapter);
-    if (inserted.ok()) EXPECT_TRUE((*tx)->Commit().ok());
+    if (inserted.ok()) {
+      EXPECT_TRUE((*tx)->Commit().ok());
+    }
     return inserted;
   }
 
@@ -172,7 +174,9 @@ TEST_F(RegistryStoreTest, AdaptersFilterPaginateAndCollect) {
                         {{"team", i % 3 == 0 ? "nlp" : "vision"}}, absl::StrCat("content ", i));
     ASSERT_TRUE(a.ok()) << a.status();
     ids.insert(a->id());
-    if (i == 0) EXPECT_EQ(a->adapter().type(), "qwha");
+    if (i == 0) {
+      EXPECT_EQ(a->adapter().type(), "qwha");
+    }
   }
   // Newest first, pages of 3, every adapter exactly once.
   std::vector<std::string> seen;
