@@ -17,10 +17,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/api/auth.h"
 #include "server/api/job_service.h"
 #include "server/api/metrics.h"
 #include "server/api/worker_service.h"
 #include "server/http/http_server.h"
+#include "server/registry/adapter_http.h"
 #include "server/registry/registry_service.h"
 #include "server/store/schema.h"
 #include "worker/io/atomic_file.h"
