@@ -104,7 +104,9 @@ class Client {
   //    removed and DataLoss names the file and both digests.
   // If `dest_path` already exists with the right size and digest nothing is
   // downloaded. Errors: NOT_FOUND if the adapter has no such file; the
-  // server's or a local file error otherwise (the .part is kept for resuming).
+  // server's or a local file error otherwise (the .part is kept for resuming);
+  // FAILED_PRECONDITION while another download to the same `dest_path` runs
+  // (the .part is locked with flock).
   absl::Status DownloadAdapterFile(const std::string& adapter_id, const std::string& file,
                                    const std::string& dest_path,
                                    const ProgressCallback& progress = nullptr);

@@ -2,7 +2,10 @@
 // sha256-verified downloads, uploads, metadata, status codes, Watch.
 #include "client/client.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <random>
@@ -221,6 +224,48 @@ TEST_F(ClientTest, WatchStreamsUntilTheJobFinishes) {
   EXPECT_THAT(sequences, ElementsAre(1, 2, 3, 4));
   EXPECT_EQ(client_->Watch("j-404", [](const JobEvent&) { return true; }).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST_F(ClientTest, WatchReconnectsAfterTheLastSequenceSeen) {
+  using qwha::v1::JobEvent;
+  server_.jobs.SetEvents(
+      "j-9", {testing::MakeEvent("j-9", 1, JobEvent::STATE, qwha::v1::RUNNING),
+              testing::MakeEvent("j-9", 2, JobEvent::PROGRESS, qwha::v1::RUNNING, 5, 10),
+              testing::MakeEvent("j-9", 3, JobEvent::STATE, qwha::v1::FAILED)});
+  server_.jobs.CutNextWatch(2);
+  std::vector<int64_t> sequences;
+  auto job = client_->Watch("j-9", [&](const JobEvent& event) {
+    sequences.push_back(event.sequence());
+    return true;
+  });
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), qwha::v1::FAILED);
+  EXPECT_THAT(sequences, ElementsAre(1, 2, 3));  // each event once
+  EXPECT_THAT(server_.jobs.watch_after, ElementsAre(0, 2));
+}
+
+TEST_F(ClientTest, WatchStopsWhenTheCallbackSaysSo) {
+  using qwha::v1::JobEvent;
+  server_.jobs.SetEvents("j-9",
+                         {testing::MakeEvent("j-9", 1, JobEvent::STATE, qwha::v1::QUEUED),
+                          testing::MakeEvent("j-9", 2, JobEvent::STATE, qwha::v1::RUNNING),
+                          testing::MakeEvent("j-9", 3, JobEvent::STATE, qwha::v1::SUCCEEDED)});
+  int calls = 0;
+  auto job = client_->Watch("j-9", [&](const JobEvent&) { return ++calls < 2; });
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(job->state(), qwha::v1::RUNNING);
+}
+
+TEST_F(ClientTest, ConcurrentDownloadsToOneDestinationAreRefused) {
+  const std::string dest = dir_ + "/adapter.safetensors";
+  int fd = ::open((dest + ".part").c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);  // as a running download holds it
+  absl::Status status = client_->DownloadAdapterFile("a-1", "adapter.safetensors", dest);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  ::close(fd);
+  EXPECT_TRUE(client_->DownloadAdapterFile("a-1", "adapter.safetensors", dest).ok());
 }
 
 TEST(ClientUnreachableTest, IsUnavailable) {

@@ -174,6 +174,11 @@ void FakeJobs::SetEvents(const std::string& job_id, std::vector<qwha::v1::JobEve
   jobs_[job_id] = events_[job_id].back().job();
 }
 
+void FakeJobs::CutNextWatch(int events) {
+  std::lock_guard<std::mutex> lock(mu);
+  cut_watch_after_ = events;
+}
+
 grpc::Status FakeJobs::SubmitJob(grpc::ServerContext*, const qwha::v1::SubmitJobRequest* request,
                                  qwha::v1::Job* response) {
   std::lock_guard<std::mutex> lock(mu);
@@ -212,6 +217,7 @@ grpc::Status FakeJobs::ListJobs(grpc::ServerContext*, const qwha::v1::ListJobsRe
 grpc::Status FakeJobs::WatchJob(grpc::ServerContext*, const qwha::v1::WatchJobRequest* request,
                                 grpc::ServerWriter<qwha::v1::JobEvent>* writer) {
   std::vector<qwha::v1::JobEvent> events;
+  int limit = -1;
   {
     std::lock_guard<std::mutex> lock(mu);
     watch_after.push_back(request->after_sequence());
@@ -220,9 +226,15 @@ grpc::Status FakeJobs::WatchJob(grpc::ServerContext*, const qwha::v1::WatchJobRe
       return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("job ", request->id()));
     }
     events = it->second;
+    limit = cut_watch_after_;
+    cut_watch_after_ = -1;
   }
+  int sent = 0;
   for (const auto& event : events) {
-    if (event.sequence() > request->after_sequence()) writer->Write(event);
+    if (event.sequence() <= request->after_sequence()) continue;
+    if (limit >= 0 && sent == limit) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "restart");
+    writer->Write(event);
+    ++sent;
   }
   return grpc::Status::OK;
 }

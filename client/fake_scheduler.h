@@ -71,6 +71,9 @@ class FakeJobs : public qwha::v1::JobService::Service {
  public:
   // WatchJob on `job_id` streams these events (then ends OK).
   void SetEvents(const std::string& job_id, std::vector<qwha::v1::JobEvent> events);
+  // The next WatchJob stream sends at most `events` events, then fails with
+  // UNAVAILABLE (a scheduler restart, as the client sees it).
+  void CutNextWatch(int events);
 
   std::mutex mu;
   std::vector<qwha::v1::SubmitJobRequest> submitted;
@@ -89,6 +92,7 @@ class FakeJobs : public qwha::v1::JobService::Service {
  private:
   std::map<std::string, qwha::v1::Job> jobs_;
   std::map<std::string, std::vector<qwha::v1::JobEvent>> events_;
+  int cut_watch_after_ = -1;
 };
 
 // A job event for scripts: sequence, type, state, progress step/total.

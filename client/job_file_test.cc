@@ -142,6 +142,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"training: {max_steps: [1\n", kY, "invalid YAML"},
         BadCase{R"({"training": )", kJ, "invalid JSON"}, BadCase{"", kY, "the job file is empty"}));
 
+TEST(JobFileTest, TheExampleParses) {
+  auto spec = ReadJobFile("client/examples/job.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->quantization().bits(), 2);
+  EXPECT_EQ(spec->adapter().target_modules_size(), 7);
+  EXPECT_EQ(spec->labels().at("experiment"), "bits-sweep");
+}
+
 TEST(JobFileTest, ReadJobFileNamesAMissingPath) {
   auto spec = ReadJobFile("/nonexistent/job.yaml");
   ASSERT_FALSE(spec.ok());

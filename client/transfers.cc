@@ -1,5 +1,6 @@
 // Client uploads (models, datasets) and resumable, verified adapter downloads.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,6 +98,13 @@ absl::Status DownloadOne(const ClientOptions& options, qwha::v1::RegistryService
   }
   int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot open", part, errno);
+  // One writer per .part (released when fd closes): two downloads appending
+  // to one file would interleave their bytes.
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("another download to ", dest, " is in progress (", part, " is locked)"));
+  }
   constexpr int kMaxTriesWithoutProgress = 5;
   int tries_without_progress = 0;
   absl::Status failure;
