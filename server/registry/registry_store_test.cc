@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "qwha/v1/job.pb.h"
@@ -230,6 +233,31 @@ TEST_F(RegistryStoreTest, AdaptersFilterPaginateAndCollect) {
   EXPECT_EQ(registry_->DeleteAdapter(id).code(), absl::StatusCode::kNotFound);
   auto labels = db_->Query("SELECT COUNT(*) FROM adapter_labels WHERE adapter_id = ?", {id});
   EXPECT_EQ(store::AsInt((*labels)[0][0]), 0);
+}
+
+TEST_F(RegistryStoreTest, DeletesWaitForBlobWriters) {
+  v1::Dataset dataset;
+  dataset.set_name("d");
+  *dataset.mutable_file() = Blob("t.jsonl", "{\"text\": \"a\"}\n");
+  auto inserted = registry_->InsertDataset(dataset);
+  ASSERT_TRUE(inserted.ok());
+  std::atomic<bool> deleted{false};
+  std::thread deleter;
+  {
+    BlobWriteGuard guard = registry_->GuardBlobWrites();
+    deleter = std::thread([&] {
+      EXPECT_TRUE(registry_->DeleteDataset(inserted->id()).ok());
+      deleted = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // A writer holding the guard may still count on the blob and the row.
+    EXPECT_FALSE(deleted);
+    EXPECT_TRUE(blobs_->Contains(dataset.file().sha256()));
+    EXPECT_TRUE(registry_->GetDataset(inserted->id()).ok());  // reads are not blocked
+  }
+  deleter.join();
+  EXPECT_TRUE(deleted);
+  EXPECT_FALSE(blobs_->Contains(dataset.file().sha256()));
 }
 
 TEST_F(RegistryStoreTest, CheckpointReferencesKeepBlobsAndUsageCounts) {

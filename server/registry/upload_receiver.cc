@@ -44,10 +44,11 @@ absl::Status UploadReceiver::Header(const v1::UploadHeader& header) {
                                                    " files; a ", kind_, " has at most ",
                                                    max_files_));
   }
+  std::map<std::string, File> files;  // kept only if the whole header is valid
   int64_t total = 0;
   for (const v1::FileInfo& f : header.files()) {
     if (absl::Status s = ValidateName("file name", f.name()); !s.ok()) return s;
-    if (files_.count(f.name())) {
+    if (files.count(f.name())) {
       return absl::InvalidArgumentError(absl::StrCat("file ", f.name(), ": declared twice"));
     }
     if (f.size() < 0) {
@@ -64,9 +65,10 @@ absl::Status UploadReceiver::Header(const v1::UploadHeader& header) {
           "file ", f.name(), ": ", kind_, " ", header.name(), " would be ", total,
           " bytes or more, over the limit of ", limit_, " bytes"));
     }
-    files_[f.name()].declared = f.size();
-    files_[f.name()].sha256 = std::move(sha);
+    files[f.name()].declared = f.size();
+    files[f.name()].sha256 = std::move(sha);
   }
+  files_ = std::move(files);
   header_ = header;
   has_header_ = true;
   return absl::OkStatus();
