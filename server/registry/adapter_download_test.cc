@@ -153,7 +153,8 @@ TEST_F(AdapterTest, HttpGetWithAndWithoutRangeEqualsTheBlob) {
   ASSERT_TRUE(server.ok()) << server.status();
   AddAdapterDownloadRoute(**server, &harness_->store(), "tok", harness_->metrics());
   const int port = (*server)->port();
-  const std::string path = absl::StrCat("/v1/adapters/", adapter_.id(), "/files/adapter.safetensors");
+  const std::string path =
+      absl::StrCat("/v1/adapters/", adapter_.id(), "/files/adapter.safetensors");
   const std::map<std::string, std::string> auth = {{"Authorization", "Bearer tok"}};
 
   auto whole = http::HttpGet("127.0.0.1", port, path, auth);
@@ -174,9 +175,9 @@ TEST_F(AdapterTest, HttpGetWithAndWithoutRangeEqualsTheBlob) {
                               {{"Authorization", "Bearer tok"}, {"Range", "bytes=10-19"}});
   ASSERT_TRUE(middle.ok());
   EXPECT_EQ(middle->body, weights_.substr(10, 10));
-  auto past = http::HttpGet("127.0.0.1", port, path,
-                            {{"Authorization", "Bearer tok"},
-                             {"Range", absl::StrCat("bytes=", weights_.size(), "-")}});
+  auto past = http::HttpGet(
+      "127.0.0.1", port, path,
+      {{"Authorization", "Bearer tok"}, {"Range", absl::StrCat("bytes=", weights_.size(), "-")}});
   EXPECT_EQ(past->status, 416);
 
   EXPECT_EQ(http::HttpGet("127.0.0.1", port, path)->status, 401);
@@ -193,8 +194,8 @@ TEST_F(AdapterTest, HttpGetWithAndWithoutRangeEqualsTheBlob) {
   auto metrics = http::HttpGet("127.0.0.1", port, "/metrics");
   ASSERT_TRUE(metrics.ok());
   const int64_t served = weights_.size() + (weights_.size() - 1048577) + 10;
-  EXPECT_NE(metrics->body.find(absl::StrCat(
-                "qwha_registry_download_bytes_total{protocol=\"http\"} ", served)),
+  EXPECT_NE(metrics->body.find(
+                absl::StrCat("qwha_registry_download_bytes_total{protocol=\"http\"} ", served)),
             std::string::npos)
       << metrics->body;
   EXPECT_NE(metrics->body.find("qwha_registry_bytes{kind=\"adapter\"}"), std::string::npos);

@@ -70,15 +70,15 @@ http::Response Serve(RegistryStore* store, const std::string& token, RegistryMet
   if (range_header != request.headers.end()) {
     auto range = http::ParseRange(range_header->second);  // unparsable: serve the whole file
     if (range && range->first >= info->size()) {
-      http::Response bad = Text(416, absl::StrCat("range starts past the end (", info->size(),
-                                                   " bytes)"));
+      http::Response bad =
+          Text(416, absl::StrCat("range starts past the end (", info->size(), " bytes)"));
       bad.headers["Content-Range"] = absl::StrCat("bytes */", info->size());
       return bad;
     }
     if (range) {
-      const int64_t last =
-          range->second < 0 ? info->size() - 1
-                            : std::min(info->size() - 1, range->first + range->second - 1);
+      const int64_t last = range->second < 0
+                               ? info->size() - 1
+                               : std::min(info->size() - 1, range->first + range->second - 1);
       r.status = 206;
       r.file_offset = range->first;
       r.file_length = last - range->first + 1;

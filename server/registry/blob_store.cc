@@ -68,8 +68,8 @@ absl::StatusOr<BlobInfo> BlobWriter::Commit(const std::string& expected_sha256,
   ::close(fd_);
   fd_ = -1;
   if (expected_size >= 0 && expected_size != info.size) {
-    return absl::DataLossError(absl::StrCat(what_, ": received ", info.size,
-                                            " bytes, the header said ", expected_size));
+    return absl::DataLossError(
+        absl::StrCat(what_, ": received ", info.size, " bytes, the header said ", expected_size));
   }
   if (!expected_sha256.empty() && expected_sha256 != info.sha256) {
     return absl::DataLossError(absl::StrCat(what_, ": sha256 ", info.sha256,
@@ -169,7 +169,8 @@ absl::StatusOr<std::string> BlobStore::Read(const std::string& sha256, int64_t o
   std::string data(static_cast<size_t>(std::max<int64_t>(length, 0)), '\0');
   size_t got = 0;
   while (got < data.size()) {
-    ssize_t n = ::pread(fd, data.data() + got, data.size() - got, offset + static_cast<int64_t>(got));
+    ssize_t n =
+        ::pread(fd, data.data() + got, data.size() - got, offset + static_cast<int64_t>(got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<size_t>(n);

@@ -19,9 +19,12 @@ bool IsBlank(std::string_view line) {
 
 std::string_view ProtoFormatName(data::ExampleFormat format) {
   switch (format) {
-    case data::ExampleFormat::kText: return "text";
-    case data::ExampleFormat::kPromptCompletion: return "prompt_completion";
-    case data::ExampleFormat::kMessages: return "messages";
+    case data::ExampleFormat::kText:
+      return "text";
+    case data::ExampleFormat::kPromptCompletion:
+      return "prompt_completion";
+    case data::ExampleFormat::kMessages:
+      return "messages";
   }
   return "";
 }
@@ -29,8 +32,8 @@ std::string_view ProtoFormatName(data::ExampleFormat format) {
 }  // namespace
 
 absl::Status DatasetValidator::Fail(int64_t line, absl::string_view reason) {
-  error_ = absl::InvalidArgumentError(
-      absl::StrCat("dataset ", name_, " line ", line, ": ", reason));
+  error_ =
+      absl::InvalidArgumentError(absl::StrCat("dataset ", name_, " line ", line, ": ", reason));
   return error_;
 }
 
@@ -62,7 +65,8 @@ absl::Status DatasetValidator::Feed(std::string_view data) {
 
 absl::Status DatasetValidator::Line(std::string_view line) {
   ++line_;
-  if (line_ == 1 && line.substr(0, kUtf8Bom.size()) == kUtf8Bom) line.remove_prefix(kUtf8Bom.size());
+  if (line_ == 1 && line.substr(0, kUtf8Bom.size()) == kUtf8Bom)
+    line.remove_prefix(kUtf8Bom.size());
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (IsBlank(line)) return absl::OkStatus();
   absl::StatusOr<data::Record> record = data::ParseRecord(line);
@@ -72,9 +76,8 @@ absl::Status DatasetValidator::Line(std::string_view line) {
     form_line_ = line_;
   } else if (record->format != *format_) {
     return Fail(line_, absl::StrCat("form \"", Absl(data::FormatName(record->format)),
-                                    "\" differs from the form \"",
-                                    Absl(data::FormatName(*format_)), "\" of line ", form_line_,
-                                    "; a file may not mix forms"));
+                                    "\" differs from the form \"", Absl(data::FormatName(*format_)),
+                                    "\" of line ", form_line_, "; a file may not mix forms"));
   }
   ++records_;
   return absl::OkStatus();
@@ -88,8 +91,8 @@ absl::Status DatasetValidator::Finish() {
     if (absl::Status s = Line(last); !s.ok()) return s;
   }
   if (records_ == 0) {
-    error_ = absl::InvalidArgumentError(
-        absl::StrCat("dataset ", name_, ": no examples (the file is empty or has only blank lines)"));
+    error_ = absl::InvalidArgumentError(absl::StrCat(
+        "dataset ", name_, ": no examples (the file is empty or has only blank lines)"));
     return error_;
   }
   return absl::OkStatus();

@@ -63,8 +63,8 @@ absl::StatusOr<ModelDir> ResolveModelDir(const std::string& root, const std::str
     return absl::InvalidArgumentError(absl::StrCat("path ", path, ": no such directory"));
   }
   if (!IsUnder(dir.path, real_root)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "path ", path, ": resolves to ", dir.path, ", outside the model root ", real_root));
+    return absl::InvalidArgumentError(absl::StrCat("path ", path, ": resolves to ", dir.path,
+                                                   ", outside the model root ", real_root));
   }
   DIR* d = ::opendir(dir.path.c_str());
   if (d == nullptr) {
@@ -97,4 +97,3 @@ absl::StatusOr<ModelDir> ResolveModelDir(const std::string& root, const std::str
 }
 
 }  // namespace qwha::registry
-

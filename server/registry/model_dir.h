@@ -29,7 +29,7 @@ struct ModelDirFile {
 };
 
 struct ModelDir {
-  std::string path;  // resolved directory
+  std::string path;                 // resolved directory
   std::vector<ModelDirFile> files;  // the model files, sorted by name
 };
 

@@ -5,17 +5,21 @@ namespace {
 
 std::string Outcome(const absl::Status& status) {
   switch (status.code()) {
-    case absl::StatusCode::kOk: return "ok";
+    case absl::StatusCode::kOk:
+      return "ok";
     case absl::StatusCode::kCancelled:
-    case absl::StatusCode::kDeadlineExceeded: return "cancelled";
+    case absl::StatusCode::kDeadlineExceeded:
+      return "cancelled";
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kAlreadyExists:
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kUnauthenticated: return "rejected";
-    default: return "error";
+    case absl::StatusCode::kUnauthenticated:
+      return "rejected";
+    default:
+      return "error";
   }
 }
 

@@ -50,8 +50,9 @@ absl::Status RecordBlobs(store::Transaction& tx,
                          const google::protobuf::RepeatedPtrField<v1::FileInfo>& files,
                          double now) {
   for (const v1::FileInfo& f : files) {
-    absl::Status s = tx.Exec("INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES(?, ?, ?)",
-                             {f.sha256(), f.size(), now});
+    absl::Status s =
+        tx.Exec("INSERT OR IGNORE INTO blobs(sha256, size, created_at) VALUES(?, ?, ?)",
+                {f.sha256(), f.size(), now});
     if (!s.ok()) return s;
   }
   return absl::OkStatus();

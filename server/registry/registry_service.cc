@@ -98,8 +98,8 @@ grpc::Status RegistryServiceImpl::ListAdapters(grpc::ServerContext* context,
   filter.base_model_id = request->base_model_id();
   filter.adapter_type = request->adapter_type();
   for (const auto& [key, value] : request->labels()) filter.labels.emplace_back(key, value);
-  filter.page_size = request->page_size() == 0 ? kDefaultPageSize
-                                               : std::min(request->page_size(), kMaxPageSize);
+  filter.page_size =
+      request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
   filter.page_token = request->page_token();
   auto adapters = store_->ListAdapters(filter, response->mutable_next_page_token());
   if (!adapters.ok()) return ToGrpc(adapters.status());
@@ -231,7 +231,8 @@ absl::StatusOr<v1::BaseModel> RegistryServiceImpl::DoRegisterModel(
   std::string buffer(kChunkBytes, '\0');
   for (const ModelDirFile& f : dir->files) {
     int fd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return absl::InternalError(absl::StrCat("open ", f.path, ": ", std::strerror(errno)));
+    if (fd < 0)
+      return absl::InternalError(absl::StrCat("open ", f.path, ": ", std::strerror(errno)));
     v1::UploadChunk chunk;
     chunk.mutable_data()->set_name(f.name);
     absl::Status s;
@@ -327,22 +328,21 @@ absl::StatusOr<v1::Dataset> RegistryServiceImpl::DoUploadDataset(
   std::unique_ptr<DatasetValidator> validator;
   absl::Status received = ReceiveAll(context, reader, receiver, [&] {
     validator = std::make_unique<DatasetValidator>(receiver.header().name());
-    receiver.set_observer([&](const std::string&, std::string_view data) {
-      return validator->Feed(data);
-    });
+    receiver.set_observer(
+        [&](const std::string&, std::string_view data) { return validator->Feed(data); });
     return absl::OkStatus();
   });
   if (received.ok()) received = validator->Finish();
   if (!received.ok()) return received;
-  return CommitAndRecord<v1::Dataset>(
-      store_, receiver, [&](const std::vector<v1::FileInfo>& files) {
-        v1::Dataset dataset;
-        dataset.set_name(receiver.header().name());
-        *dataset.mutable_file() = files[0];
-        dataset.set_records(validator->records());
-        dataset.set_format(validator->format());
-        return store_->InsertDataset(std::move(dataset));
-      });
+  return CommitAndRecord<v1::Dataset>(store_, receiver,
+                                      [&](const std::vector<v1::FileInfo>& files) {
+                                        v1::Dataset dataset;
+                                        dataset.set_name(receiver.header().name());
+                                        *dataset.mutable_file() = files[0];
+                                        dataset.set_records(validator->records());
+                                        dataset.set_format(validator->format());
+                                        return store_->InsertDataset(std::move(dataset));
+                                      });
 }
 
 grpc::Status RegistryServiceImpl::ListDatasets(grpc::ServerContext* context,

@@ -41,8 +41,8 @@ void WriteDir(const std::string& dir, const std::map<std::string, std::string>& 
   }
 }
 
-v1::UploadHeader HeaderFor(const std::string& name,
-                           const std::map<std::string, std::string>& files, bool with_sha) {
+v1::UploadHeader HeaderFor(const std::string& name, const std::map<std::string, std::string>& files,
+                           bool with_sha) {
   v1::UploadHeader header;
   header.set_name(name);
   for (const auto& [file, content] : files) {
@@ -144,9 +144,9 @@ TEST_F(ModelTest, PathsOutsideTheRootAreRefusedAndNothingIsStored) {
                       (root_ + "/sneaky/model.safetensors").c_str()),
             0);
   v1::BaseModel model;
-  for (const std::string& path : {base_ + "/outside", std::string("escape"),
-                                  std::string("tiny/../../outside"), root_ + "/../outside",
-                                  std::string("/etc")}) {
+  for (const std::string& path :
+       {base_ + "/outside", std::string("escape"), std::string("tiny/../../outside"),
+        root_ + "/../outside", std::string("/etc")}) {
     ExpectInvalid(Register("m", path, &model), "path");
     ExpectInvalid(Register("m", path, &model), "outside the model root");
   }
@@ -161,9 +161,9 @@ TEST_F(ModelTest, PathsOutsideTheRootAreRefusedAndNothingIsStored) {
 
   // Unauthenticated calls stop at the hook.
   v1::RegisterModelRequest request;
-  EXPECT_EQ(harness_->stub().RegisterModel(harness_->Context(false).get(), request, &model)
-                .error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(
+      harness_->stub().RegisterModel(harness_->Context(false).get(), request, &model).error_code(),
+      grpc::StatusCode::UNAUTHENTICATED);
   // A server without a model root refuses registration by path.
   RegistryServiceImpl no_root(&harness_->store(), RegistryOptions{}, nullptr);
   grpc::ServerContext context;
@@ -179,9 +179,8 @@ TEST_F(ModelTest, UploadModelVerifiesFilesAndRefusesBusyDeletes) {
   auto upload = [&](const v1::UploadHeader& header, const std::map<std::string, std::string>& data,
                     v1::BaseModel* response) {
     auto context = harness_->Context();
-    return Upload(
-        [&](v1::BaseModel* r) { return harness_->stub().UploadModel(context.get(), r); }, header,
-        data, response, 1 << 20);
+    return Upload([&](v1::BaseModel* r) { return harness_->stub().UploadModel(context.get(), r); },
+                  header, data, response, 1 << 20);
   };
   v1::BaseModel model;
   std::map<std::string, std::string> no_config = files;
@@ -229,9 +228,8 @@ class DatasetTest : public ::testing::Test {
   grpc::Status UploadDataset(const v1::UploadHeader& header, const std::string& content,
                              v1::Dataset* out) {
     auto context = harness_->Context();
-    return Upload(
-        [&](v1::Dataset* r) { return harness_->stub().UploadDataset(context.get(), r); }, header,
-        {{header.files(0).name(), content}}, out);
+    return Upload([&](v1::Dataset* r) { return harness_->stub().UploadDataset(context.get(), r); },
+                  header, {{header.files(0).name(), content}}, out);
   }
   void ExpectNothingStored() {
     v1::ListDatasetsResponse list;
@@ -276,8 +274,7 @@ TEST_F(DatasetTest, MalformedOversizeAndMisdeclaredUploadsStoreNothing) {
                 "dataset bad line 1234: missing field \"completion\"");
 
   std::string big = train_ + train_;  // 624558 bytes > 400000
-  grpc::Status over =
-      UploadDataset(HeaderFor("big", {{"big.jsonl", big}}, false), big, &dataset);
+  grpc::Status over = UploadDataset(HeaderFor("big", {{"big.jsonl", big}}, false), big, &dataset);
   ExpectInvalid(over, "big.jsonl");
   ExpectInvalid(over, "limit of 400000 bytes");
 
@@ -285,9 +282,9 @@ TEST_F(DatasetTest, MalformedOversizeAndMisdeclaredUploadsStoreNothing) {
   lying.mutable_files(0)->set_size(1000);  // then sends all of it
   ExpectInvalid(UploadDataset(lying, train_, &dataset), "train.jsonl: more than the 1000 bytes");
 
-  ExpectInvalid(UploadDataset(HeaderFor("two", {{"a.jsonl", "x"}, {"b.jsonl", "y"}}, false), "x",
-                              &dataset),
-                "header.files");
+  ExpectInvalid(
+      UploadDataset(HeaderFor("two", {{"a.jsonl", "x"}, {"b.jsonl", "y"}}, false), "x", &dataset),
+      "header.files");
   v1::UploadHeader wrong_sha = HeaderFor("sha", {{"train.jsonl", train_}}, true);
   wrong_sha.mutable_files(0)->set_sha256(io::Sha256Hex("something else"));
   ExpectInvalid(UploadDataset(wrong_sha, train_, &dataset), "train.jsonl");

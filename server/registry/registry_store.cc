@@ -128,10 +128,9 @@ absl::Status RegistryStore::DeleteModel(const std::string& id) {
   return DeleteAndCollect(
       "model", id, "SELECT sha256 FROM model_files WHERE model_id = ?",
       "DELETE FROM models WHERE id = ?", [&](store::Transaction& tx) -> absl::Status {
-        auto jobs = tx.Query(
-            absl::StrCat("SELECT id FROM jobs WHERE base_model_id = ? AND ", kUnfinished,
-                         " ORDER BY seq LIMIT 5"),
-            {id});
+        auto jobs = tx.Query(absl::StrCat("SELECT id FROM jobs WHERE base_model_id = ? AND ",
+                                          kUnfinished, " ORDER BY seq LIMIT 5"),
+                             {id});
         if (!jobs.ok()) return jobs.status();
         if (jobs->empty()) return absl::OkStatus();
         std::vector<std::string> ids;
@@ -180,10 +179,10 @@ absl::StatusOr<std::vector<v1::Dataset>> RegistryStore::ListDatasets() {
 
 absl::Status RegistryStore::DeleteDataset(const std::string& id) {
   return DeleteAndCollect(
-      "dataset", id, "SELECT sha256 FROM datasets WHERE id = ?", "DELETE FROM datasets WHERE id = ?",
-      [&](store::Transaction& tx) -> absl::Status {
-        auto jobs = tx.Query(absl::StrCat("SELECT id, spec FROM jobs WHERE ", kUnfinished,
-                                          " ORDER BY seq"));
+      "dataset", id, "SELECT sha256 FROM datasets WHERE id = ?",
+      "DELETE FROM datasets WHERE id = ?", [&](store::Transaction& tx) -> absl::Status {
+        auto jobs = tx.Query(
+            absl::StrCat("SELECT id, spec FROM jobs WHERE ", kUnfinished, " ORDER BY seq"));
         if (!jobs.ok()) return jobs.status();
         std::vector<std::string> users;
         for (const Row& r : *jobs) {
@@ -239,7 +238,8 @@ absl::Status RegistryStore::DeleteAndCollect(
     if (!*referenced) garbage.insert(AsString(row[0]));
   }
   for (const std::string& sha : garbage) {
-    if (absl::Status s = (*tx)->Exec("DELETE FROM blobs WHERE sha256 = ?", {sha}); !s.ok()) return s;
+    if (absl::Status s = (*tx)->Exec("DELETE FROM blobs WHERE sha256 = ?", {sha}); !s.ok())
+      return s;
   }
   if (absl::Status s = (*tx)->Commit(); !s.ok()) return s;
   tx->reset();

@@ -63,16 +63,16 @@ class RegistryStore {
 
   // Base models. Ids are "m-<12 hex>". Insert records blobs already stored.
   absl::StatusOr<v1::BaseModel> InsertModel(v1::BaseModel model);  // fills id, digest, created_at
-  absl::StatusOr<v1::BaseModel> GetModel(const std::string& id);     // NotFound naming the id
-  absl::StatusOr<std::vector<v1::BaseModel>> ListModels();          // newest first
+  absl::StatusOr<v1::BaseModel> GetModel(const std::string& id);   // NotFound naming the id
+  absl::StatusOr<std::vector<v1::BaseModel>> ListModels();         // newest first
   // FailedPrecondition while QUEUED/ASSIGNED/RUNNING jobs name the model.
   // NotFound naming the id. Removes the row, then unreferenced blobs.
   absl::Status DeleteModel(const std::string& id);
 
   // Datasets. Ids are "d-<12 hex>".
   absl::StatusOr<v1::Dataset> InsertDataset(v1::Dataset dataset);  // fills id, created_at
-  absl::StatusOr<v1::Dataset> GetDataset(const std::string& id);     // NotFound naming the id
-  absl::StatusOr<std::vector<v1::Dataset>> ListDatasets();          // newest first
+  absl::StatusOr<v1::Dataset> GetDataset(const std::string& id);   // NotFound naming the id
+  absl::StatusOr<std::vector<v1::Dataset>> ListDatasets();         // newest first
   // FailedPrecondition while QUEUED/ASSIGNED/RUNNING jobs train or evaluate
   // on it (their JobSpec names it). NotFound naming the id. Removes the row,
   // then unreferenced blobs.

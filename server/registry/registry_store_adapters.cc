@@ -1,7 +1,5 @@
 // RegistryStore: adapters (insert inside the caller's transaction, get,
 // filtered newest-first pages, delete).
-#include "server/registry/registry_store.h"
-
 #include <algorithm>
 #include <cstdio>
 
@@ -9,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/registry/registry_rows.h"
+#include "server/registry/registry_store.h"
 #include "server/store/schema.h"
 
 namespace qwha::registry {
@@ -87,8 +86,8 @@ absl::StatusOr<v1::Adapter> RegistryStore::GetAdapter(const std::string& id) {
   return adapter;
 }
 
-absl::StatusOr<std::vector<v1::Adapter>> RegistryStore::ListAdapters(
-    const AdapterFilter& filter, std::string* next_page_token) {
+absl::StatusOr<std::vector<v1::Adapter>> RegistryStore::ListAdapters(const AdapterFilter& filter,
+                                                                     std::string* next_page_token) {
   const int page_size = std::clamp(filter.page_size, 1, kMaxPageSize);
   std::string sql = "SELECT record, created_at, id FROM adapters a WHERE 1";
   std::vector<store::Value> params;

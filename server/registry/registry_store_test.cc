@@ -94,9 +94,8 @@ TEST_F(RegistryStoreTest, ModelsInsertGetListDelete) {
   ASSERT_TRUE(inserted.ok()) << inserted.status();
   EXPECT_EQ(inserted->id().size(), 14u);
   EXPECT_EQ(inserted->id().substr(0, 2), "m-");
-  EXPECT_EQ(inserted->digest(),
-            io::Sha256OfFileSet({{"model.safetensors", model.files(1).sha256()},
-                                 {"config.json", model.files(0).sha256()}}));
+  EXPECT_EQ(inserted->digest(), io::Sha256OfFileSet({{"model.safetensors", model.files(1).sha256()},
+                                                     {"config.json", model.files(0).sha256()}}));
   EXPECT_GT(inserted->created_at().seconds(), 0);
 
   auto got = registry_->GetModel(inserted->id());
@@ -115,8 +114,7 @@ TEST_F(RegistryStoreTest, ModelsInsertGetListDelete) {
   missing.set_name("missing");
   *missing.add_files() = model.files(0);
   missing.mutable_files(0)->set_sha256(std::string(64, 'a'));
-  EXPECT_EQ(registry_->InsertModel(missing).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(registry_->InsertModel(missing).status().code(), absl::StatusCode::kFailedPrecondition);
 
   ASSERT_TRUE(registry_->DeleteModel(inserted->id()).ok());
   EXPECT_FALSE(blobs_->Contains(model.files(0).sha256()));
@@ -224,8 +222,9 @@ TEST_F(RegistryStoreTest, AdaptersFilterPaginateAndCollect) {
   const std::string id = *ids.begin();
   auto adapter = registry_->GetAdapter(id);
   ASSERT_TRUE(adapter.ok());
-  EXPECT_EQ(adapter->digest(), io::Sha256OfFileSet({{"adapter.safetensors", adapter->files(0).sha256()},
-                                                    {"metrics.json", adapter->files(1).sha256()}}));
+  EXPECT_EQ(adapter->digest(),
+            io::Sha256OfFileSet({{"adapter.safetensors", adapter->files(0).sha256()},
+                                 {"metrics.json", adapter->files(1).sha256()}}));
   ASSERT_TRUE(registry_->DeleteAdapter(id).ok());
   EXPECT_FALSE(blobs_->Contains(adapter->files(0).sha256()));
   EXPECT_TRUE(blobs_->Contains(adapter->files(1).sha256()));
@@ -267,10 +266,10 @@ TEST_F(RegistryStoreTest, CheckpointReferencesKeepBlobsAndUsageCounts) {
   auto inserted = registry_->InsertModel(model);
   ASSERT_TRUE(inserted.ok());
   InsertJob("j-done", 4, "m-other", "d-x");
-  absl::Status checkpoint =
-      db_->Exec("INSERT INTO job_checkpoints(job_id, checkpoint, name, sha256, size) "
-                "VALUES(?, 'step-1', 'state.bin', ?, 12)",
-                {"j-done", model.files(0).sha256()});
+  absl::Status checkpoint = db_->Exec(
+      "INSERT INTO job_checkpoints(job_id, checkpoint, name, sha256, size) "
+      "VALUES(?, 'step-1', 'state.bin', ?, 12)",
+      {"j-done", model.files(0).sha256()});
   ASSERT_TRUE(checkpoint.ok()) << checkpoint;
   auto usage = registry_->Usage();
   ASSERT_TRUE(usage.ok());
@@ -282,8 +281,7 @@ TEST_F(RegistryStoreTest, CheckpointReferencesKeepBlobsAndUsageCounts) {
 
   // A committed but unnamed blob goes; a named one stays.
   v1::FileInfo orphan = Blob("orphan", "nobody names me");
-  ASSERT_TRUE(
-      registry_->RemoveUnreferencedBlobs({orphan.sha256(), model.files(0).sha256()}).ok());
+  ASSERT_TRUE(registry_->RemoveUnreferencedBlobs({orphan.sha256(), model.files(0).sha256()}).ok());
   EXPECT_FALSE(blobs_->Contains(orphan.sha256()));
   EXPECT_TRUE(blobs_->Contains(model.files(0).sha256()));
 }

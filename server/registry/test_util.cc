@@ -45,16 +45,16 @@ RegistryHarness::RegistryHarness(RegistryOptions options)
     }
     return absl::OkStatus();
   };
-  service_ = std::make_unique<RegistryServiceImpl>(registry_.get(), std::move(options), auth,
-                                                   metrics_);
+  service_ =
+      std::make_unique<RegistryServiceImpl>(registry_.get(), std::move(options), auth, metrics_);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   EXPECT_GT(port, 0);
-  stub_ = v1::RegistryService::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                                           grpc::InsecureChannelCredentials()));
+  stub_ = v1::RegistryService::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
 }
 
 RegistryHarness::~RegistryHarness() {

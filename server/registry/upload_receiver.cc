@@ -36,13 +36,12 @@ absl::Status UploadReceiver::Header(const v1::UploadHeader& header) {
   if (has_header_) return absl::InvalidArgumentError("header: sent more than once");
   if (absl::Status s = ValidateName("name", header.name()); !s.ok()) return s;
   if (header.files().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("header.files: ", kind_, " ", header.name(),
-                                                   " declares no files"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.files: ", kind_, " ", header.name(), " declares no files"));
   }
   if (header.files_size() > max_files_) {
-    return absl::InvalidArgumentError(absl::StrCat("header.files: ", header.files_size(),
-                                                   " files; a ", kind_, " has at most ",
-                                                   max_files_));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "header.files: ", header.files_size(), " files; a ", kind_, " has at most ", max_files_));
   }
   std::map<std::string, File> files;  // kept only if the whole header is valid
   int64_t total = 0;
@@ -61,9 +60,9 @@ absl::Status UploadReceiver::Header(const v1::UploadHeader& header) {
     }
     total += f.size();
     if (f.size() > limit_ || total > limit_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "file ", f.name(), ": ", kind_, " ", header.name(), " would be ", total,
-          " bytes or more, over the limit of ", limit_, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("file ", f.name(), ": ", kind_, " ", header.name(), " would be ", total,
+                       " bytes or more, over the limit of ", limit_, " bytes"));
     }
     files[f.name()].declared = f.size();
     files[f.name()].sha256 = std::move(sha);
@@ -82,8 +81,8 @@ absl::StatusOr<UploadReceiver::File*> UploadReceiver::Writable(const std::string
   }
   File& file = it->second;
   if (!file.writer) {
-    auto writer = blobs_->NewWriter(absl::StrCat(kind_, " ", header_.name(), " file ", name),
-                                    file.declared);
+    auto writer =
+        blobs_->NewWriter(absl::StrCat(kind_, " ", header_.name(), " file ", name), file.declared);
     if (!writer.ok()) return writer.status();
     file.writer = *std::move(writer);
   }
@@ -93,8 +92,9 @@ absl::StatusOr<UploadReceiver::File*> UploadReceiver::Writable(const std::string
 absl::Status UploadReceiver::Message(const v1::UploadChunk& chunk) {
   if (chunk.has_header() || !has_header_) {
     return chunk.has_header() ? Header(chunk.header())
-                              : absl::InvalidArgumentError("header: the first message must be "
-                                                           "the upload header");
+                              : absl::InvalidArgumentError(
+                                    "header: the first message must be "
+                                    "the upload header");
   }
   const v1::FileData& data = chunk.data();
   auto file = Writable(data.name());
@@ -120,9 +120,8 @@ absl::Status UploadReceiver::CheckComplete() {
     const File& file = files_.at(f.name());
     const int64_t got = file.writer ? file.writer->size() : 0;
     if (got != file.declared) {
-      return absl::InvalidArgumentError(absl::StrCat("file ", f.name(), ": received ", got,
-                                                     " bytes, the header declared ",
-                                                     file.declared));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "file ", f.name(), ": received ", got, " bytes, the header declared ", file.declared));
     }
   }
   return absl::OkStatus();

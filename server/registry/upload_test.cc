@@ -71,7 +71,8 @@ TEST(DatasetValidatorTest, BomCrlfBlankLinesMissingFinalNewline) {
   EXPECT_EQ(v.format(), "messages");
 
   DatasetValidator mixed("mixed");
-  absl::Status s = FeedInPieces(mixed, "{\"text\": \"a\"}\n\n{\"prompt\": \"p\", \"completion\": \"c\"}\n", 1);
+  absl::Status s =
+      FeedInPieces(mixed, "{\"text\": \"a\"}\n\n{\"prompt\": \"p\", \"completion\": \"c\"}\n", 1);
   EXPECT_NE(s.message().find("dataset mixed line 3: form"), std::string::npos) << s;
   EXPECT_NE(s.message().find("of line 1"), std::string::npos) << s;
 
