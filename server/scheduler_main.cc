@@ -108,7 +108,12 @@ int main(int argc, char** argv) {
   scheduler::SchedulerOptions options;
   options.lease_seconds = flags.lease_seconds;
   scheduler::SchedulerObserver observer;
-  observer.on_transition = [&](v1::JobState from, v1::JobState to) { metrics.CountTransition(from, to); };
+  registry::RegistryServiceImpl* registry_service_ptr = nullptr;  // set below
+  observer.on_transition = [&](v1::JobState from, v1::JobState to) {
+    metrics.CountTransition(from, to);
+    // A new adapter changes the registry's byte gauges.
+    if (to == v1::SUCCEEDED && registry_service_ptr) registry_service_ptr->RefreshMetrics();
+  };
   observer.on_assigned = [&](double s) { metrics.ObserveQueueWait(s); };
   observer.on_phase_done = [&](v1::Phase p, double s) { metrics.ObservePhase(p, s); };
   scheduler::Scheduler scheduler(db->get(), &registry_store, options,
@@ -123,8 +128,9 @@ int main(int argc, char** argv) {
       &registry_store, registry_options,
       [token](grpc::ServerContext* context) { return api::CheckToken(context, token); },
       prometheus_registry);
+  registry_service_ptr = &registry_service;
   api::JobServiceImpl job_service(&scheduler, &metrics, flags.token);
-  api::WorkerServiceImpl worker_service(&scheduler, blobs->get(), &metrics,
+  api::WorkerServiceImpl worker_service(&scheduler, &registry_store, &metrics,
                                         {flags.token, flags.max_upload_bytes});
 
   auto http = http::HttpServer::Start(flags.http, prometheus_registry);

@@ -94,7 +94,8 @@ grpc::Status WorkerServiceImpl::UploadFile(grpc::ServerContext* context,
                                    absl::StrCat("file.size: ", file.size(), " is outside [0, ",
                                                 options_.max_upload_bytes, "]")));
   }
-  if (header.kind() == v1::UploadFileRequest::Header::CHECKPOINT && header.checkpoint().empty()) {
+  if (header.kind() == v1::UploadFileRequest::Header::CHECKPOINT &&
+      (header.checkpoint().empty() || header.checkpoint() == scheduler::kResultFiles)) {
     return scope.Done(grpc::Status(grpc::INVALID_ARGUMENT, "checkpoint: required for CHECKPOINT files"));
   }
   if (header.kind() == v1::UploadFileRequest::Header::KIND_UNSPECIFIED) {
@@ -111,12 +112,17 @@ grpc::Status WorkerServiceImpl::UploadFile(grpc::ServerContext* context,
     }
     if (absl::Status s = (*writer)->Append(message.data()); !s.ok()) return scope.Done(ToGrpc(s));
   }
+  // The blob must be named by a row before a concurrent delete could collect
+  // it: hold the registry's write guard from the commit to that row. RESULT
+  // files are recorded under the reserved checkpoint name until CompleteJob
+  // names them from the adapter.
+  auto guard = registry_->GuardBlobWrites();
   auto info = (*writer)->Commit(file.sha256(), file.size());
   if (!info.ok()) return scope.Done(ToGrpc(info.status()));
-  if (header.kind() == v1::UploadFileRequest::Header::CHECKPOINT) {
-    absl::Status s = scheduler_->AddCheckpointFile(header.job_id(), header.lease_id(), header.checkpoint(), file);
-    if (!s.ok()) return scope.Done(ToGrpc(s));
-  }
+  bool checkpoint = header.kind() == v1::UploadFileRequest::Header::CHECKPOINT;
+  absl::Status recorded = scheduler_->AddCheckpointFile(
+      header.job_id(), header.lease_id(), checkpoint ? header.checkpoint() : scheduler::kResultFiles, file);
+  if (!recorded.ok()) return scope.Done(ToGrpc(recorded));
   *response->mutable_file() = file;
   return scope.Done(grpc::Status::OK);
 }

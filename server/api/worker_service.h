@@ -23,9 +23,13 @@ struct WorkerServiceOptions {
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(scheduler::Scheduler* scheduler, registry::BlobStore* blobs,
+  WorkerServiceImpl(scheduler::Scheduler* scheduler, registry::RegistryStore* registry,
                     SchedulerMetrics* metrics, WorkerServiceOptions options)
-      : scheduler_(scheduler), blobs_(blobs), metrics_(metrics), options_(std::move(options)) {}
+      : scheduler_(scheduler),
+        registry_(registry),
+        blobs_(registry->blobs()),
+        metrics_(metrics),
+        options_(std::move(options)) {}
 
   grpc::Status RegisterWorker(grpc::ServerContext* context, const v1::RegisterWorkerRequest* request,
                               v1::RegisterWorkerResponse* response) override;
@@ -50,6 +54,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 
  private:
   scheduler::Scheduler* scheduler_;
+  registry::RegistryStore* registry_;
   registry::BlobStore* blobs_;
   SchedulerMetrics* metrics_;
   WorkerServiceOptions options_;

@@ -30,6 +30,10 @@
 
 namespace qwha::scheduler {
 
+// The job_checkpoints set name under which uploaded RESULT files are kept
+// (so the blob store's collector sees them referenced) until CompleteJob.
+inline constexpr char kResultFiles[] = "result";
+
 struct SchedulerOptions {
   double lease_seconds = 15;          // a lease lasts this long after each heartbeat
   int32_t default_max_attempts = 3;   // Resources.max_attempts = 0

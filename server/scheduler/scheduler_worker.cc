@@ -186,7 +186,9 @@ absl::Status Scheduler::AddCheckpointFile(const std::string& job_id, const std::
 }
 
 absl::Status Scheduler::CommitCheckpoint(const v1::CommitCheckpointRequest& request) {
-  if (request.checkpoint().empty()) return absl::InvalidArgumentError("checkpoint: required");
+  if (request.checkpoint().empty() || request.checkpoint() == kResultFiles) {
+    return absl::InvalidArgumentError("checkpoint: required (and not the reserved name \"result\")");
+  }
   std::vector<std::string> stale;
   {
     ASSIGN_OR_RETURN(auto tx, db_->Begin());
@@ -204,21 +206,18 @@ absl::Status Scheduler::CommitCheckpoint(const v1::CommitCheckpointRequest& requ
                                                           request.checkpoint(), " was not uploaded"));
       }
     }
-    ASSIGN_OR_RETURN(auto old, tx->Query("SELECT sha256 FROM job_checkpoints WHERE job_id = ? AND checkpoint != ?",
-                                         {request.job_id(), request.checkpoint()}));
+    ASSIGN_OR_RETURN(auto old, tx->Query("SELECT sha256 FROM job_checkpoints WHERE job_id = ? AND "
+                                         "checkpoint != ? AND checkpoint != ?",
+                                         {request.job_id(), request.checkpoint(), std::string(kResultFiles)}));
     for (const auto& r : old) stale.push_back(AsString(r[0]));
-    RETURN_IF_ERROR(tx->Exec("DELETE FROM job_checkpoints WHERE job_id = ? AND checkpoint != ?",
-                             {request.job_id(), request.checkpoint()}));
+    RETURN_IF_ERROR(tx->Exec("DELETE FROM job_checkpoints WHERE job_id = ? AND checkpoint != ? AND checkpoint != ?",
+                             {request.job_id(), request.checkpoint(), std::string(kResultFiles)}));
     row.job.set_resume_checkpoint(request.checkpoint());
     RETURN_IF_ERROR(AppendEvent(*tx, row, v1::JobEvent::LOG,
                                 absl::StrCat("checkpoint ", request.checkpoint(), " saved")));
     RETURN_IF_ERROR(tx->Commit());
   }
-  for (const std::string& sha : stale) {
-    auto referenced = registry_->BlobReferenced(sha);
-    if (referenced.ok() && !*referenced) (void)registry_->blobs()->Remove(sha);
-  }
-  return absl::OkStatus();
+  return registry_->RemoveUnreferencedBlobs(stale);
 }
 
 absl::StatusOr<bool> Scheduler::MayRead(const std::string& job_id, const std::string& lease_id,

@@ -43,6 +43,7 @@ constexpr const char* kTables[] = {
     R"(CREATE TABLE IF NOT EXISTS job_events(
          job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
          seq INTEGER NOT NULL,
+         type INTEGER NOT NULL,
          event BLOB NOT NULL,
          PRIMARY KEY(job_id, seq)))",
     R"(CREATE TABLE IF NOT EXISTS job_checkpoints(
