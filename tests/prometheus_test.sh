@@ -47,7 +47,7 @@ except Exception:
 PY
 }
 want=("qwha_jobs" "qwha_workers_live" "qwha_rpc_requests_total" 'up{job="qwha-scheduler"} == 1'
-      'up{job="qwha-worker"} == 1' "qwha_worker_memory_total_bytes")
+      'up{job="qwha-worker"} == 1' "qwha_worker_device_memory_total_bytes" "qwha_worker_training_loss")
 for q in "${want[@]}"; do
   found=0
   for _ in $(seq 60); do
