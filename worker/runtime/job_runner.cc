@@ -121,9 +121,14 @@ class JobRunner::Job {
     progress_.set_eval_loss(proto.eval_loss());
     if (p.phase != "eval") progress_.set_loss(proto.loss());
     report_pending_ = true;
-    if (Clock::now() - last_log_ >= r_.config_.log_interval || p.step == p.total_steps) {
+    char line[200];
+    if (p.phase == "eval") {
+      std::snprintf(line, sizeof(line), "step %lld/%lld eval loss %.4f",
+                    static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
+                    p.eval_loss);
+      Log(line);
+    } else if (Clock::now() - last_log_ >= r_.config_.log_interval || p.step == p.total_steps) {
       last_log_ = Clock::now();
-      char line[200];
       std::snprintf(line, sizeof(line), "step %lld/%lld loss %.4f lr %.3g %.0f tok/s ETA %s",
                     static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
                     p.lr, p.tokens_per_second, train::FormatDuration(p.eta_seconds).c_str());
