@@ -39,7 +39,7 @@ job=$("$ctl" submit --model "$model" --train-dataset "$train" --eval-dataset "$e
   --name demo "$@" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "job $job submitted; watching"
 "$ctl" watch "$job"
-adapter=$("$ctl" get "$job" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["adapterId"])')
+adapter=$("$ctl" get "$job" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["adapter_id"])')
 "$ctl" adapters pull "$adapter" --dir "$demo/adapter"
 # Verify independently: each pulled file's sha256 equals the registry's.
 "$ctl" adapters get "$adapter" -o json | python3 -c '
@@ -50,6 +50,6 @@ for f in adapter["files"]:
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
     assert digest == f["sha256"], f"{path}: {digest} != {f[\"sha256\"]}"
     print(f"verified {f[\"name\"]:24} {int(f[\"size\"]):>10} bytes  sha256 {digest[:16]}…")
-print("metrics:", adapter.get("metricsJson", "")[:400])
+print("metrics:", adapter.get("metrics_json", "")[:400])
 ' "$demo/adapter"
 echo "adapter $adapter pulled to $demo/adapter"
