@@ -63,8 +63,15 @@ class SchedulerTest : public ::testing::Test {
     registry_ = std::make_unique<registry::RegistryStore>(db_.get(), blobs_.get());
     SchedulerOptions options;
     options.lease_seconds = lease_seconds;
+    // Observers run after the commit and may read the store (the scheduler
+    // process refreshes registry gauges from them): this must not deadlock.
+    SchedulerObserver observer;
+    observer.on_transition = [this](v1::JobState, v1::JobState) {
+      ASSERT_TRUE(db_->Query("SELECT COUNT(*) FROM jobs").ok());
+      ++transitions_;
+    };
     scheduler_ = std::make_unique<Scheduler>(db_.get(), registry_.get(), options,
-                                             std::make_unique<FitFirstPolicy>());
+                                             std::make_unique<FitFirstPolicy>(), observer);
   }
 
   v1::JobSpec Spec(int priority = 0) {
@@ -100,6 +107,7 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<registry::BlobStore> blobs_;
   std::unique_ptr<registry::RegistryStore> registry_;
   std::unique_ptr<Scheduler> scheduler_;
+  int transitions_ = 0;
 };
 
 TEST_F(SchedulerTest, BadSpecsNameTheFieldAndStoreNothing) {
@@ -190,6 +198,7 @@ TEST_F(SchedulerTest, JobRunsToSuccessAndLeavesAnAdapter) {
     if (e.type() == v1::JobEvent::STATE) states.push_back(e.job().state());
   }
   EXPECT_EQ(states, (std::vector<v1::JobState>{v1::QUEUED, v1::ASSIGNED, v1::RUNNING, v1::SUCCEEDED}));
+  EXPECT_EQ(transitions_, 4);
   EXPECT_EQ(scheduler_->Cancel(job->id()).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 

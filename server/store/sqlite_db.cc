@@ -128,6 +128,7 @@ absl::Status Transaction::Commit() {
   auto done = db_->RunLocked("COMMIT", {});
   if (!done.ok()) return done.status();
   open_ = false;
+  lock_.unlock();  // the Db is free for other callers from here on
   return absl::OkStatus();
 }
 
@@ -135,6 +136,7 @@ void Transaction::Rollback() {
   if (!open_) return;
   (void)db_->RunLocked("ROLLBACK", {});
   open_ = false;
+  lock_.unlock();
 }
 
 }  // namespace qwha::store

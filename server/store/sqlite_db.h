@@ -46,7 +46,9 @@ class Transaction {
   absl::StatusOr<std::vector<Row>> Query(const std::string& sql, const std::vector<Value>& params = {});
   absl::Status Exec(const std::string& sql, const std::vector<Value>& params = {});
   int64_t changes() const;  // rows changed by the last Exec
-  absl::Status Commit();    // durable when OK (synchronous=FULL)
+  // Durable when OK (synchronous=FULL). Commit and Rollback release the
+  // Db's lock; the Transaction must not be used afterwards.
+  absl::Status Commit();
   void Rollback();
 
  private:
