@@ -98,6 +98,7 @@ int WorkerMain(const std::vector<std::string>& args) {
             << flags->scheduler << ", work dir " << flags->work_dir << "\n";
   absl::Status st = RunWorkerLoop(client, session, runner, probe,
                                   std::chrono::milliseconds(flags->poll_ms), g_stop);
+  g_stop = true;  // ends a re-registration the heartbeat thread may be retrying
   session.StopHeartbeats();
   if (!st.ok()) {
     std::cerr << "qwha-worker: " << st.message() << "\n";
