@@ -1,0 +1,53 @@
+// Internal to ServingModel (serving_model.cc, serving_forward.cc): the layer
+// weights and the per-step row layout. Not a public contract.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "worker/serve/serving_model.h"
+
+namespace qwha::serve {
+
+// One decoder layer's serving weights (deq(Q) or W, in the serving dtype).
+struct ServingModel::Layer {
+  torch::Tensor input_norm, post_norm;  // [hidden]
+  torch::Tensor w_qkv, b_qkv;           // [q_out + 2 kv_out, hidden] (bias optional)
+  torch::Tensor w_o, b_o;               // [hidden, q_out]
+  torch::Tensor w_gate_up, b_gate_up;   // [2 inter, hidden]
+  torch::Tensor w_down, b_down;         // [hidden, inter]
+};
+
+// Where each row (token) of a step comes from, and which rows each adapter
+// corrects.
+struct ServingModel::Rows {
+  int64_t count = 0;              // N: tokens in the step
+  torch::Tensor slot;             // [N] int64: KV slot of each row
+  torch::Tensor position;         // [N] int64: position of each row
+  torch::Tensor last;             // [segments] int64: each segment's last row
+
+  // Single-token segments attend in one batch.
+  torch::Tensor single_rows;      // [D] int64 rows (undefined if D == 0)
+  torch::Tensor single_slots;     // [D] int64
+  torch::Tensor single_length;    // [D] int64: keys visible (position + 1)
+  int64_t single_count = 0;
+  int64_t single_max_length = 0;
+  bool single_leading = false;    // rows 0..D-1 in slots 0..D-1: no gathers
+
+  // Longer segments (prompts) attend one by one.
+  struct Span {
+    int64_t first_row, count, slot, start;
+  };
+  std::vector<Span> spans;
+
+  struct Group {
+    const ServingAdapter* adapter;
+    torch::Tensor rows;  // [m] int64
+    bool all = false;    // every row of the step
+  };
+  std::vector<Group> groups;
+};
+
+}  // namespace qwha::serve
