@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # train-throughput on a GPU machine: training tokens/s and peak GPU memory of qwha-train
 # (2-bit QWHA, rank-64 budget) vs HF transformers + PEFT LoRA r=64 on the bf16 model, same
-# LLaMA-3.2-1B-shaped random weights, batches of 8x512 tokens, in one run.
-#   scripts/train-throughput.sh OUTDIR [STEPS]     (after scripts/gpu-check.sh built build-gpu)
+# LLaMA-3.2-1B-shaped random weights, batches of 8x512 input tokens, in one run.
+#   scripts/train-throughput.sh OUTDIR [STEPS] [WARMUP]   (after scripts/gpu-check.sh built build-gpu)
+# Both sides run WARMUP + STEPS optimizer steps and time the last STEPS (default 30 after 3):
+# qwha-train's "steady state" line, the "tokens_per_second" of the PEFT JSON. qwha-train's
+# --seq-len 511 gives rows of 512 input tokens (511 rows of labels + the next token), as
+# PEFT's 512-token rows with labels = input_ids.
+# QWHA_TT_VARIANTS (space-separated) adds qwha-train runs after the default one:
+#   eager-attention  --attention eager         full-logits  --loss-chunk 0
+#   fp32-adapter     --adapter-dtype float32   previous     all three (the code before them)
+#   phases           --profile-phases (per-phase ms/step, a device sync after each phase)
 set -uo pipefail
-out="${1:?usage: scripts/train-throughput.sh OUTDIR [STEPS]}"
+out="${1:?usage: scripts/train-throughput.sh OUTDIR [STEPS] [WARMUP]}"
 steps="${2:-30}"
+warmup="${3:-3}"
 cd "$(dirname "$0")/.."
 build="${QWHA_BUILD_DIR:-build-gpu}"
 export LD_LIBRARY_PATH="$PWD/.deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -13,8 +22,30 @@ work="$(mktemp -d)"
 mkdir -p "$out"
 python3 scripts/bench/peft_lora_throughput.py make-model "$work/model" || exit 1
 cp tests/fixtures/tokenizer/llama3_style/tokenizer.json "$work/model/"
-"$build/qwha-train" --model "$work/model" --data "$work/model/train.jsonl" --output "$work/qwha" \
-  --eval-fraction 0 --bits 2 --rank 64 --steps "$steps" --batch-size 8 --seq-len 512 \
-  --calibration-batches 2 --lr 1e-4 2>"$out/qwha-train.log" | tee "$out/qwha-train.txt"
-python3 scripts/bench/peft_lora_throughput.py peft "$work/model" "$steps" | tee "$out/peft.json"
+
+# One qwha-train run: NAME, then extra flags. (No --cache-dir: the float64 calibration Grams
+# of this model are about 10 GB, slower to write and read than to recompute from 2 batches.)
+qwha() {
+  local name="$1"
+  shift
+  echo "== qwha-train $name: $*" | tee -a "$out/qwha-train.txt"
+  "$build/qwha-train" --model "$work/model" --data "$work/model/train.jsonl" \
+    --output "$work/qwha-$name" \
+    --eval-fraction 0 --bits 2 --rank 64 --steps "$((steps + warmup))" --batch-size 8 \
+    --seq-len 511 --calibration-batches 2 --lr 1e-4 "$@" \
+    2>"$out/qwha-train-$name.log" | tee -a "$out/qwha-train.txt"
+}
+qwha default
+for v in ${QWHA_TT_VARIANTS:-}; do
+  case "$v" in
+    eager-attention) qwha "$v" --attention eager ;;
+    full-logits) qwha "$v" --loss-chunk 0 ;;
+    fp32-adapter) qwha "$v" --adapter-dtype float32 ;;
+    previous) qwha "$v" --attention eager --loss-chunk 0 --adapter-dtype float32 ;;
+    phases) qwha "$v" --profile-phases ;;
+    *) echo "unknown variant $v" >&2 ;;
+  esac
+done
+python3 scripts/bench/peft_lora_throughput.py peft "$work/model" "$steps" "$warmup" \
+  | tee "$out/peft.json"
 rm -rf "$work"

@@ -3,8 +3,10 @@
 
   make-model DIR        a LLaMA-3.2-1B-shaped model with random weights (bf16 safetensors)
                         and a synthetic JSONL text dataset DIR/train.jsonl
-  peft DIR STEPS        HF transformers + PEFT LoRA r=64 (all 7 projections) on the bf16
-                        model, AdamW, batches of 8x512 tokens; prints one JSON line with
+  peft DIR STEPS [WARMUP]
+                        HF transformers + PEFT LoRA r=64 (all 7 projections) on the bf16
+                        model, AdamW, batches of 8x512 tokens; runs WARMUP (default 3) +
+                        STEPS steps, times the last STEPS; prints one JSON line with
                         tokens/s and peak GPU memory.
 """
 import json
@@ -35,7 +37,7 @@ def make_model(out):
     print(f"wrote {out}")
 
 
-def peft(model_dir, steps):
+def peft(model_dir, steps, warmup=3):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -55,7 +57,6 @@ def peft(model_dir, steps):
     opt = torch.optim.AdamW(params, lr=1e-4)
     batch = torch.randint(0, 4000, (8, 512), device="cuda")
     torch.cuda.reset_peak_memory_stats()
-    warmup = 3
     for i in range(steps + warmup):
         if i == warmup:
             torch.cuda.synchronize()
@@ -68,6 +69,8 @@ def peft(model_dir, steps):
     seconds = time.perf_counter() - start
     print(json.dumps({"impl": "transformers+peft lora r=64 bf16",
                       "attn": getattr(model.config, "_attn_implementation", "?"),
+                      "steps": steps, "warmup_steps": warmup,
+                      "ms_per_step": 1e3 * seconds / steps,
                       "tokens_per_second": 8 * 512 * steps / seconds,
                       "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
                       "trainable": sum(p.numel() for p in params)}))
@@ -77,6 +80,6 @@ if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "make-model":
         make_model(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "peft":
-        peft(sys.argv[2], int(sys.argv[3]))
+        peft(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) >= 5 else 3)
     else:
         sys.exit(__doc__)

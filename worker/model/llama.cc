@@ -1,6 +1,7 @@
 #include "worker/model/llama.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
 
 #include <cmath>
 #include <limits>
@@ -8,6 +9,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/model/rope.h"
+
+// scaled_dot_product_attention arrived in LibTorch 2.0 (Debian's 1.13 lacks it).
+#if TORCH_VERSION_MAJOR >= 2
+#define QWHA_HAS_SDPA 1
+#else
+#define QWHA_HAS_SDPA 0
+#endif
 
 namespace qwha::model {
 
@@ -69,7 +77,31 @@ torch::Tensor RandomTensor(const std::string& name, const std::vector<int64_t>& 
   return t;
 }
 
+// Attention through scaled_dot_product_attention: q [B, H, T, D], k and v
+// [B, KV, S, D]. The kv heads are repeated to H (repeat_kv: the fused kernels
+// need equal head counts in every LibTorch 2.x). `causal` asks for the kernel's
+// own causal mask (T == S, no window); otherwise `allowed` [T, S] is the mask.
+torch::Tensor FusedAttention(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                             const torch::Tensor& allowed, bool causal) {
+#if QWHA_HAS_SDPA
+  const int64_t b = k.size(0), kv_heads = k.size(1), s = k.size(2), d = k.size(3);
+  const int64_t groups = q.size(1) / kv_heads;
+  if (groups > 1) {
+    k = k.unsqueeze(2).expand({b, kv_heads, groups, s, d}).reshape({b, kv_heads * groups, s, d});
+    v = v.unsqueeze(2).expand({b, kv_heads, groups, s, d}).reshape({b, kv_heads * groups, s, d});
+  }
+  // Default scale 1/sqrt(D), as in the eager path.
+  if (causal) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, /*is_causal=*/false);
+#else
+  (void)q, (void)k, (void)v, (void)allowed, (void)causal;
+  TORCH_CHECK(false, "fused attention needs LibTorch >= 2.0");
+#endif
+}
+
 }  // namespace
+
+bool FusedAttentionAvailable() { return QWHA_HAS_SDPA != 0; }
 
 void KvCache::Clear() {
   keys_.clear();
@@ -79,7 +111,19 @@ void KvCache::Clear() {
 
 LlamaModel::LlamaModel(const ModelConfig& config, const torch::Device& device,
                        torch::ScalarType dtype)
-    : config_(config), device_(device), dtype_(dtype) {}
+    : config_(config),
+      device_(device),
+      dtype_(dtype),
+      attention_impl_(FusedAttentionAvailable() ? AttentionImpl::kFused : AttentionImpl::kEager) {}
+
+absl::Status LlamaModel::SetAttentionImpl(AttentionImpl impl) {
+  if (impl == AttentionImpl::kFused && !FusedAttentionAvailable()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fused attention needs LibTorch >= 2.0; this build has ", TORCH_VERSION));
+  }
+  attention_impl_ = impl;
+  return absl::OkStatus();
+}
 
 LlamaModel::~LlamaModel() = default;
 
@@ -181,7 +225,8 @@ torch::Tensor LlamaModel::Project(const LinearSlot& slot, const torch::Tensor& x
 
 torch::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const torch::Tensor& x,
                                     const torch::Tensor& cos, const torch::Tensor& sin,
-                                    const torch::Tensor& allowed, KvCache* cache) const {
+                                    const torch::Tensor& allowed, bool causal,
+                                    KvCache* cache) const {
   const int64_t b = x.size(0);
   const int64_t t = x.size(1);
   const int64_t heads = config_.num_attention_heads;
@@ -205,6 +250,11 @@ torch::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const tor
     cv = v;
   }
   const int64_t s = k.size(2);
+
+  if (attention_impl_ == AttentionImpl::kFused) {
+    torch::Tensor out = FusedAttention(q, k, v, allowed, causal && s == t);
+    return Project(*layer.o, out.transpose(1, 2).reshape({b, t, heads * d}));
+  }
 
   // Query heads j·groups .. j·groups + groups - 1 share kv head j (repeat_kv):
   // fold the group into the query rows instead of repeating keys and values.
@@ -259,10 +309,12 @@ torch::Tensor LlamaModel::ForwardHidden(const torch::Tensor& input_ids, KvCache*
   torch::Tensor h = torch::embedding(embed_tokens_, ids);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = *layers_[l];
-    const torch::Tensor& allowed =
-        config_.UsesSlidingWindow(static_cast<int64_t>(l)) ? windowed : causal;
+    const bool sliding = config_.UsesSlidingWindow(static_cast<int64_t>(l));
+    const torch::Tensor& allowed = sliding ? windowed : causal;
+    // A plain causal mask over a fresh sequence: the fused kernel's own.
+    const bool plain_causal = start == 0 && (!sliding || config_.sliding_window >= t);
     h = h + Attention(layer, static_cast<int64_t>(l), RmsNorm(h, layer.input_norm), cos, sin,
-                      allowed, cache);
+                      allowed, plain_causal, cache);
     h = h + Mlp(layer, RmsNorm(h, layer.post_norm));
   }
   if (cache != nullptr) cache->length_ = start + t;

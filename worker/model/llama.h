@@ -11,6 +11,11 @@
 // the config has one), softmax in float32. RMSNorm and softmax compute in
 // float32 (float64 for a float64 model); everything else in the model dtype
 // (float32, bfloat16, float16, or float64 for reference checks).
+// Two implementations of the same function (AttentionImpl): the eager one
+// above, which materializes the [T, S] scores (and keeps them for backward),
+// and a fused one through scaled_dot_product_attention (LibTorch >= 2.0:
+// flash / memory-efficient kernels on CUDA, which keep only the output and
+// the row log-sum-exp). The fused one is the default where it exists.
 //
 // Each of the 7 projections of a layer is a LinearSlot (linear_slot.h): the
 // pipeline quantizes a model by replacing slot weights with QuantizedWeights,
@@ -19,7 +24,7 @@
 //
 // Thread safety: const methods (Forward, Generate, accessors) may run
 // concurrently, each with its own KvCache; anything that changes the model
-// (slot mutators, SetAdapterMode, SetLinearInputHook) needs external
+// (slot mutators, SetAdapterMode, SetAttentionImpl, SetLinearInputHook) needs external
 // synchronization with them. The hook is called from the thread that runs
 // Forward.
 #pragma once
@@ -80,6 +85,14 @@ struct GenerateOptions {
   uint64_t seed = 0;
 };
 
+enum class AttentionImpl {
+  kEager,  // matmul + masked softmax (float32) + matmul; every LibTorch
+  kFused,  // scaled_dot_product_attention; LibTorch >= 2.0 only
+};
+
+// True iff this build's LibTorch has scaled_dot_product_attention (>= 2.0).
+bool FusedAttentionAvailable();
+
 class LlamaModel {
  public:
   // A model of `config` from HF-named tensors (ExpectedTensors(config), any
@@ -137,6 +150,16 @@ class LlamaModel {
   void SetAdapterMode(AdapterMode mode) { adapter_mode_ = mode; }
   AdapterMode adapter_mode() const { return adapter_mode_; }
 
+  // The attention implementation (default kFused where FusedAttentionAvailable(),
+  // else kEager). InvalidArgument for kFused where it is not available.
+  absl::Status SetAttentionImpl(AttentionImpl impl);
+  AttentionImpl attention_impl() const { return attention_impl_; }
+
+  // The output projection [vocab, hidden] in the model dtype (the embedding
+  // matrix when the config ties them): Forward = ForwardHidden · lm_head()ᵀ.
+  // Frozen (never requires grad); valid for the model's lifetime.
+  const torch::Tensor& lm_head() const { return lm_head_; }
+
   // Installs (or, with an empty function, removes) the input hook.
   void SetLinearInputHook(LinearInputHook hook) { hook_ = std::move(hook); }
 
@@ -153,7 +176,7 @@ class LlamaModel {
   torch::Tensor Project(const LinearSlot& slot, const torch::Tensor& x) const;
   torch::Tensor Attention(const Layer& layer, int64_t index, const torch::Tensor& x,
                           const torch::Tensor& cos, const torch::Tensor& sin,
-                          const torch::Tensor& allowed, KvCache* cache) const;
+                          const torch::Tensor& allowed, bool causal, KvCache* cache) const;
   torch::Tensor Mlp(const Layer& layer, const torch::Tensor& x) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
 
@@ -166,6 +189,7 @@ class LlamaModel {
   torch::Tensor inv_freq_;      // [head_dim / 2], float32 (float64 for a float64 model)
   std::vector<std::unique_ptr<Layer>> layers_;
   AdapterMode adapter_mode_ = AdapterMode::kMerged;
+  AttentionImpl attention_impl_;
   LinearInputHook hook_;
 };
 

@@ -368,6 +368,88 @@ TEST(LlamaTest, KvCacheDecodingEqualsFullForward) {
   }
 }
 
+// The fused attention (scaled_dot_product_attention) computes the eager one's
+// function: logits and adapter gradients, with GQA, MQA + sliding window (the
+// masked path), and incremental decoding; on CUDA also in bfloat16 (flash /
+// memory-efficient kernels) against the float64 reference.
+TEST(LlamaTest, FusedAttentionEqualsEager) {
+  if (!FusedAttentionAvailable()) {
+    auto probe = LlamaModel::RandomInit(SmallConfig(), 1, torch::kCPU, torch::kFloat32);
+    EXPECT_EQ(probe->attention_impl(), AttentionImpl::kEager);
+    EXPECT_EQ(probe->SetAttentionImpl(AttentionImpl::kFused).code(),
+              absl::StatusCode::kInvalidArgument);
+    GTEST_SKIP() << "LibTorch < 2.0: only the eager attention exists";
+  }
+  for (const auto& device : Devices()) {
+    for (int variant = 0; variant < 2; ++variant) {
+      ModelConfig c = SmallConfig();
+      if (variant == 1) {
+        c.model_type = "mistral";
+        c.num_key_value_heads = 1;
+        c.sliding_window = 3;
+        c.sliding_layers = {true, false};
+      }
+      auto model = LlamaModel::RandomInit(c, 31, device, torch::kFloat32);
+      EXPECT_EQ(model->attention_impl(), AttentionImpl::kFused);
+      int index = 0;
+      for (LinearSlot* slot : model->LinearSlots()) {
+        adapters::AdapterConfig acfg;
+        acfg.type = adapters::AdapterType::kLora;
+        acfg.rank = 2;
+        acfg.seed = static_cast<uint64_t>(index++);
+        const torch::Tensor w = slot->weight();
+        auto adapter = adapters::InitializeAdapter(acfg, {w, w, torch::Tensor()});
+        ASSERT_TRUE(adapter.ok()) << adapter.status();
+        {
+          torch::NoGradGuard no_grad;
+          for (auto& p : (*adapter)->TrainableParameters()) p.add_(0.1 * torch::randn_like(p));
+        }
+        ASSERT_TRUE(slot->AttachAdapter(std::move(*adapter)).ok());
+      }
+      const torch::Tensor ids = RandomIds(2, 7, c.vocab_size, 4);
+      const torch::Tensor weights = torch::randn({2, 7, c.vocab_size}).to(device);
+      auto run = [&](AttentionImpl impl) {
+        EXPECT_TRUE(model->SetAttentionImpl(impl).ok());
+        for (LinearSlot* slot : model->LinearSlots()) {
+          for (auto& p : slot->adapter()->TrainableParameters()) p.mutable_grad().reset();
+        }
+        torch::Tensor logits = model->Forward(ids);
+        (logits * weights).sum().backward();
+        std::vector<torch::Tensor> grads = {logits.detach()};
+        for (LinearSlot* slot : model->LinearSlots()) {
+          for (auto& p : slot->adapter()->TrainableParameters()) grads.push_back(p.grad().clone());
+        }
+        return grads;
+      };
+      const std::vector<torch::Tensor> eager = run(AttentionImpl::kEager);
+      const std::vector<torch::Tensor> fused = run(AttentionImpl::kFused);
+      ASSERT_EQ(eager.size(), fused.size());
+      EXPECT_LT(MaxAbsDiff(fused[0], eager[0]), 1e-4) << device << " variant " << variant;
+      for (size_t i = 1; i < eager.size(); ++i) {
+        EXPECT_LT(RelErr(fused[i], eager[i]), 1e-4) << device << " variant " << variant << " " << i;
+      }
+      // Incremental decoding takes the masked path (queries after cached keys).
+      {
+        torch::NoGradGuard no_grad;
+        KvCache cache;
+        torch::Tensor first = model->Forward(ids.narrow(1, 0, 4), &cache);
+        torch::Tensor rest = model->Forward(ids.narrow(1, 4, 3), &cache);
+        EXPECT_LT(MaxAbsDiff(torch::cat({first, rest}, 1), eager[0]), 1e-4) << device;
+      }
+    }
+    // bfloat16 (on CUDA: the flash / memory-efficient kernels) against float64.
+    ModelConfig c = SmallConfig();
+    c.head_dim = 16;
+    auto f64 = LlamaModel::RandomInit(c, 41, torch::kCPU, torch::kFloat64);
+    auto bf16 = LlamaModel::RandomInit(c, 41, device, torch::kBFloat16);
+    const torch::Tensor ids = RandomIds(3, 33, c.vocab_size, 6);
+    const torch::Tensor ref = f64->Forward(ids);
+    const double err = RelErr(bf16->Forward(ids), ref);
+    EXPECT_LT(err, 3e-2) << device;
+    EXPECT_GT(err, 1e-5) << device;  // really computed in bfloat16
+  }
+}
+
 TEST(LlamaTest, Bfloat16IsCloseToFloat32) {
   ModelConfig c = SmallConfig();
   c.qkv_bias = true;

@@ -14,6 +14,11 @@
 //   --seq-len L [256]  --grad-accum N [1]  --eval-every N [0]
 //   --checkpoint-every N [0]  --calibration-batches N [8]  --seed N [0]
 //   --device cpu|cuda [cuda if available]  --dtype float32|bfloat16 [bfloat16 on cuda]
+//   --adapter-dtype float32|bfloat16 [the compute dtype; bfloat16 values keep a
+//     float32 master copy in the optimizer]
+//   --loss-chunk N [1024] (positions whose logits the loss forms at a time; 0: all)
+//   --attention fused|eager [fused where LibTorch >= 2.0]
+//   --profile-phases (per-phase step times, with a device sync after each phase)
 //   --resume (continue from OUTPUT/checkpoints)
 //   --cache-dir DIR (reuse/store the quantized base and calibration Grams) [none]
 //   --exact-match N (greedy exact match on N eval prompts after training) [0: off]
@@ -21,6 +26,7 @@
 // Exit status: 0 success, 2 bad arguments or input, 1 any other failure.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -29,6 +35,7 @@
 
 #include "absl/strings/str_split.h"
 #include "worker/bench/bench_util.h"
+#include "worker/model/llama.h"
 #include "worker/pipeline/recipe.h"
 #include "worker/train/progress.h"
 
@@ -68,6 +75,7 @@ RecipeOptions ParseArgs(int argc, char** argv) {
   o.train.max_steps = 100;
   bool eval_fraction_given = false;
   bool lr_given = false;
+  bool adapter_dtype_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -81,6 +89,10 @@ RecipeOptions ParseArgs(int argc, char** argv) {
     }
     if (a == "--export-merged") {
       o.export_merged = true;
+      continue;
+    }
+    if (a == "--profile-phases") {
+      o.train.profile_phases = true;
       continue;
     }
     if (i + 1 >= argc) Fail(2, a + ": missing value");
@@ -162,11 +174,38 @@ RecipeOptions ParseArgs(int argc, char** argv) {
       } else {
         Fail(2, "--dtype: expected float32 or bfloat16, got '" + v + "'");
       }
+    } else if (a == "--adapter-dtype") {
+      if (v == "float32") {
+        o.train.adapter_dtype = torch::kFloat32;
+      } else if (v == "bfloat16") {
+        o.train.adapter_dtype = torch::kBFloat16;
+      } else {
+        Fail(2, "--adapter-dtype: expected float32 or bfloat16, got '" + v + "'");
+      }
+      adapter_dtype_given = true;
+    } else if (a == "--loss-chunk") {
+      o.train.loss_chunk_tokens = ParseInt(a, v);
+    } else if (a == "--attention") {
+      if (v == "eager") {
+        o.eager_attention = true;
+      } else if (v == "fused") {
+        if (!model::FusedAttentionAvailable()) {
+          Fail(2, "--attention fused: this LibTorch has no scaled_dot_product_attention (< 2.0)");
+        }
+        o.eager_attention = false;
+      } else {
+        Fail(2, "--attention: expected fused or eager, got '" + v + "'");
+      }
     } else {
       Fail(2, "unknown flag '" + a + "' (see --help)");
     }
   }
   if (!o.eval_data.empty() && !eval_fraction_given) o.eval_fraction = 0;
+  // Adapter values in the compute dtype (ΔW is formed, added and differentiated
+  // in bfloat16 on the GPU); the optimizer keeps float32 masters of them.
+  if (!adapter_dtype_given) {
+    o.train.adapter_dtype = o.dtype == torch::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
+  }
   // Spectrum adapters (ΔW = (s/n)·F·H with s = 1) move ΔW by about lr/n per
   // unit step of F, so they need a larger rate than LoRA's 2e-4 (on the demo
   // model, 1e-2 trains where 2e-4 barely moves: docs/results.md).
@@ -184,8 +223,14 @@ int Main(int argc, char** argv) {
     Fail(2, std::string(st.message()));
   }
   const bool tty = isatty(fileno(stderr));
+  // Peak device memory of the whole run, and of training alone (reset when it starts).
+  int64_t peak_before_training = 0;
   auto on_phase = [&](const std::string& phase, const std::string& detail) {
     std::cerr << "[" << phase << "] " << detail << "\n";
+    if (phase == "training") {
+      peak_before_training = bench::PeakMemoryBytes(options.device);
+      bench::ResetPeakMemory(options.device);
+    }
   };
   auto on_progress = [&](const train::Progress& p) {
     if (tty) {
@@ -219,10 +264,32 @@ int Main(int argc, char** argv) {
       result->train.seconds > 0
           ? static_cast<double>(result->train.tokens_seen) / result->train.seconds
           : 0.0;
-  std::printf("training: %lld tokens in %.2f s, %.0f tokens/s; peak device memory %.2f GiB\n",
-              static_cast<long long>(result->train.tokens_seen), result->train.seconds,
-              tokens_per_second,
-              static_cast<double>(bench::PeakMemoryBytes(options.device)) / (1 << 30));
+  const int64_t peak_training = bench::PeakMemoryBytes(options.device);
+  const double gib = 1 << 30;
+  std::printf(
+      "training: %lld tokens in %.2f s, %.0f tokens/s; peak device memory %.2f GiB in "
+      "training, %.2f GiB in the whole run\n",
+      static_cast<long long>(result->train.tokens_seen), result->train.seconds, tokens_per_second,
+      static_cast<double>(peak_training) / gib,
+      static_cast<double>(std::max(peak_training, peak_before_training)) / gib);
+  const train::TrainSummary& t = result->train;
+  if (t.steady_steps > 0) {
+    std::printf(
+        "steady state (the first %lld steps left out): %lld tokens in %.3f s over %lld steps, "
+        "%.0f tokens/s, %.1f ms/step\n",
+        static_cast<long long>(options.train.throughput_warmup_steps),
+        static_cast<long long>(t.steady_tokens), t.steady_seconds,
+        static_cast<long long>(t.steady_steps),
+        static_cast<double>(t.steady_tokens) / t.steady_seconds,
+        1e3 * t.steady_seconds / static_cast<double>(t.steady_steps));
+  }
+  if (!t.phase_seconds.empty() && t.steady_steps > 0) {
+    std::printf("phases (ms/step, device synchronized after each):");
+    for (const auto& [name, seconds] : t.phase_seconds) {
+      std::printf(" %s %.1f", name.c_str(), 1e3 * seconds / static_cast<double>(t.steady_steps));
+    }
+    std::printf("\n");
+  }
   std::printf("trainable parameters: %lld; steps: %lld; adapter: %s\n",
               static_cast<long long>(result->trainable_params),
               static_cast<long long>(result->train.step), result->adapter_path.c_str());

@@ -164,8 +164,9 @@ absl::StatusOr<PreparedBase> CalibrateAndQuantize(model::LlamaModel& model,
   if (!options.cache_dir.empty()) {
     absl::StatusOr<std::string> digest = ModelDigest(options.model_dir);
     if (!digest.ok()) return digest.status();
-    key = {*digest,      options.quant,       options.target_modules, CalibrationDigest(calibration),
-           model.dtype(), model.device().type()};
+    key = {
+        *digest,       options.quant,        options.target_modules, CalibrationDigest(calibration),
+        model.dtype(), model.device().type()};
     entry = BaseCacheEntryDir(options.cache_dir, key);
     absl::StatusOr<QuantizedBase> cached = LoadQuantizedBase(entry, key, model, model.device());
     if (cached.ok()) {
@@ -265,6 +266,9 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
   if (!tokenizer.ok()) return Annotate(tokenizer, "load tokenizer");
   auto model = model::LoadModel(options.model_dir, options.device, options.dtype);
   if (!model.ok()) return Annotate(model, "load model");
+  if (options.eager_attention) {
+    (*model)->SetAttentionImpl(model::AttentionImpl::kEager).IgnoreError();  // always available
+  }
   data::DatasetOptions data_options;
   data_options.train_path = options.train_data;
   data_options.eval_path = options.eval_data;
@@ -361,12 +365,14 @@ absl::StatusOr<RecipeResult> RunRecipe(const RecipeOptions& input, const PhaseCa
     result.merged_path = (fs::path(options.output_dir) / "merged").string();
     absl::Status st = ExportMergedModel(**model, options.model_dir, options.tokenizer_path,
                                         result.merged_path, MergedDtype((*model)->config()));
-    if (!st.ok()) return absl::Status(st.code(), absl::StrCat("export merged model: ", st.message()));
+    if (!st.ok())
+      return absl::Status(st.code(), absl::StrCat("export merged model: ", st.message()));
   }
   if (IsLoraFamily(options.adapter.type)) {
     result.peft_path = (fs::path(options.output_dir) / "peft").string();
     absl::Status st = ExportPeftAdapter(**model, options.model_dir, result.peft_path);
-    if (!st.ok()) return absl::Status(st.code(), absl::StrCat("export PEFT adapter: ", st.message()));
+    if (!st.ok())
+      return absl::Status(st.code(), absl::StrCat("export PEFT adapter: ", st.message()));
   }
   return result;
 }

@@ -49,6 +49,9 @@ struct RecipeOptions {
 
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;  // compute dtype of the model
+  // The eager attention (model::AttentionImpl::kEager) even where the fused one
+  // exists (LibTorch >= 2.0); for comparisons.
+  bool eager_attention = false;
 
   quant::QuantConfig quant;                 // bits 4, group 64, RTN by default
   adapters::AdapterConfig adapter;          // QWHA, rank-64 equivalent by default

@@ -39,6 +39,23 @@ absl::StatusOr<LossResult> TokenCrossEntropy(const torch::Tensor& logits,
 // Same errors as TokenCrossEntropy; T = 1 gives zero tokens.
 absl::StatusOr<LossResult> CausalLmLoss(const torch::Tensor& logits, const torch::Tensor& labels);
 
+// CausalLmLoss(matmul(hidden, lm_headᵀ), labels) without the [B, T, V]
+// logits: the supervised positions are gathered and scored `chunk_tokens` at a
+// time, each chunk's logits formed in hidden's dtype and log-softmaxed in
+// float32 (float64 for float64 inputs), as CausalLmLoss does for the whole.
+// hidden [B, T, H] float, lm_head [V, H] of hidden's dtype and device (a
+// constant: it gets no gradient), labels as for CausalLmLoss. When grad mode is
+// on and hidden requires grad, d loss / d hidden is formed chunk by chunk
+// during this call — softmax − onehot of a chunk, times lm_head — and the
+// chunk's logits are dropped at once; backward only scatters it. Extra memory:
+// one chunk's logits ([chunk_tokens, V] float32 plus a copy in hidden's dtype)
+// and the [supervised, H] gradient. Same errors as CausalLmLoss, plus
+// InvalidArgument for chunk_tokens < 1 or an lm_head that does not fit.
+absl::StatusOr<LossResult> ChunkedCausalLmLoss(const torch::Tensor& hidden,
+                                               const torch::Tensor& lm_head,
+                                               const torch::Tensor& labels,
+                                               int64_t chunk_tokens = 1024);
+
 // The number of tokens CausalLmLoss supervises for labels [B, T]
 // (labels[:, 1:] != kIgnoreIndex); labels on any device, one synchronization.
 int64_t CountCausalLmTokens(const torch::Tensor& labels);

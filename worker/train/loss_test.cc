@@ -104,6 +104,103 @@ TEST(LossTest, NoSupervisedTokensGiveZeroLossWithGraph) {
   EXPECT_EQ(CountCausalLmTokens(torch::zeros({2, 1}, torch::kInt64)), 0);
 }
 
+// ChunkedCausalLmLoss against the float64 reference on the logits h Wᵀ:
+// value and d/dhidden (reference: dlogits · W), for chunk sizes that divide the
+// supervised positions, do not, and exceed them.
+TEST(LossTest, ChunkedCausalLmLossMatchesFloat64Reference) {
+  torch::manual_seed(3);
+  const int64_t B = 3, T = 9, H = 16, V = 37;
+  const torch::Tensor w = torch::randn({V, H}, torch::kFloat64) / 2;
+  const torch::Tensor hidden64 = torch::randn({B, T, H}, torch::kFloat64);
+  torch::Tensor labels = torch::randint(0, V, {B, T}, torch::kInt64);
+  labels[0][1] = kIgnoreIndex;
+  labels[1][4] = kIgnoreIndex;
+  labels[2][8] = kIgnoreIndex;
+  const torch::Tensor logits64 = torch::matmul(hidden64, w.t());
+  const Reference ref =
+      ReferenceCrossEntropy(logits64.narrow(1, 0, T - 1), labels.narrow(1, 1, T - 1).contiguous());
+  ASSERT_EQ(ref.tokens, B * (T - 1) - 3);
+  // d loss / d hidden[:, :-1] = dlogits · W; the last position gets nothing.
+  torch::Tensor ref_grad = torch::zeros({B, T, H}, torch::kFloat64);
+  ref_grad.narrow(1, 0, T - 1).copy_(torch::matmul(ref.grad, w));
+
+  for (int64_t chunk : {int64_t{1}, int64_t{7}, int64_t{21}, int64_t{1000}}) {
+    for (torch::ScalarType dtype : {torch::kFloat64, torch::kFloat32}) {
+      const torch::Tensor hidden = hidden64.to(dtype).clone().requires_grad_(true);
+      auto r = ChunkedCausalLmLoss(hidden, w.to(dtype), labels, chunk);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->tokens, ref.tokens);
+      EXPECT_EQ(r->loss.scalar_type(), dtype);
+      const double tol = dtype == torch::kFloat64 ? 1e-12 : 1e-5;
+      EXPECT_NEAR(r->loss.item<double>(), ref.loss, tol * ref.loss) << chunk;
+      // An outer weight (as the trainer's micro-batch weight) scales the gradient.
+      (r->loss * 0.5).backward();
+      const double err =
+          (hidden.grad().to(torch::kFloat64) - 0.5 * ref_grad).abs().max().item<double>();
+      EXPECT_LT(err, dtype == torch::kFloat64 ? 1e-13 : 1e-6) << chunk << " " << dtype;
+    }
+  }
+  // bfloat16: logits in bfloat16, log-softmax in float32, as CausalLmLoss on
+  // bfloat16 logits; a float32 loss.
+  const torch::Tensor hbf = hidden64.to(torch::kBFloat16).clone().requires_grad_(true);
+  const torch::Tensor wbf = w.to(torch::kBFloat16);
+  auto rbf = ChunkedCausalLmLoss(hbf, wbf, labels, 5);
+  ASSERT_TRUE(rbf.ok()) << rbf.status();
+  EXPECT_EQ(rbf->loss.scalar_type(), torch::kFloat32);
+  EXPECT_NEAR(rbf->loss.item<double>(), ref.loss, 2e-2 * ref.loss);
+  auto full = CausalLmLoss(torch::matmul(hbf.detach(), wbf.t()), labels);
+  ASSERT_TRUE(full.ok());
+  EXPECT_NEAR(rbf->loss.item<double>(), full->loss.item<double>(), 1e-5 * ref.loss);
+  rbf->loss.backward();
+  const double rel =
+      ((hbf.grad().to(torch::kFloat64) - ref_grad).norm() / ref_grad.norm()).item<double>();
+  EXPECT_LT(rel, 2e-2);
+  EXPECT_GT(ref_grad.abs().max().item<double>(), 1e-3);  // not a trivial gradient
+
+  // Without grad mode nothing is recorded and the value is the same.
+  {
+    torch::NoGradGuard no_grad;
+    auto r = ChunkedCausalLmLoss(hidden64, w, labels, 4);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->loss.requires_grad());
+    EXPECT_NEAR(r->loss.item<double>(), ref.loss, 1e-12 * ref.loss);
+  }
+}
+
+TEST(LossTest, ChunkedCausalLmLossEdgeCasesAndErrors) {
+  const torch::Tensor w = torch::randn({5, 4});
+  const torch::Tensor hidden = torch::randn({2, 3, 4}).requires_grad_(true);
+  // Nothing supervised: zero, still attached to the graph.
+  auto none = ChunkedCausalLmLoss(hidden, w, torch::full({2, 3}, kIgnoreIndex, torch::kInt64));
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->tokens, 0);
+  EXPECT_EQ(none->loss.item<double>(), 0.0);
+  none->loss.backward();
+  EXPECT_EQ(hidden.grad().abs().sum().item<double>(), 0.0);
+  auto one = ChunkedCausalLmLoss(torch::randn({2, 1, 4}), w, torch::zeros({2, 1}, torch::kInt64));
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->tokens, 0);
+
+  auto code = [](const absl::StatusOr<LossResult>& r) { return r.status().code(); };
+  const torch::Tensor labels = torch::zeros({2, 3}, torch::kInt64);
+  const auto kBad = absl::StatusCode::kInvalidArgument;
+  EXPECT_EQ(code(ChunkedCausalLmLoss(hidden.view({6, 4}), w, labels)), kBad);
+  EXPECT_EQ(code(ChunkedCausalLmLoss(hidden, torch::randn({5, 3}), labels)), kBad);
+  EXPECT_EQ(code(ChunkedCausalLmLoss(hidden, w.to(torch::kFloat64), labels)), kBad);
+  EXPECT_EQ(code(ChunkedCausalLmLoss(hidden, w, torch::zeros({2, 4}, torch::kInt64))), kBad);
+  EXPECT_EQ(code(ChunkedCausalLmLoss(hidden, w, labels.to(torch::kFloat32))), kBad);
+  EXPECT_EQ(code(ChunkedCausalLmLoss(hidden, w, labels, 0)), kBad);
+  for (int64_t bad : {int64_t{5}, int64_t{-1}}) {
+    torch::Tensor l = labels.clone();
+    l[1][2] = bad;
+    EXPECT_EQ(code(ChunkedCausalLmLoss(hidden, w, l)), kBad) << bad;
+  }
+  // Position 0's label is never scored, so any value there is accepted.
+  torch::Tensor first = labels.clone();
+  first[0][0] = 77;
+  EXPECT_TRUE(ChunkedCausalLmLoss(hidden, w, first).ok());
+}
+
 TEST(LossTest, RejectsMalformedInputs) {
   const torch::Tensor logits = torch::randn({2, 3, 5});
   const torch::Tensor labels = torch::zeros({2, 3}, torch::kInt64);

@@ -62,6 +62,14 @@ absl::Status ValidateTrainOptions(const TrainOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("checkpoint_every must be >= 0, got ", o.checkpoint_every));
   }
+  if (o.loss_chunk_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("loss_chunk_tokens must be >= 0, got ", o.loss_chunk_tokens));
+  }
+  if (o.throughput_warmup_steps < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("throughput_warmup_steps must be >= 0, got ", o.throughput_warmup_steps));
+  }
   if (o.progress_every < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("progress_every must be >= 1, got ", o.progress_every));
@@ -153,8 +161,16 @@ absl::Status Trainer::ResumeFrom(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::RunStep() {
+absl::Status Trainer::RunStep(std::map<std::string, double>* phase_seconds) {
   const torch::Device device = model_.device();
+  // Phase timing (profiling only): wait for the device, then read the clock.
+  auto phase_start = std::chrono::steady_clock::now();
+  auto end_phase = [&](const char* name) {
+    if (phase_seconds == nullptr) return;
+    if (device.is_cuda()) torch::cuda::synchronize();
+    (*phase_seconds)[name] += SecondsSince(phase_start);
+    phase_start = std::chrono::steady_clock::now();
+  };
   std::vector<Batch> batches;
   batches.reserve(static_cast<size_t>(options_.grad_accum));
   int64_t step_tokens = 0, input_tokens = 0;
@@ -172,6 +188,7 @@ absl::Status Trainer::RunStep() {
     input_tokens += batch->input_ids.numel();
     batches.push_back(std::move(*batch));
   }
+  end_phase("data");
 
   optimizer_->ZeroGrad();
   torch::Tensor loss_sum =
@@ -180,14 +197,25 @@ absl::Status Trainer::RunStep() {
     const double weight = MicroBatchLossWeight(options_.loss_normalization, micro_tokens[i],
                                                step_tokens, options_.grad_accum);
     if (micro_tokens[i] == 0 || weight == 0) continue;  // nothing supervised
-    const torch::Tensor logits = model_.Forward(batches[i].input_ids);
-    auto loss = CausalLmLoss(logits, batches[i].labels);
+    absl::StatusOr<LossResult> loss;
+    if (options_.loss_chunk_tokens > 0) {
+      const torch::Tensor hidden = model_.ForwardHidden(batches[i].input_ids);
+      end_phase("forward");
+      loss = ChunkedCausalLmLoss(hidden, model_.lm_head(), batches[i].labels,
+                                 options_.loss_chunk_tokens);
+    } else {
+      const torch::Tensor logits = model_.Forward(batches[i].input_ids);
+      end_phase("forward");
+      loss = CausalLmLoss(logits, batches[i].labels);
+    }
     if (!loss.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("step ", step_ + 1, " micro-batch ", i, ": ", loss.status().message()));
     }
+    end_phase("loss");
     (loss->loss * weight).backward();
     loss_sum += loss->loss.detach().to(torch::kFloat64) * weight;
+    end_phase("backward");
   }
 
   std::vector<torch::Tensor> tensors;
@@ -200,6 +228,7 @@ absl::Status Trainer::RunStep() {
     ++skipped_steps_;
   }
   optimizer_->ZeroGrad();
+  end_phase("optimizer");
 
   ++step_;
   epoch_ = batches.back().epoch;
@@ -283,9 +312,22 @@ absl::StatusOr<TrainSummary> Trainer::Train(int64_t max_new_steps) {
   const int64_t end =
       max_new_steps < 0 ? options_.max_steps : std::min(options_.max_steps, step_ + max_new_steps);
   const bool checkpoints = !options_.checkpoint_dir.empty();
+  TrainSummary summary;
   try {
     while (step_ < end && !stop_requested_.load()) {
-      if (absl::Status st = RunStep(); !st.ok()) return st;
+      const bool steady = step_ - first_step >= options_.throughput_warmup_steps;
+      const auto step_start = std::chrono::steady_clock::now();
+      const int64_t tokens_before = tokens_seen_;
+      std::map<std::string, double>* phases =
+          steady && options_.profile_phases ? &summary.phase_seconds : nullptr;
+      if (absl::Status st = RunStep(phases); !st.ok()) return st;
+      if (steady) {
+        // RunStep has read the loss back already; this wait is for its last kernels.
+        if (model_.device().is_cuda()) torch::cuda::synchronize();
+        summary.steady_seconds += SecondsSince(step_start);
+        summary.steady_tokens += tokens_seen_ - tokens_before;
+        ++summary.steady_steps;
+      }
       const bool last = step_ == options_.max_steps;
       if (step_ % options_.progress_every == 0 || last || step_ == end) {
         Report("train", SecondsSince(start), step_ - first_step, tokens_seen_ - first_tokens);
@@ -314,7 +356,6 @@ absl::StatusOr<TrainSummary> Trainer::Train(int64_t max_new_steps) {
     return absl::InternalError(
         absl::StrCat("training step ", step_ + 1, ": ", e.what_without_backtrace()));
   }
-  TrainSummary summary;
   summary.step = step_;
   summary.steps_run = step_ - first_step;
   summary.skipped_steps = skipped_steps_;

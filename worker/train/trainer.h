@@ -3,8 +3,8 @@
 // Only the adapters' trainable tensors train; the (quantized) base is frozen.
 // One optimizer step:
 //
-//   grad_accum × { batch = data.Next(); logits = model.Forward(batch.input_ids);
-//                  (CausalLmLoss(logits, batch.labels) · weight).backward() }
+//   grad_accum × { batch = data.Next(); h = model.ForwardHidden(batch.input_ids);
+//                  (ChunkedCausalLmLoss(h, model.lm_head(), batch.labels) · weight).backward() }
 //   norm = ClipGradNorm(params, clip_norm)        non-finite: skip the update
 //   AdamW step at lr = schedule(step)             then drop the gradients
 //   progress callback; evaluation and checkpoint when due
@@ -95,6 +95,22 @@ struct TrainOptions {
   // loaded); logits and the loss are float32.
   torch::ScalarType adapter_dtype = torch::kFloat32;
 
+  // Supervised positions whose logits the loss forms at a time
+  // (ChunkedCausalLmLoss: the [B, T, V] logits never exist); 0 forms the whole
+  // float32 logits (model.Forward + CausalLmLoss). The loss is the same
+  // function either way.
+  int64_t loss_chunk_tokens = 1024;
+
+  // Steps at the start of each Train call left out of TrainSummary's
+  // steady-state figures (they carry the start-up costs: kernel loading,
+  // allocator growth, library autotuning).
+  int64_t throughput_warmup_steps = 3;
+  // Synchronize the device after each phase of a step (data, forward, loss,
+  // backward, optimizer) and add the phase times of the steady-state steps up in
+  // TrainSummary::phase_seconds. For profiling: the synchronizations cost a
+  // little throughput.
+  bool profile_phases = false;
+
   // Recompute activations in backward to save memory. Accepted but not
   // implemented yet (LibTorch's C++ API has no checkpoint utility): a no-op.
   bool activation_checkpointing = false;
@@ -114,8 +130,18 @@ struct TrainSummary {
   double loss = std::numeric_limits<double>::quiet_NaN();       // last step's loss
   double eval_loss = std::numeric_limits<double>::quiet_NaN();  // last evaluation
   double seconds = 0;                                           // wall time of this call
-  bool finished = false;                                        // step == max_steps
-  bool stopped = false;                                         // RequestStop ended the call early
+  // The steps of this call after its first options.throughput_warmup_steps:
+  // how many, their wall time (each step ends with a device synchronization;
+  // evaluations and checkpoints between steps are not counted) and their input
+  // tokens. Zero when the call ran no more steps than the warm-up.
+  int64_t steady_steps = 0;
+  double steady_seconds = 0;
+  int64_t steady_tokens = 0;
+  // With options.profile_phases: seconds per phase ("data", "forward", "loss",
+  // "backward", "optimizer") summed over the steady-state steps; else empty.
+  std::map<std::string, double> phase_seconds;
+  bool finished = false;   // step == max_steps
+  bool stopped = false;    // RequestStop ended the call early
   std::string checkpoint;  // last checkpoint directory written, or ""
 };
 
@@ -175,8 +201,10 @@ class Trainer {
   std::vector<NamedParameter> CollectParameters() const;
   absl::Status ResumeFrom(const std::string& dir);
   absl::StatusOr<std::string> WriteCheckpoint();
-  // One optimizer step: grad_accum micro-batches, clip, update.
-  absl::Status RunStep();
+  // One optimizer step: grad_accum micro-batches, clip, update. With
+  // `phase_seconds` (options.profile_phases), synchronizes after each phase and
+  // adds its time there.
+  absl::Status RunStep(std::map<std::string, double>* phase_seconds);
   absl::Status Evaluate();
   void Report(const std::string& phase, double seconds, int64_t steps_run, int64_t tokens_run);
 

@@ -306,6 +306,68 @@ TEST(TrainerTest, NonFiniteGradientSkipsTheUpdate) {
   }
 }
 
+// The chunked loss (the default) and the full-logits loss train the same
+// adapters up to rounding; the steady-state figures leave the warm-up steps
+// out; phase profiling names every phase.
+TEST(TrainerTest, ChunkedLossTrainsLikeFullLogitsAndSteadyStateSkipsWarmup) {
+  std::map<std::string, TensorMap> states;
+  std::map<std::string, std::vector<double>> losses;
+  for (int64_t chunk : {int64_t{0}, int64_t{5}, int64_t{1024}}) {
+    auto model = MakeTinyAdaptedModel(AdapterType::kQwhaDataFree, 3);
+    SyntheticBatchSource data = MakeSource();
+    TrainOptions options;
+    options.lr = 1e-2;
+    options.max_steps = 5;
+    options.loss_chunk_tokens = chunk;
+    options.throughput_warmup_steps = 2;
+    options.profile_phases = chunk == 5;
+    auto trainer = Trainer::Create(*model, data, options);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    const std::string key = std::to_string(chunk);
+    (*trainer)->SetProgressCallback([&](const Progress& p) { losses[key].push_back(p.loss); });
+    auto summary = (*trainer)->Train();
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_EQ(summary->steady_steps, 3);
+    EXPECT_EQ(summary->steady_tokens, 3 * 3 * 12);  // 3 steps of 3 × 12 input tokens
+    EXPECT_GT(summary->steady_seconds, 0);
+    EXPECT_LE(summary->steady_seconds, summary->seconds);
+    if (options.profile_phases) {
+      for (const char* phase : {"data", "forward", "loss", "backward", "optimizer"}) {
+        EXPECT_EQ(summary->phase_seconds.count(phase), 1u) << phase;
+      }
+    } else {
+      EXPECT_TRUE(summary->phase_seconds.empty());
+    }
+    states[key] = CollectAdapterState(*model);
+  }
+  ASSERT_EQ(losses["0"].size(), 5u);
+  for (const char* key : {"5", "1024"}) {
+    ASSERT_EQ(losses[key].size(), 5u);
+    for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(losses[key][i], losses["0"][i], 1e-5) << key;
+    for (const auto& [name, value] : states["0"]) {
+      if (!value.is_floating_point()) {
+        EXPECT_TRUE(torch::equal(value, states[key].at(name))) << name;
+        continue;
+      }
+      const double scale = value.abs().max().item<double>() + 1e-6;
+      EXPECT_LT((value - states[key].at(name)).abs().max().item<double>(), 1e-4 * scale)
+          << key << " " << name;
+    }
+  }
+
+  // No more steps than the warm-up: no steady-state figures.
+  auto model = MakeTinyAdaptedModel(AdapterType::kQwhaDataFree, 3);
+  SyntheticBatchSource data = MakeSource();
+  TrainOptions options;
+  options.max_steps = 2;
+  auto trainer = Trainer::Create(*model, data, options);
+  ASSERT_TRUE(trainer.ok());
+  auto summary = (*trainer)->Train();
+  ASSERT_TRUE(summary.ok());
+  EXPECT_EQ(summary->steady_steps, 0);
+  EXPECT_EQ(summary->steady_seconds, 0);
+}
+
 TEST(TrainerTest, ErrorsAreStatuses) {
   auto model = MakeTinyAdaptedModel(AdapterType::kQwhaDataFree, 7);
   SyntheticBatchSource data = MakeSource();
@@ -314,6 +376,12 @@ TEST(TrainerTest, ErrorsAreStatuses) {
   EXPECT_EQ(Trainer::Create(*model, data, bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = TrainOptions{};
   bad.schedule.warmup_steps = 2000;  // > max_steps
+  EXPECT_EQ(Trainer::Create(*model, data, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = TrainOptions{};
+  bad.loss_chunk_tokens = -1;
+  EXPECT_EQ(Trainer::Create(*model, data, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = TrainOptions{};
+  bad.throughput_warmup_steps = -1;
   EXPECT_EQ(Trainer::Create(*model, data, bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = TrainOptions{};
   bad.adapter_dtype = torch::kFloat64;
