@@ -21,6 +21,7 @@ cp -rL tests/fixtures/demo/model "$demo/models/demo"
 scheduler=$!
 worker=""
 trap 'kill $scheduler $worker 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 100); do [[ -s "$demo/ports" ]] && break; sleep 0.1; done
 read -r grpc_port http_port <"$demo/ports"
 export QWHA_ADDRESS="127.0.0.1:$grpc_port"
@@ -46,10 +47,10 @@ adapter=$("$ctl" get "$job" -o json | python3 -c 'import json,sys; print(json.lo
 import hashlib, json, os, sys
 adapter = json.load(sys.stdin)
 for f in adapter["files"]:
-    path = os.path.join(sys.argv[1], f["name"])
-    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    assert digest == f["sha256"], f"{path}: {digest} != {f[\"sha256\"]}"
-    print(f"verified {f[\"name\"]:24} {int(f[\"size\"]):>10} bytes  sha256 {digest[:16]}…")
+    name, want, size = f["name"], f["sha256"], int(f["size"])
+    digest = hashlib.sha256(open(os.path.join(sys.argv[1], name), "rb").read()).hexdigest()
+    assert digest == want, "%s: sha256 %s != registry %s" % (name, digest, want)
+    print("verified %-24s %10d bytes  sha256 %s" % (name, size, digest[:16]))
 print("metrics:", adapter.get("metrics_json", "")[:400])
 ' "$demo/adapter"
 echo "adapter $adapter pulled to $demo/adapter"
