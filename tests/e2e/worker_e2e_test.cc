@@ -117,6 +117,43 @@ TEST(WorkerE2eTest, TrainingContinuesThroughASchedulerRestart) {
   EXPECT_TRUE(h.worker(*worker).Running());
 }
 
+// A scheduler that comes back without its state (data directory lost) does
+// not know the worker or its job: the worker registers again, kills the
+// training child of the job it no longer owns, and takes new jobs.
+TEST(WorkerE2eTest, ASchedulerThatLostItsStateGetsTheWorkerBack) {
+  Harness h("worker_state_lost");
+  ASSERT_TRUE(h.StartScheduler(/*lease_seconds=*/10).ok());
+  auto model = h.RegisterDemoModel();
+  auto dataset = h.UploadDataset(TrainData(), "kjv");
+  ASSERT_TRUE(model.ok() && dataset.ok());
+  auto worker = h.StartWorker("w1");
+  ASSERT_TRUE(worker.ok());
+  v1::Job job = Submit(h, h.SmallJob(*model, *dataset, 100000));
+  ASSERT_TRUE(h.WaitFor(job.id(), 300, [](const v1::Job& j) {
+                 return j.progress().phase() == v1::TRAINING;
+               }).ok());
+  h.KillScheduler();
+  ASSERT_TRUE(io::RemoveTree(h.dir() + "/data").ok());
+  ASSERT_TRUE(h.StartScheduler(10).ok());
+  // Heartbeats every ≤ 2 s: NotFound → register again → lease_lost → kill.
+  bool dropped = false;
+  for (int i = 0; i < 300 && !dropped; ++i) {
+    dropped = Log(h, *worker).find(job.id() + ": lost") != std::string::npos;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const std::string log = Log(h, *worker);
+  ASSERT_TRUE(dropped) << log;
+  EXPECT_NE(log.find("registering again"), std::string::npos) << log;
+  EXPECT_NE(log.find("killed by signal 9"), std::string::npos) << log;
+
+  auto model2 = h.RegisterDemoModel();
+  auto dataset2 = h.UploadDataset(TrainData(), "kjv");
+  ASSERT_TRUE(model2.ok() && dataset2.ok());
+  auto done = h.WaitFinished(Submit(h, h.SmallJob(*model2, *dataset2, 2)).id(), 300);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), v1::SUCCEEDED) << done->error() << Log(h, *worker);
+}
+
 TEST(WorkerE2eTest, AWrongTokenStopsTheWorkerWithAClearError) {
   Harness h("worker_token");
   ASSERT_TRUE(h.StartScheduler(3, {"--token", "s3cret"}).ok());

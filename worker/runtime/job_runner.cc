@@ -268,7 +268,10 @@ std::string JobRunner::Job::RunChild(const std::vector<std::string>& argv) {
 
 std::string JobRunner::Job::Finish() {
   const std::string phase = PhaseLabel(progress_.phase());
-  if (r_.session_.lease_lost()) return "lost";
+  if (r_.session_.lease_lost()) {
+    Log("lease lost; the run-job process ended with " + exit_.ToString());
+    return "lost";
+  }
   if (r_.session_.cancel_requested()) {
     Log("cancelled (" + exit_.ToString() + ")");
     return Fail("cancelled by request", false, true);
