@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "server/scheduler/status_macros.h"
 #include "absl/strings/str_split.h"
 #include "server/scheduler/validate.h"
 #include "server/store/schema.h"
@@ -15,18 +16,6 @@ using store::AsInt;
 using store::AsString;
 using store::NowSeconds;
 
-#define ASSIGN_OR_RETURN_IMPL(var, tmp, expr) \
-  auto tmp = (expr);                          \
-  if (!tmp.ok()) return tmp.status();         \
-  var = std::move(*tmp)
-#define CONCAT_INNER(a, b) a##b
-#define CONCAT(a, b) CONCAT_INNER(a, b)
-#define ASSIGN_OR_RETURN(var, expr) ASSIGN_OR_RETURN_IMPL(var, CONCAT(tmp_, __LINE__), expr)
-#define RETURN_IF_ERROR(expr)          \
-  do {                                 \
-    absl::Status status_ = (expr);     \
-    if (!status_.ok()) return status_; \
-  } while (0)
 
 const char* JobStateName(v1::JobState state) {
   return v1::JobState_Name(state).c_str();

@@ -1,6 +1,7 @@
 // Scheduler, worker side: registration, leases, progress, checkpoints,
 // completion, failure, and the reaper of expired leases and timeouts.
 #include "absl/strings/str_cat.h"
+#include "server/scheduler/status_macros.h"
 #include "server/scheduler/scheduler.h"
 #include "server/store/schema.h"
 
@@ -11,18 +12,6 @@ using store::AsInt;
 using store::AsString;
 using store::NowSeconds;
 
-#define ASSIGN_OR_RETURN_IMPL(var, tmp, expr) \
-  auto tmp = (expr);                          \
-  if (!tmp.ok()) return tmp.status();         \
-  var = std::move(*tmp)
-#define CONCAT_INNER(a, b) a##b
-#define CONCAT(a, b) CONCAT_INNER(a, b)
-#define ASSIGN_OR_RETURN(var, expr) ASSIGN_OR_RETURN_IMPL(var, CONCAT(tmp_, __LINE__), expr)
-#define RETURN_IF_ERROR(expr)          \
-  do {                                 \
-    absl::Status status_ = (expr);     \
-    if (!status_.ok()) return status_; \
-  } while (0)
 
 absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
     const v1::RegisterWorkerRequest& request) {

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "server/scheduler/status_macros.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
@@ -33,11 +34,6 @@ absl::Status OneOf(const std::string& field, const std::string& value,
   return Invalid(field, absl::StrCat("'", value, "' is not one of ", absl::StrJoin(allowed, ", ")));
 }
 
-#define RETURN_IF_ERROR(expr)             \
-  do {                                    \
-    absl::Status status_ = (expr);        \
-    if (!status_.ok()) return status_;    \
-  } while (0)
 
 const std::set<std::string> kModules = {"q_proj", "k_proj", "v_proj", "o_proj",
                                         "gate_proj", "up_proj", "down_proj"};
