@@ -326,3 +326,24 @@ TEST_F(SchedulerTest, IdempotencyKeysAndRestartKeepEverything) {
 
 }  // namespace
 }  // namespace qwha::scheduler
+
+namespace qwha::scheduler {
+namespace {
+
+TEST_F(SchedulerTest, JobPastItsTimeoutFailsEvenWithALiveLease) {
+  v1::JobSpec spec = Spec();
+  spec.mutable_resources()->set_timeout_seconds(1);
+  std::string id = scheduler_->Submit(spec, "")->id();
+  v1::AcquireJobResponse lease = Acquire(Worker());
+  ASSERT_EQ(lease.job().id(), id);
+  EXPECT_EQ(*scheduler_->Reap(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_EQ(*scheduler_->Reap(), 1);
+  auto job = scheduler_->Get(id);
+  EXPECT_EQ(job->state(), v1::FAILED);
+  EXPECT_NE(job->error().find("timed out"), std::string::npos) << job->error();
+  EXPECT_EQ(scheduler_->CheckLease(id, lease.lease_id()).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace qwha::scheduler

@@ -95,10 +95,15 @@ TEST(ServiceE2eTest, SubmitSucceedPullWithDigestCheck) {
   for (const v1::FileInfo& file : adapter.files()) {
     if (file.name() == "adapter.safetensors") EXPECT_EQ(io::Sha256Hex(*pulled), file.sha256());
   }
-  // The scheduler's metrics saw it.
-  auto metrics = http::HttpGet("127.0.0.1", h.http_port(), "/metrics");
-  ASSERT_TRUE(metrics.ok());
-  EXPECT_NE(metrics->body.find("qwha_jobs{state=\"succeeded\"} 1"), std::string::npos);
+  // The scheduler's metrics saw it (the gauge is refreshed every 0.5 s).
+  bool counted = false;
+  for (int i = 0; i < 50 && !counted; ++i) {
+    auto metrics = http::HttpGet("127.0.0.1", h.http_port(), "/metrics");
+    ASSERT_TRUE(metrics.ok());
+    counted = metrics->body.find("qwha_jobs{state=\"succeeded\"} 1") != std::string::npos;
+    if (!counted) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(counted);
 }
 
 TEST(ServiceE2eTest, BadInputIsRejectedNamingTheFieldAndStoresNothing) {
