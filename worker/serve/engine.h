@@ -15,8 +15,8 @@
 //
 // Events: `on_event` is called on the engine thread, in order: zero or more
 // pieces, then exactly one final event (finished = true), also for requests
-// that fail or are cancelled. It must return quickly and must not call
-// Engine::Cancel for its own request or destroy the engine; it may Submit.
+// that fail or are cancelled. It must return quickly and must not destroy the
+// engine; it may call Submit and Cancel.
 //
 // Thread safety: Submit, Cancel and stats may be called from any thread.
 // The model and tokenizer must outlive the engine.
