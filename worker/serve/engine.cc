@@ -314,8 +314,10 @@ void Engine::Finish(size_t index, FinishReason reason, absl::Status status) {
       r->generated.empty() ? 0 : Seconds(r->submitted, r->first_token);
   event.usage.total_seconds = Seconds(r->submitted, now);
   if (observer_.on_finish) observer_.on_finish(reason, event.usage);
+  // The adapter pin goes before the final event: a client that saw its
+  // request end finds the version no longer in use.
+  r->spec.adapter.reset();
   r->spec.on_event(event);
-  // The request (and its adapter pin) ends here.
 }
 
 }  // namespace qwha::serve

@@ -10,8 +10,8 @@
 // once.
 //
 // Pinning: a request holds its adapter version (a shared_ptr handed out by
-// the AdapterCache) from Submit until its final event has been delivered,
-// then drops it. Nothing it computed (KV) is seen by any other request.
+// the AdapterCache) from Submit until its last token; it drops it just before
+// its final event. Nothing it computed (KV) is seen by any other request.
 //
 // Events: `on_event` is called on the engine thread, in order: zero or more
 // pieces, then exactly one final event (finished = true), also for requests
