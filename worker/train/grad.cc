@@ -1,6 +1,9 @@
 #include "worker/train/grad.h"
 
 #include <cmath>
+#include <map>
+#include <string>
+#include <utility>
 
 namespace qwha::train {
 
@@ -12,18 +15,31 @@ double ClipGradNorm(const std::vector<torch::Tensor>& params, double max_norm) {
   }
   if (grads.empty()) return 0.0;
   const torch::Device device = grads.front().device();
-  std::vector<torch::Tensor> norms;
-  norms.reserve(grads.size());
+  // Per-gradient norms in float32 (float64 for float64 gradients): one launch
+  // each, or one _foreach_norm for the float32/float64 gradients of a device;
+  // then the norm of those norms in float64.
+  std::map<std::pair<std::string, int>, std::vector<torch::Tensor>> groups;
   for (const torch::Tensor& g : grads) {
-    const torch::ScalarType acc =
-        g.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-    norms.push_back(g.to(acc).norm().to(device, torch::kFloat64));
+    groups[{g.device().str(), static_cast<int>(g.scalar_type())}].push_back(g);
   }
-  const double norm = torch::stack(norms).norm().item<double>();
+  std::vector<torch::Tensor> norms;
+  for (auto& [key, group] : groups) {
+    const auto dtype = static_cast<torch::ScalarType>(key.second);
+    std::vector<torch::Tensor> partial;
+    if (dtype == torch::kFloat32 || dtype == torch::kFloat64) {
+      partial = at::_foreach_norm(group);
+    } else {
+      for (const torch::Tensor& g : group) {
+        partial.push_back(at::linalg_vector_norm(g, 2, c10::nullopt, false, torch::kFloat32));
+      }
+    }
+    norms.push_back(torch::stack(partial).to(device, torch::kFloat64));
+  }
+  const double norm = torch::cat(norms).norm().item<double>();
   if (!std::isfinite(norm)) return norm;
   if (max_norm > 0 && norm > max_norm) {
     const double coef = max_norm / (norm + 1e-6);
-    for (torch::Tensor& g : grads) g.mul_(coef);
+    for (auto& [key, group] : groups) at::_foreach_mul_(group, at::Scalar(coef));
   }
   return norm;
 }

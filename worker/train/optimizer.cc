@@ -1,7 +1,10 @@
 #include "worker/train/optimizer.h"
 
 #include <cmath>
+#include <map>
 #include <set>
+#include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -96,25 +99,51 @@ absl::Status AdamW::Step(double lr) {
   }
   torch::NoGradGuard no_grad;
   const double beta1 = options_.beta1, beta2 = options_.beta2;
+  // The update is the same elementwise sequence per parameter as
+  //   target ·= 1 − lr·wd;  m = β1 m + (1 − β1) g;  v = β2 v + (1 − β2) g²;
+  //   target −= lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
+  // run as _foreach ops over all parameters that share a device, state dtype
+  // and update count: a handful of launches instead of ten per parameter.
+  struct Group {
+    std::vector<torch::Tensor> targets, grads, exp_avgs, exp_avg_sqs;
+    std::vector<size_t> members;
+  };
+  std::map<std::tuple<std::string, int, int64_t>, Group> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
-    torch::Tensor param = params_[i].tensor;
+    const torch::Tensor& param = params_[i].tensor;
     const torch::Tensor& grad = param.grad();
     if (!grad.defined()) continue;
     Slot& s = slots_[i];
     ++s.step;
+    const auto key =
+        std::make_tuple(param.device().str(), static_cast<int>(s.exp_avg.scalar_type()), s.step);
+    Group& g = groups[key];
     // The tensor the update is applied to: the master copy, or the parameter.
-    torch::Tensor target = s.master.defined() ? s.master : param;
-    const torch::Tensor g = grad.to(s.exp_avg.scalar_type());
-    const double t = static_cast<double>(s.step);
+    g.targets.push_back(s.master.defined() ? s.master : param);
+    g.grads.push_back(grad.to(s.exp_avg.scalar_type()));
+    g.exp_avgs.push_back(s.exp_avg);
+    g.exp_avg_sqs.push_back(s.exp_avg_sq);
+    g.members.push_back(i);
+  }
+  for (auto& [key, g] : groups) {
+    const double t = static_cast<double>(std::get<2>(key));
     const double bias1 = 1.0 - std::pow(beta1, t);
     const double bias2 = 1.0 - std::pow(beta2, t);
-    if (options_.weight_decay != 0) target.mul_(1.0 - lr * options_.weight_decay);
-    s.exp_avg.mul_(beta1).add_(g, 1.0 - beta1);
-    s.exp_avg_sq.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
+    if (options_.weight_decay != 0) {
+      at::_foreach_mul_(g.targets, at::Scalar(1.0 - lr * options_.weight_decay));
+    }
+    at::_foreach_mul_(g.exp_avgs, at::Scalar(beta1));
+    at::_foreach_add_(g.exp_avgs, g.grads, at::Scalar(1.0 - beta1));
+    at::_foreach_mul_(g.exp_avg_sqs, at::Scalar(beta2));
+    at::_foreach_addcmul_(g.exp_avg_sqs, g.grads, g.grads, at::Scalar(1.0 - beta2));
     // sqrt(v̂) + eps = sqrt(v) / sqrt(1 − β2^t) + eps;  p -= (lr / (1 − β1^t)) · m / that.
-    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-    target.addcdiv_(s.exp_avg, denom, -lr / bias1);
-    if (s.master.defined()) param.copy_(s.master);
+    std::vector<torch::Tensor> denoms = at::_foreach_sqrt(g.exp_avg_sqs);
+    at::_foreach_div_(denoms, at::Scalar(std::sqrt(bias2)));
+    at::_foreach_add_(denoms, at::Scalar(options_.eps));
+    at::_foreach_addcdiv_(g.targets, g.exp_avgs, denoms, at::Scalar(-lr / bias1));
+    for (size_t i : g.members) {
+      if (slots_[i].master.defined()) params_[i].tensor.copy_(slots_[i].master);
+    }
   }
   return absl::OkStatus();
 }
