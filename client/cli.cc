@@ -32,6 +32,7 @@ const std::vector<Command>& Commands() {
     AddJobCommands(all);
     AddAdapterCommands(all);
     AddModelAndDatasetCommands(all);
+    AddServeCommands(all);
     return all;
   }();
   return *commands;

@@ -30,6 +30,8 @@ class Context {
   // Positional argument i (the command checked their number).
   const std::string& arg(size_t i) const { return flags_.positional().at(i); }
   bool json() const { return json_; }
+  // The deadline of each request (--timeout, default 30 s).
+  std::chrono::milliseconds timeout() const { return timeout_; }
   const CliEnvironment& environment() const { return environment_; }
   int terminal_width() const;
   std::ostream& out() { return out_; }
@@ -78,6 +80,7 @@ struct Command {
 void AddJobCommands(std::vector<Command>* commands);              // commands_jobs.cc
 void AddAdapterCommands(std::vector<Command>* commands);          // commands_adapters.cc
 void AddModelAndDatasetCommands(std::vector<Command>* commands);  // commands_data.cc
+void AddServeCommands(std::vector<Command>* commands);            // commands_serve.cc
 
 // Shared by the job and adapter commands: the job's `watch` loop, returning
 // the exit code for the job's outcome (0, 1, 2) or for the error.

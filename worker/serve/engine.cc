@@ -266,7 +266,8 @@ bool Engine::Step() {
     r.last_token = now;
     r.generated.push_back(static_cast<int32_t>(token));
     const auto& eos = options_.eos_token_ids;
-    const bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
+    const bool is_eos =
+        !r.spec.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
     GenerationEvent event;
     event.token_ids = {static_cast<int32_t>(token)};
     if (!is_eos) event.text = r.text->Append(static_cast<int32_t>(token));

@@ -78,6 +78,7 @@ struct GenerationRequest {
   int64_t max_new_tokens = 128;                   // >= 1; capped by max_seq_len
   SamplingParams sampling;
   std::vector<std::string> stop;                  // needs a tokenizer
+  bool ignore_eos = false;                        // run to max_new_tokens past EOS
   std::function<void(const GenerationEvent&)> on_event;
 };
 

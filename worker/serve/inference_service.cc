@@ -136,6 +136,7 @@ absl::StatusOr<GenerationRequest> InferenceServiceImpl::Prepare(const v1::Genera
   out.sampling.top_p = request.top_p() == 0 ? 1.0 : request.top_p();
   out.sampling.top_k = request.top_k();
   out.sampling.seed = request.seed();
+  out.ignore_eos = request.ignore_eos();
   if (request.stop_size() > kMaxStopStrings) {
     return absl::InvalidArgumentError(absl::StrCat("stop: at most ", kMaxStopStrings, " strings"));
   }
