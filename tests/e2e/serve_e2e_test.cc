@@ -1,0 +1,434 @@
+// Inference with hot-loaded adapters, end to end: the real qwha-scheduler and
+// qwha-worker train three small adapters on the demo model (two QWHA, one
+// LoRA); a real qwha-serve process pulls them from the scheduler's registry
+// and serves them, driven over gRPC and qwhactl. Nothing is mocked. The
+// reference for every generation is computed here, in process, from the
+// pulled adapter files merged into the quantized weights.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "qwha/v1/inference.grpc.pb.h"
+#include "server/http/http_get.h"
+#include "tests/e2e/harness.h"
+#include "worker/adapters/adapter.h"
+#include "worker/io/atomic_file.h"
+#include "worker/model/llama.h"
+#include "worker/serve/serving_adapter.h"
+
+namespace qwha::e2e {
+namespace {
+
+struct TrainedAdapters {
+  std::string qwha1, qwha2, lora;
+};
+
+// One scheduler, worker and three finished jobs for the whole suite.
+class ServeE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    harness_ = new Harness("serve");
+    Harness& h = *harness_;
+    ASSERT_TRUE(h.StartScheduler().ok());
+    auto model = h.RegisterDemoModel();
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto dataset = h.UploadDataset(Runfile("tests/fixtures/demo/data/train.jsonl"), "kjv");
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    ASSERT_TRUE(h.StartWorker("w1").ok());
+    std::vector<std::pair<std::string, uint64_t>> specs = {{"qwha", 1}, {"qwha", 2}, {"lora", 1}};
+    std::vector<std::string> jobs;
+    for (const auto& [type, seed] : specs) {
+      v1::JobSpec spec = h.SmallJob(*model, *dataset, 4);
+      spec.mutable_adapter()->set_type(type);
+      spec.mutable_training()->set_seed(seed);
+      if (type == "lora") spec.mutable_training()->set_learning_rate(0.05);
+      grpc::ClientContext context;
+      v1::SubmitJobRequest request;
+      *request.mutable_spec() = spec;
+      v1::Job job;
+      ASSERT_TRUE(h.jobs().SubmitJob(&context, request, &job).ok());
+      jobs.push_back(job.id());
+    }
+    std::vector<std::string> ids;
+    for (const std::string& id : jobs) {
+      auto done = h.WaitFinished(id, 600);
+      ASSERT_TRUE(done.ok()) << done.status();
+      ASSERT_EQ(done->state(), v1::SUCCEEDED) << done->error();
+      ids.push_back(done->adapter_id());
+    }
+    adapters_ = {ids[0], ids[1], ids[2]};
+  }
+  static void TearDownTestSuite() {
+    delete harness_;
+    harness_ = nullptr;
+  }
+
+  Harness& h() { return *harness_; }
+  std::string ModelDir() { return h().dir() + "/models/demo"; }
+
+  // Starts qwha-serve against the harness's registry (2-bit RTN, as SmallJob).
+  void StartServer(const std::vector<std::string>& extra = {}) {
+    const std::string ports = h().dir() + "/serve.ports";
+    ::unlink(ports.c_str());
+    std::vector<std::string> argv = {Runfile("worker/serve/qwha-serve"), "--model", ModelDir(),
+                                     "--bits", "2", "--group-size", "64", "--registry",
+                                     h().address(), "--listen", "127.0.0.1:0", "--http",
+                                     "127.0.0.1:0", "--port-file", ports, "--max-batch", "8",
+                                     "--max-seq-len", "512"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto process = Process::Start(argv, absl::StrCat(h().dir(), "/serve.", starts_++, ".log"));
+    ASSERT_TRUE(process.ok());
+    server_ = std::move(*process);
+    for (int i = 0; i < 600 && grpc_port_ == 0; ++i) {
+      std::ifstream in(ports);
+      if (in >> grpc_port_ >> http_port_) break;
+      ASSERT_TRUE(server_->Running()) << "qwha-serve exited; see " << server_->log_path();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_NE(grpc_port_, 0) << "qwha-serve did not start; see " << server_->log_path();
+    stub_ = v1::InferenceService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", grpc_port_), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    if (server_) {
+      server_->Signal(SIGTERM);
+      EXPECT_GE(server_->Wait(15000), 0) << "qwha-serve did not stop on SIGTERM";
+    }
+  }
+  std::string Server() { return absl::StrCat("127.0.0.1:", grpc_port_); }
+
+  grpc::Status Load(const std::string& id, const std::string& name, v1::LoadedAdapter* out = nullptr) {
+    grpc::ClientContext context;
+    v1::LoadAdapterRequest request;
+    request.set_adapter_id(id);
+    request.set_name(name);
+    v1::LoadedAdapter loaded;
+    grpc::Status status = stub_->LoadAdapter(&context, request, &loaded);
+    if (out) *out = loaded;
+    return status;
+  }
+
+  v1::ListLoadedAdaptersResponse List() {
+    grpc::ClientContext context;
+    v1::ListLoadedAdaptersResponse response;
+    EXPECT_TRUE(stub_->ListAdapters(&context, v1::ListLoadedAdaptersRequest(), &response).ok());
+    return response;
+  }
+
+  struct Result {
+    grpc::Status status;
+    std::vector<int64_t> tokens;
+    std::string text;
+    std::set<std::string> digests;
+    v1::GenerateResponse last;
+  };
+  Result Generate(const v1::GenerateRequest& request,
+                  const std::function<void(const v1::GenerateResponse&)>& on_message = nullptr) {
+    grpc::ClientContext context;
+    auto reader = stub_->Generate(&context, request);
+    Result r;
+    v1::GenerateResponse message;
+    while (reader->Read(&message)) {
+      r.tokens.insert(r.tokens.end(), message.token_ids().begin(), message.token_ids().end());
+      r.text += message.text();
+      r.digests.insert(message.adapter_digest());
+      r.last = message;
+      if (on_message) on_message(message);
+    }
+    r.status = reader->Finish();
+    return r;
+  }
+
+  // The registry's digest of an adapter.
+  std::string Digest(const std::string& id) {
+    grpc::ClientContext context;
+    v1::GetAdapterRequest request;
+    request.set_id(id);
+    v1::Adapter adapter;
+    EXPECT_TRUE(h().registry().GetAdapter(&context, request, &adapter).ok());
+    return adapter.digest();
+  }
+
+  // Greedy tokens of the demo model, quantized as the job did, with the
+  // adapter `id` (pulled with qwhactl) merged into the weights.
+  std::vector<int64_t> MergedReference(const std::string& id, const std::vector<int64_t>& prompt,
+                                       int64_t n) {
+    const std::string dir = h().dir() + "/pulled/" + id;
+    if (!std::ifstream(dir + "/adapter.safetensors")) {
+      auto [code, out] = h().Qwhactl({"adapters", "pull", id, "--dir", dir});
+      EXPECT_EQ(code, 0) << out;
+    }
+    auto model = model::LoadModel(ModelDir(), torch::kCPU, torch::kFloat32);
+    EXPECT_TRUE(model.ok());
+    quant::QuantConfig q;
+    q.bits = 2;
+    q.group_size = 64;
+    for (model::LinearSlot* slot : (*model)->LinearSlots()) {
+      auto quantized = quant::QuantizeRtn(slot->weight().to(torch::kFloat32), q);
+      EXPECT_TRUE(slot->SetQuantizedWeight(*std::move(quantized)).ok());
+    }
+    auto files = serve::ReadAdapterFiles(dir);
+    EXPECT_TRUE(files.ok()) << files.status();
+    for (const auto& [slot, state] : files->slots) {
+      adapters::AdapterConfig cfg;
+      cfg.type = files->type;
+      cfg.scaling = files->scaling;
+      model::LinearSlot* s = (*model)->FindLinear(slot);
+      if (state.count("lora_A")) {
+        cfg.rank = state.at("lora_A").size(0);
+      } else {
+        cfg.num_params = state.at("spectrum_values").numel();
+      }
+      auto adapter = adapters::CreateEmptyAdapter(cfg, s->out_features(), s->in_features());
+      EXPECT_TRUE(adapter.ok());
+      EXPECT_TRUE((*adapter)->LoadStateDict(state).ok()) << slot;
+      EXPECT_TRUE(s->AttachAdapter(*std::move(adapter)).ok());
+    }
+    model::GenerateOptions options;
+    options.max_new_tokens = n;
+    auto out = (*model)->Generate(torch::tensor(prompt, torch::kInt64).unsqueeze(0), options);
+    torch::Tensor row = out->select(0, 0).slice(0, static_cast<int64_t>(prompt.size()));
+    return std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+  }
+
+  static v1::GenerateRequest Request(const std::vector<int64_t>& prompt, const std::string& adapter,
+                                     int n) {
+    v1::GenerateRequest r;
+    for (int64_t t : prompt) r.add_prompt_token_ids(static_cast<int32_t>(t));
+    r.set_adapter(adapter);
+    r.set_max_new_tokens(n);
+    r.set_ignore_eos(true);
+    return r;
+  }
+
+  static Harness* harness_;
+  static TrainedAdapters adapters_;
+  std::unique_ptr<Process> server_;
+  std::unique_ptr<v1::InferenceService::Stub> stub_;
+  int grpc_port_ = 0, http_port_ = 0, starts_ = 0;
+};
+
+Harness* ServeE2eTest::harness_ = nullptr;
+TrainedAdapters ServeE2eTest::adapters_;
+
+// Token ids of "Genesis 1:1 In the beginning" etc. are not needed: any ids of
+// the demo vocabulary exercise the same path as text.
+const std::vector<int64_t> kPrompt = {0, 1201, 387, 9, 279, 1893, 62, 71, 1095};
+
+TEST_F(ServeE2eTest, LoadedAdaptersGenerateWhatTheirMergedWeightsGenerate) {
+  StartServer();
+  v1::LoadedAdapter loaded;
+  ASSERT_TRUE(Load(adapters_.qwha1, "q", &loaded).ok());
+  EXPECT_EQ(loaded.digest(), Digest(adapters_.qwha1));
+  EXPECT_FALSE(loaded.cache_hit());
+  EXPECT_GT(loaded.memory_bytes(), 0);
+  ASSERT_TRUE(Load(adapters_.lora, "l").ok());
+
+  const auto base = Generate(Request(kPrompt, "", 24));
+  ASSERT_TRUE(base.status.ok()) << base.status.error_message();
+  for (const auto& [name, id] : {std::pair{"q", adapters_.qwha1}, std::pair{"l", adapters_.lora}}) {
+    const auto got = Generate(Request(kPrompt, name, 24));
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_EQ(got.tokens, MergedReference(id, kPrompt, 24)) << name;
+    EXPECT_EQ(got.digests, std::set<std::string>{Digest(id)});
+    EXPECT_EQ(got.last.usage().completion_tokens(), 24);
+    EXPECT_EQ(got.last.usage().prompt_tokens(), static_cast<int>(kPrompt.size()));
+    EXPECT_EQ(got.last.finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_NE(got.tokens, base.tokens) << name << " changed nothing";
+  }
+
+  // qwhactl streams the same text the gRPC stream carried.
+  v1::GenerateRequest text_request;
+  text_request.set_prompt("Genesis 1:1 In the beginning");
+  text_request.set_adapter("q");
+  text_request.set_max_new_tokens(16);
+  const auto via_grpc = Generate(text_request);
+  ASSERT_TRUE(via_grpc.status.ok());
+  auto [code, output] = h().Qwhactl({"generate", "--server", Server(), "--adapter", "q",
+                                     "--max-new-tokens", "16", "Genesis 1:1 In the beginning"});
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find(via_grpc.text), std::string::npos) << output;
+  EXPECT_NE(output.find("adapter " + Digest(adapters_.qwha1).substr(0, 12)), std::string::npos) << output;
+}
+
+TEST_F(ServeE2eTest, InFlightRequestKeepsItsVersionWhenANewOneIsLoadedUnderItsName) {
+  StartServer();
+  ASSERT_TRUE(Load(adapters_.qwha1, "chat").ok());
+  const int kLong = 300;
+  std::atomic<bool> first_message{false};
+  Result long_run;
+  std::thread runner([&] {
+    long_run = Generate(Request(kPrompt, "chat", kLong),
+                        [&](const v1::GenerateResponse&) { first_message = true; });
+  });
+  while (!first_message) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  v1::LoadedAdapter replaced;
+  ASSERT_TRUE(Load(adapters_.qwha2, "chat", &replaced).ok());
+  const auto loaded_at = std::chrono::steady_clock::now();
+  const auto fresh = Generate(Request(kPrompt, "chat", 24));
+  runner.join();
+  const auto finished_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(long_run.status.ok()) << long_run.status.error_message();
+  ASSERT_TRUE(fresh.status.ok());
+  ASSERT_LT(loaded_at, finished_at);
+  ASSERT_LT(fresh.last.usage().total_seconds(), long_run.last.usage().total_seconds());
+
+  EXPECT_EQ(long_run.digests, std::set<std::string>{Digest(adapters_.qwha1)})
+      << "the running request saw another adapter version";
+  EXPECT_EQ(fresh.digests, std::set<std::string>{Digest(adapters_.qwha2)});
+  ASSERT_EQ(long_run.tokens.size(), static_cast<size_t>(kLong));
+  EXPECT_EQ(std::vector<int64_t>(long_run.tokens.begin(), long_run.tokens.begin() + 24),
+            MergedReference(adapters_.qwha1, kPrompt, 24));
+  EXPECT_EQ(fresh.tokens, MergedReference(adapters_.qwha2, kPrompt, 24));
+  // The old version left with its request: only the new one is resident.
+  const auto listed = List();
+  ASSERT_EQ(listed.adapters_size(), 1);
+  EXPECT_EQ(listed.adapters(0).digest(), Digest(adapters_.qwha2));
+  EXPECT_EQ(listed.memory_used_bytes(), listed.adapters(0).memory_bytes());
+}
+
+TEST_F(ServeE2eTest, LoadsAndUnloadsUnderTrafficLoseNoRequestAndUnloadFreesMemory) {
+  StartServer();
+  ASSERT_EQ(List().memory_used_bytes(), 0);
+  ASSERT_TRUE(Load(adapters_.qwha1, "a").ok());
+  ASSERT_TRUE(Load(adapters_.lora, "b").ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> swaps{0};
+  std::thread swapper([&] {
+    for (int k = 0; !stop; ++k) {
+      EXPECT_TRUE(Load(k % 2 ? adapters_.qwha2 : adapters_.qwha1, "hot").ok());
+      grpc::ClientContext context;
+      v1::UnloadAdapterRequest request;
+      request.set_name("hot");
+      v1::UnloadAdapterResponse response;
+      EXPECT_TRUE(stub_->UnloadAdapter(&context, request, &response).ok());
+      ++swaps;
+    }
+  });
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0}, failed{0};
+  const std::vector<std::string> names = {"a", "b", ""};
+  for (int c = 0; c < 6; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 4; ++i) {
+        const std::string& name = names[(c + i) % names.size()];
+        auto r = Generate(Request(kPrompt, name, 8));
+        if (r.status.ok() && r.tokens.size() == 8 && r.last.finish_reason() == v1::FINISH_REASON_LENGTH) {
+          ++ok;
+        } else {
+          ++failed;
+          ADD_FAILURE() << name << ": " << r.status.error_message();
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  stop = true;
+  swapper.join();
+  EXPECT_EQ(ok, 24);
+  EXPECT_EQ(failed, 0);
+  EXPECT_GT(swaps, 0);
+
+  // Unloading everything brings the accounted memory back to the baseline.
+  for (const std::string name : {"a", "b"}) {
+    auto [code, output] = h().Qwhactl({"serve", "unload", name, "--server", Server()});
+    EXPECT_EQ(code, 0) << output;
+    EXPECT_NE(output.find("freed"), std::string::npos) << output;
+  }
+  const auto listed = List();
+  EXPECT_EQ(listed.adapters_size(), 0);
+  EXPECT_EQ(listed.memory_used_bytes(), 0);
+  auto metrics = http::HttpGet("127.0.0.1", http_port_, "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("qwha_serve_adapter_memory_bytes 0"), std::string::npos);
+  EXPECT_NE(metrics->body.find("qwha_serve_adapters_loaded 0"), std::string::npos);
+  EXPECT_NE(metrics->body.find("qwha_serve_requests_total{finish_reason=\"length\"} 24"),
+            std::string::npos);
+  EXPECT_NE(metrics->body.find("qwha_serve_time_to_first_token_seconds_count 24"), std::string::npos);
+}
+
+TEST_F(ServeE2eTest, CorruptOrMissingAdaptersFailClearlyAndTheServerKeepsServing) {
+  StartServer();
+  ASSERT_TRUE(Load(adapters_.qwha1, "good").ok());
+  // A missing adapter.
+  grpc::Status missing = Load("no-such-adapter", "x");
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(missing.error_message().find("no-such-adapter"), std::string::npos) << missing.error_message();
+  auto [code, output] = h().Qwhactl({"serve", "load", "no-such-adapter", "--server", Server()});
+  EXPECT_EQ(code, 4) << output;
+
+  // A registry blob whose bytes no longer match its sha256.
+  grpc::ClientContext context;
+  v1::GetAdapterRequest get;
+  get.set_id(adapters_.lora);
+  v1::Adapter adapter;
+  ASSERT_TRUE(h().registry().GetAdapter(&context, get, &adapter).ok());
+  std::string sha;
+  for (const auto& f : adapter.files()) {
+    if (f.name() == "adapter.safetensors") sha = f.sha256();
+  }
+  const std::string blob = absl::StrCat(h().dir(), "/data/blobs/", sha.substr(0, 2), "/", sha);
+  auto original = io::ReadFile(blob);
+  ASSERT_TRUE(original.ok()) << blob;
+  std::string corrupt = *original;
+  corrupt[corrupt.size() / 2] ^= 0x5a;
+  ::chmod(blob.c_str(), 0644);
+  ASSERT_TRUE(io::WriteFileAtomically(blob, corrupt).ok());
+  grpc::Status bad = Load(adapters_.lora, "bad");
+  ASSERT_TRUE(io::WriteFileAtomically(blob, *original).ok());
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::DATA_LOSS) << bad.error_message();
+  EXPECT_NE(bad.error_message().find("sha256"), std::string::npos) << bad.error_message();
+
+  // Still serving what it had, and nothing half-loaded.
+  const auto listed = List();
+  ASSERT_EQ(listed.adapters_size(), 1);
+  EXPECT_EQ(listed.adapters(0).names(0), "good");
+  auto r = Generate(Request(kPrompt, "good", 8));
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.tokens.size(), 8u);
+  // Unknown names and bad requests are clear errors too.
+  auto unknown = Generate(Request(kPrompt, "never-loaded", 4));
+  EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::GenerateRequest both = Request(kPrompt, "", 4);
+  both.set_prompt("text too");
+  EXPECT_EQ(Generate(both).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(server_->Running());
+}
+
+TEST_F(ServeE2eTest, BudgetEvictsTheLeastRecentlyUsedAndReloadsOnDemand) {
+  // Room for one adapter version.
+  StartServer();
+  v1::LoadedAdapter one;
+  ASSERT_TRUE(Load(adapters_.qwha1, "x").ok());
+  ASSERT_TRUE(Load(adapters_.qwha1, "x", &one).ok());
+  EXPECT_TRUE(one.cache_hit());
+  TearDown();
+  server_.reset();
+  grpc_port_ = 0;
+  StartServer({"--memory-budget-bytes", std::to_string(one.memory_bytes() * 3 / 2)});
+  ASSERT_TRUE(Load(adapters_.qwha1, "x").ok());
+  ASSERT_TRUE(Load(adapters_.qwha2, "y").ok());  // evicts x
+  ASSERT_EQ(List().adapters_size(), 1);
+  auto r = Generate(Request(kPrompt, "x", 6));  // loads x again, evicting y
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.digests, std::set<std::string>{Digest(adapters_.qwha1)});
+  auto metrics = http::HttpGet("127.0.0.1", http_port_, "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("qwha_serve_adapter_cache_evictions_total 2"), std::string::npos);
+  EXPECT_NE(metrics->body.find("qwha_serve_adapter_cache_misses_total 1"), std::string::npos);
+  auto [code, output] = h().Qwhactl({"serve", "list", "--server", Server()});
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find(adapters_.qwha1), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace qwha::e2e

@@ -1,0 +1,308 @@
+// qwha-serve-bench: the serving engine without gRPC (docs/serving.md,
+// "Benchmark"). Prints, side by side in one run on one device:
+//   decode tokens/s, ms per decode step and time to first token at batch 1
+//   and batch 32, for the base alone and with 1 and 8 different QWHA adapters
+//   in the batch (requests assigned round robin), each relative to the base;
+//   the adapter load time (file → device) and the memory an unload frees.
+// The target is batch 32 with 8 adapters at ≤ 1.3× the base's decode time.
+//
+//   qwha-serve-bench [--preset 7b|1b|tiny] [--model DIR] [--device cuda]
+//                    [--dtype bfloat16] [--bits 4] [--group-size 64]
+//                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
+//                    [--batches 1,32] [--work-dir DIR]
+#include <torch/cuda.h>
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "kernels/fwht.h"
+#include "worker/io/atomic_file.h"
+#include "worker/io/safetensors.h"
+#include "worker/model/checkpoint.h"
+#include "worker/serve/adapter_loader.h"
+#include "worker/serve/engine.h"
+#include "worker/serve/serving_model.h"
+#ifdef QWHA_SERVE_BENCH_CUDA_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace {
+
+using namespace qwha;
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string preset, model_dir, device, dtype, work_dir = "/tmp/qwha-serve-bench";
+  int bits = 4, group_size = 64;
+  int64_t rank = 64, prompt_len = 128, new_tokens = 128;
+  std::vector<int64_t> batches = {1, 32};
+};
+
+model::ModelConfig Preset(const std::string& name) {
+  model::ModelConfig c;
+  c.model_type = "llama";
+  c.rms_norm_eps = 1e-5;
+  if (name == "7b") {  // LLaMA-2-7B
+    c.hidden_size = 4096, c.intermediate_size = 11008, c.num_hidden_layers = 32;
+    c.num_attention_heads = 32, c.num_key_value_heads = 32, c.head_dim = 128, c.vocab_size = 32000;
+  } else if (name == "1b") {  // LLaMA-3.2-1B
+    c.hidden_size = 2048, c.intermediate_size = 8192, c.num_hidden_layers = 16;
+    c.num_attention_heads = 32, c.num_key_value_heads = 8, c.head_dim = 64, c.vocab_size = 128256;
+    c.rope_theta = 500000, c.tie_word_embeddings = true;
+  } else {  // tiny: CPU smoke runs
+    c.hidden_size = 256, c.intermediate_size = 768, c.num_hidden_layers = 4;
+    c.num_attention_heads = 8, c.num_key_value_heads = 4, c.head_dim = 32, c.vocab_size = 4096;
+  }
+  return c;
+}
+
+int64_t DeviceAllocated(const torch::Device& device) {
+#ifdef QWHA_SERVE_BENCH_CUDA_STATS
+  if (device.is_cuda()) {
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index())
+        .allocated_bytes[0]
+        .current;
+  }
+#endif
+  (void)device;
+  return -1;
+}
+
+// A random base (weights drawn on the device, RandomInit's scales) or a
+// checkpoint, with every projection RTN-quantized.
+std::unique_ptr<serve::ServingModel> MakeBase(const Flags& f, const torch::Device& device,
+                                              torch::ScalarType dtype) {
+  const torch::NoGradGuard no_grad;
+  quant::QuantConfig q;
+  q.bits = f.bits;
+  q.group_size = f.group_size;
+  const int64_t max_len = f.prompt_len + f.new_tokens;
+  if (!f.model_dir.empty()) {
+    serve::ServingModelOptions o;
+    o.model_dir = f.model_dir;
+    o.device = device;
+    o.dtype = dtype;
+    o.quant = q;
+    o.max_seq_len = max_len;
+    auto m = serve::ServingModel::Load(o);
+    TORCH_CHECK(m.ok(), m.status().ToString());
+    return *std::move(m);
+  }
+  const model::ModelConfig config = Preset(f.preset);
+  torch::manual_seed(0);
+  std::map<std::string, torch::Tensor> tensors;
+  for (const model::TensorSpec& spec : model::ExpectedTensors(config)) {
+    torch::Tensor t = torch::randn(spec.shape, torch::TensorOptions().device(device).dtype(dtype));
+    if (spec.name.find("norm") != std::string::npos) {
+      t = t * 0.1 + 1;
+    } else if (spec.name != "model.embed_tokens.weight") {
+      t = t / std::sqrt(static_cast<double>(spec.shape.back()));
+    }
+    tensors[spec.name] = t;
+  }
+  auto model = model::LlamaModel::FromTensors(config, tensors, device, dtype);
+  TORCH_CHECK(model.ok(), model.status().ToString());
+  tensors.clear();
+  for (model::LinearSlot* slot : (*model)->LinearSlots()) {
+    auto qw = quant::QuantizeRtn(slot->weight().to(torch::kFloat32), q);
+    TORCH_CHECK(qw.ok() && slot->SetQuantizedWeight(*std::move(qw)).ok());
+  }
+  auto base = serve::ServingModel::FromModel(**model, q, {}, max_len);
+  TORCH_CHECK(base.ok(), base.status().ToString());
+  return *std::move(base);
+}
+
+// A QWHA adapter with the rank-r budget N = r·(in + out) on every projection
+// (N / out random columns per row; random values), written as a job writes it.
+void WriteAdapter(const serve::ServingModel& base, const Flags& f, const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  std::map<std::string, torch::Tensor> tensors;
+  torch::manual_seed(1);
+  for (const serve::SlotInfo& s : base.slots()) {
+    const int64_t n = s.in_features, out = s.out_features;
+    const int64_t k = std::min(n, f.rank * (n + out) / out);
+    torch::Tensor cols = std::get<1>(torch::rand({out, n}, torch::TensorOptions().device(base.device())).topk(k, 1));
+    cols = std::get<0>(cols.sort(1));
+    torch::Tensor index = (torch::arange(out, cols.options()).unsqueeze(1) * n + cols).reshape(-1);
+    tensors[s.name + "/spectrum_index"] = index.to(torch::kCPU, torch::kInt64);
+    tensors[s.name + "/spectrum_values"] = torch::randn({index.numel()}) * 0.01;
+  }
+  TORCH_CHECK(io::WriteSafetensors(dir + "/adapter.safetensors", tensors).ok());
+  nlohmann::json config = {{"adapter_type", "qwha"}, {"rank_equivalent", f.rank}, {"num_params", 0},
+                           {"alloc_alpha", 1.0}, {"scaling", 1.0}, {"target_modules", base.target_modules()},
+                           {"quantization", {{"bits", f.bits}, {"group_size", f.group_size}, {"method", "rtn"}}}};
+  TORCH_CHECK(io::WriteFileAtomically(dir + "/adapter_config.json", config.dump()).ok());
+}
+
+struct RunResult {
+  double decode_tokens_per_s = 0, step_ms = 0, ttft_ms = 0;
+};
+
+RunResult RunBatch(const serve::ServingModel& base, const Flags& f, int64_t batch,
+                   const std::vector<std::shared_ptr<const serve::ServingAdapter>>& adapters) {
+  std::vector<double> steps;
+  serve::EngineObserver observer;
+  observer.on_step = [&](int64_t, double s) { steps.push_back(s); };
+  serve::EngineOptions options;
+  options.max_batch = batch;
+  options.max_seq_len = f.prompt_len + f.new_tokens;
+  options.max_prefill_tokens = batch * f.prompt_len;  // every prompt in the first step
+  auto engine = serve::Engine::Create(&base, nullptr, options, observer);
+  TORCH_CHECK(engine.ok(), engine.status().ToString());
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t done = 0;
+  double ttft = 0;
+  for (int64_t i = 0; i < batch; ++i) {
+    serve::GenerationRequest r;
+    r.prompt = std::vector<int64_t>(f.prompt_len);
+    for (int64_t j = 0; j < f.prompt_len; ++j) r.prompt[j] = (i * 7919 + j * 104729) % base.config().vocab_size;
+    if (!adapters.empty()) r.adapter = adapters[static_cast<size_t>(i) % adapters.size()];
+    r.max_new_tokens = f.new_tokens;
+    r.ignore_eos = true;
+    r.on_event = [&](const serve::GenerationEvent& e) {
+      if (!e.finished) return;
+      std::lock_guard<std::mutex> lock(mu);
+      TORCH_CHECK(e.status.ok(), e.status.ToString());
+      ttft += e.usage.time_to_first_token_seconds;
+      ++done;
+      cv.notify_all();
+    };
+    TORCH_CHECK((*engine)->Submit(std::move(r)).ok());
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done == batch; });
+  engine->reset();
+  // Step 1 ran every prompt (and sampled each first token); the rest decode.
+  double decode = 0;
+  for (size_t i = 1; i < steps.size(); ++i) decode += steps[i];
+  RunResult out;
+  out.step_ms = 1e3 * decode / static_cast<double>(steps.size() - 1);
+  out.decode_tokens_per_s = static_cast<double>(batch * (f.new_tokens - 1)) / decode;
+  out.ttft_ms = 1e3 * ttft / static_cast<double>(batch);
+  return out;
+}
+
+bool ParseFlags(int argc, char** argv, Flags* f) {
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i], v = argv[i + 1];
+    int64_t n = 0;
+    const bool num = absl::SimpleAtoi(v, &n) && n > 0;
+    if (a == "--preset") f->preset = v;
+    else if (a == "--model") f->model_dir = v;
+    else if (a == "--device") f->device = v;
+    else if (a == "--dtype") f->dtype = v;
+    else if (a == "--work-dir") f->work_dir = v;
+    else if (a == "--bits" && num) f->bits = static_cast<int>(n);
+    else if (a == "--group-size" && num) f->group_size = static_cast<int>(n);
+    else if (a == "--rank" && num) f->rank = n;
+    else if (a == "--prompt-len" && num) f->prompt_len = n;
+    else if (a == "--new-tokens" && num && n > 1) f->new_tokens = n;
+    else if (a == "--batches") {
+      f->batches.clear();
+      for (absl::string_view s : absl::StrSplit(v, ',')) {
+        if (!absl::SimpleAtoi(s, &n) || n < 1) return false;
+        f->batches.push_back(n);
+      }
+    } else return false;
+  }
+  return argc % 2 == 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  if (!ParseFlags(argc, argv, &f)) {
+    std::fprintf(stderr, "usage: see the top of worker/serve/serve_bench.cc\n");
+    return 3;
+  }
+  const bool cuda = torch::cuda::is_available();
+  if (f.device.empty()) f.device = cuda ? "cuda" : "cpu";
+  if (f.preset.empty()) f.preset = cuda ? "7b" : "tiny";
+  if (f.dtype.empty()) f.dtype = f.device == "cpu" ? "float32" : "bfloat16";
+  const torch::Device device(f.device);
+  const torch::ScalarType dtype = *model::ParseDtypeName(f.dtype);
+  const torch::NoGradGuard no_grad;
+
+  auto base = MakeBase(f, device, dtype);
+  std::printf("qwha-serve-bench: %s on %s (%s), %d-bit RTN group %d, base %.2f GiB; prompt %lld, new %lld tokens\n",
+              f.model_dir.empty() ? ("random " + f.preset).c_str() : f.model_dir.c_str(), f.device.c_str(),
+              f.dtype.c_str(), f.bits, f.group_size, base->memory_bytes() / 1073741824.0,
+              static_cast<long long>(f.prompt_len), static_cast<long long>(f.new_tokens));
+
+  // Adapter load time (file → device) and the memory an unload frees.
+  const std::string dir = f.work_dir + "/qwha_r" + std::to_string(f.rank);
+  WriteAdapter(*base, f, dir);
+  std::vector<std::unique_ptr<serve::AdapterLoader>> loaders;
+  std::vector<std::shared_ptr<const serve::ServingAdapter>> adapters;
+  double load_s = 0;
+  const int64_t before = DeviceAllocated(device);
+  for (int i = 0; i < 8; ++i) {
+    loaders.push_back(std::make_unique<serve::AdapterLoader>(base.get(), dir, "bench-" + std::to_string(i)));
+    const auto t0 = Clock::now();
+    TORCH_CHECK(loaders.back()->Load().ok());
+    if (device.is_cuda()) torch::cuda::synchronize();
+    load_s += std::chrono::duration<double>(Clock::now() - t0).count();
+    adapters.emplace_back(std::shared_ptr<const serve::ServingAdapter>(), loaders.back()->adapter());
+  }
+  const int64_t estimate = *loaders[0]->EstimateMemory();
+  const int64_t with8 = DeviceAllocated(device);
+  std::printf("adapter: QWHA rank-%lld budget, %.1f MiB on the device each (estimate %.1f MiB); load %.1f ms (file → device, mean of 8)\n",
+              static_cast<long long>(f.rank), adapters[0]->memory_bytes() / 1048576.0,
+              estimate / 1048576.0, 1e3 * load_s / 8);
+
+  // The device path of the spectrum product against the dense definition.
+  {
+    const serve::SlotInfo& s = base->slots()[0];
+    const serve::SlotDelta& d = adapters[0]->slot(0);
+    torch::Tensor x = torch::randn({4, s.in_features}, torch::TensorOptions().device(device));
+    torch::Tensor dense = kernels::Fwht(d.spectrum.to_dense(), 1.0);  // (s/n) F H
+    torch::Tensor expected = x.matmul(dense.t());
+    torch::Tensor got = adapters[0]->ApplyDelta(0, x, torch::Tensor()).to(torch::kFloat32);
+    std::printf("check: spectrum product vs dense ΔW on %s: max rel error %.2e\n", f.device.c_str(),
+                ((got - expected).abs().max() / expected.abs().max()).item<double>());
+  }
+
+  std::printf("\n%-6s %-9s %14s %10s %10s %12s\n", "batch", "adapters", "decode tok/s", "ms/step",
+              "TTFT ms", "× base time");
+  (void)RunBatch(*base, f, 1, {});  // warm-up
+  double ratio8 = 0;
+  for (int64_t batch : f.batches) {
+    const RunResult b = RunBatch(*base, f, batch, {});
+    std::printf("%-6lld %-9s %14.1f %10.2f %10.1f %12s\n", static_cast<long long>(batch), "base",
+                b.decode_tokens_per_s, b.step_ms, b.ttft_ms, "1.00");
+    for (size_t count : {size_t{1}, size_t{8}}) {
+      if (static_cast<int64_t>(count) > batch) continue;
+      const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(adapters.begin(), adapters.begin() + count);
+      const RunResult r = RunBatch(*base, f, batch, used);
+      const double ratio = r.step_ms / b.step_ms;
+      if (count == 8 && batch >= 32) ratio8 = ratio;
+      std::printf("%-6lld %-9s %14.1f %10.2f %10.1f %12.2f\n", static_cast<long long>(batch),
+                  absl::StrCat(count, " QWHA").c_str(), r.decode_tokens_per_s, r.step_ms, r.ttft_ms, ratio);
+    }
+  }
+  adapters.clear();
+  for (auto& l : loaders) l->Unload();
+  const int64_t after = DeviceAllocated(device);
+  if (before >= 0) {
+    std::printf("\nunload: device allocated %.1f MiB with 8 adapters, %.1f MiB after unloading them (%.1f MiB before loading)\n",
+                with8 / 1048576.0, after / 1048576.0, before / 1048576.0);
+  }
+  if (ratio8 > 0) {
+    std::printf("target: batch >= 32 with 8 adapters at <= 1.30x the base's decode step time: %.2fx %s\n",
+                ratio8, ratio8 <= 1.3 ? "MET" : "NOT MET");
+  }
+  return 0;
+}
