@@ -1,7 +1,7 @@
 // Host-side launchers of the CUDA kernels (fwht_cuda.cu, dequant_cuda.cu,
-// spectrum_cuda.cu). Plain C++: raw device pointers, sizes, a dtype tag and a
-// stream; no LibTorch. The tensor-level checks live in the .cc callers, which
-// establish every precondition listed here.
+// spectrum_cuda.cu, cross_entropy_cuda.cu, rms_norm_cuda.cu). Plain C++: raw device pointers,
+// sizes, a dtype tag and a stream; no LibTorch. The tensor-level checks live in the .cc callers,
+// which establish every precondition listed here.
 //
 // Every launcher enqueues its work on `stream` and returns cudaSuccess, or the
 // first error from a CUDA API call or from cudaGetLastError() after a launch.
@@ -47,5 +47,25 @@ cudaError_t LaunchSpectrumScatter(const void* values, const int64_t* idx, int64_
 // values[t] = dense[idx[t]] for t < count (indices in range). dtype: any DType.
 cudaError_t LaunchSpectrumGather(const void* dense, const int64_t* idx, int64_t count, void* values,
                                  DType dtype, cudaStream_t stream);
+
+// Row r of logits [rows, vocab] (contiguous, dtype kFloat32/kBFloat16/
+// kFloat16): loss[r] = logsumexp(x_r) − x_r[targets[r]] (float32 reductions);
+// with `with_grad`, x_r is then overwritten with grad_scale · (softmax(x_r) −
+// onehot(targets[r])), computed in float32 and rounded once. targets int64 in
+// [0, vocab) (not checked); loss float32 [rows].
+cudaError_t LaunchSoftmaxCrossEntropy(void* logits, const int64_t* targets, int64_t rows,
+                                      int64_t vocab, DType dtype, float* loss, float grad_scale,
+                                      bool with_grad, cudaStream_t stream);
+
+// RMSNorm rows of x [rows, hidden] with weight [hidden] (all contiguous, one
+// dtype kFloat32/kBFloat16/kFloat16), float32 arithmetic:
+//   forward:  y = round(w · round(x · r)),  r = rsqrt(Σx² / hidden + eps)
+//   backward: dx = round(r · (g − x · r² · Σ(g·x) / hidden)),  g = round(dy · w)
+// (round = to the tensors' dtype). y / dx do not overlap the inputs.
+cudaError_t LaunchRmsNormForward(const void* x, const void* weight, void* y, int64_t rows,
+                                 int64_t hidden, float eps, DType dtype, cudaStream_t stream);
+cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* weight, void* dx,
+                                  int64_t rows, int64_t hidden, float eps, DType dtype,
+                                  cudaStream_t stream);
 
 }  // namespace qwha::kernels::cuda

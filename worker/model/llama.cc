@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/rms_norm.h"
 #include "worker/model/rope.h"
 
 // scaled_dot_product_attention arrived in LibTorch 2.0 (Debian's 1.13 lacks it).
@@ -212,6 +213,11 @@ std::unique_ptr<LlamaModel> LlamaModel::RandomInit(const ModelConfig& config, ui
 }
 
 torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const {
+  // On CUDA the fused kernel (same roundings, one pass per direction instead of
+  // a chain of float32 temporaries); elsewhere the ATen composition below.
+  if (x.is_cuda() && x.scalar_type() != torch::kFloat64) {
+    return kernels::RmsNorm(x, weight, config_.rms_norm_eps);
+  }
   torch::Tensor h = x.to(AccumulationDtype(x.scalar_type()));
   torch::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * torch::rsqrt(variance + config_.rms_norm_eps);

@@ -10,7 +10,8 @@
 // scores (q kᵀ) · head_dim^-1/2, causal mask (plus the sliding window where
 // the config has one), softmax in float32. RMSNorm and softmax compute in
 // float32 (float64 for a float64 model); everything else in the model dtype
-// (float32, bfloat16, float16, or float64 for reference checks).
+// (float32, bfloat16, float16, or float64 for reference checks). On CUDA,
+// RMSNorm is the fused kernel of kernels/rms_norm.h (the same roundings).
 // Two implementations of the same function (AttentionImpl): the eager one
 // above, which materializes the [T, S] scores (and keeps them for backward),
 // and a fused one through scaled_dot_product_attention (LibTorch >= 2.0:

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cross_entropy.h"
 
 namespace qwha::train {
 namespace {
@@ -20,25 +22,24 @@ torch::ScalarType AccumulationDtype(torch::ScalarType t) {
 // Σ_r −log softmax(h_r Wᵀ)[y_r] over the rows of h [R, H] with targets y [R],
 // `chunk` rows at a time, in the accumulation dtype. With `grad` ([R, H], h's
 // dtype) also writes grad_scale · d(sum)/dh = grad_scale · (softmax − onehot) W
-// there, formed from the chunk's logits before they are dropped.
+// there. A chunk's logits live only inside the loop: the fused kernel
+// (kernels/cross_entropy.h) turns them into their gradient in place.
 torch::Tensor ChunkedNllSum(const torch::Tensor& h, const torch::Tensor& w,
                             const torch::Tensor& targets, int64_t chunk, double grad_scale,
                             torch::Tensor* grad) {
-  const torch::ScalarType acc = AccumulationDtype(h.scalar_type());
-  torch::Tensor total = torch::zeros({}, h.options().dtype(acc));
+  torch::Tensor total = torch::zeros({}, h.options().dtype(AccumulationDtype(h.scalar_type())));
   const int64_t rows = h.size(0);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
-    const torch::Tensor y = targets.narrow(0, r0, n).unsqueeze(1);
-    // A fresh tensor (the matmul's result or its upcast), so it may be overwritten.
-    torch::Tensor x = torch::matmul(h.narrow(0, r0, n), w.t()).to(acc);  // [n, V]
-    const torch::Tensor lse = x.logsumexp(1, /*keepdim=*/true);
-    total.add_((lse - x.gather(1, y)).sum());
-    if (grad == nullptr) continue;
-    // grad_scale · softmax = exp(x − lse + log grad_scale); then − grad_scale at y.
-    x.sub_(lse - std::log(grad_scale)).exp_();
-    x.scatter_add_(1, y, torch::full({n, 1}, -grad_scale, x.options()));
-    grad->narrow(0, r0, n).copy_(torch::matmul(x.to(h.scalar_type()), w));
+    torch::Tensor logits = torch::matmul(h.narrow(0, r0, n), w.t());  // [n, V], h's dtype
+    const torch::Tensor nll = kernels::SoftmaxCrossEntropy(
+        logits, targets.narrow(0, r0, n),
+        grad != nullptr ? std::optional<double>(grad_scale) : std::nullopt);
+    total.add_(nll.sum());
+    if (grad != nullptr) {
+      torch::Tensor slice = grad->narrow(0, r0, n);  // contiguous rows
+      torch::mm_out(slice, logits, w);
+    }
   }
   return total;
 }

@@ -1,0 +1,110 @@
+// RMSNorm: argument checks, the ATen path, the CUDA dispatch and the autograd
+// function (the backward is RmsNormBackward; weight gets no gradient).
+#include "kernels/rms_norm.h"
+
+#ifdef QWHA_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "kernels/cuda_dtype.h"
+#include "kernels/cuda_launchers.h"
+#endif
+
+namespace qwha::kernels {
+namespace {
+
+torch::ScalarType Accumulation(torch::ScalarType t) {
+  return t == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
+void CheckArgs(const torch::Tensor& x, const torch::Tensor& weight, const char* op) {
+  TORCH_CHECK(x.defined() && x.dim() >= 1 && x.is_floating_point(), "qwha::kernels::", op,
+              ": x must be a float tensor [..., H]");
+  TORCH_CHECK(weight.defined() && weight.dim() == 1 && weight.size(0) == x.size(-1) &&
+                  weight.scalar_type() == x.scalar_type() && weight.device() == x.device(),
+              "qwha::kernels::", op, ": weight must be [", x.size(-1), "] of x's dtype and device");
+}
+
+#ifdef QWHA_WITH_CUDA
+bool UseCuda(const torch::Tensor& x) {
+  const torch::ScalarType t = x.scalar_type();
+  return x.is_cuda() && (t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16);
+}
+
+void CheckCuda(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, "qwha::kernels::", op,
+              ": CUDA launch failed: ", cudaGetErrorString(err));
+}
+#endif
+
+torch::Tensor ForwardImpl(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  CheckArgs(x, weight, "RmsNorm");
+#ifdef QWHA_WITH_CUDA
+  if (UseCuda(x)) {
+    const torch::Tensor xc = x.contiguous(), wc = weight.contiguous();
+    torch::Tensor y = torch::empty_like(xc);
+    const int64_t hidden = x.size(-1);
+    CheckCuda(
+        cuda::LaunchRmsNormForward(xc.data_ptr(), wc.data_ptr(), y.data_ptr(), xc.numel() / hidden,
+                                   hidden, static_cast<float>(eps), ToCudaDType(x.scalar_type()),
+                                   at::cuda::getCurrentCUDAStream(x.device().index()).stream()),
+        "RmsNorm");
+    return y;
+  }
+#endif
+  const torch::Tensor h = x.to(Accumulation(x.scalar_type()));
+  const torch::Tensor r = torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * (h * r).to(x.scalar_type());
+}
+
+class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, double eps) {
+    ctx->save_for_backward({x, weight});
+    ctx->saved_data["eps"] = eps;
+    return ForwardImpl(x, weight, eps);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    return {RmsNormBackward(grads[0], saved[0], saved[1], ctx->saved_data["eps"].toDouble()),
+            torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  return RmsNormFunction::apply(x, weight, eps);
+}
+
+torch::Tensor RmsNormBackward(const torch::Tensor& dy, const torch::Tensor& x,
+                              const torch::Tensor& weight, double eps) {
+  CheckArgs(x, weight, "RmsNormBackward");
+  TORCH_CHECK(dy.defined() && dy.sizes() == x.sizes() && dy.device() == x.device(),
+              "qwha::kernels::RmsNormBackward: dy must have x's shape and device");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor g = dy.to(x.scalar_type());
+#ifdef QWHA_WITH_CUDA
+  if (UseCuda(x)) {
+    const torch::Tensor xc = x.contiguous(), wc = weight.contiguous(), gc = g.contiguous();
+    torch::Tensor dx = torch::empty_like(xc);
+    const int64_t hidden = x.size(-1);
+    CheckCuda(cuda::LaunchRmsNormBackward(
+                  gc.data_ptr(), xc.data_ptr(), wc.data_ptr(), dx.data_ptr(), xc.numel() / hidden,
+                  hidden, static_cast<float>(eps), ToCudaDType(x.scalar_type()),
+                  at::cuda::getCurrentCUDAStream(x.device().index()).stream()),
+              "RmsNormBackward");
+    return dx;
+  }
+#endif
+  const torch::ScalarType acc = Accumulation(x.scalar_type());
+  const torch::Tensor h = x.to(acc);
+  const torch::Tensor gw = (g * weight).to(acc);  // rounded to x's dtype first, as autograd does
+  const torch::Tensor r = torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  const torch::Tensor c = r * r * (gw * h).mean(-1, /*keepdim=*/true);
+  return (r * (gw - h * c)).to(x.scalar_type());
+}
+
+}  // namespace qwha::kernels
