@@ -9,7 +9,7 @@
 # PEFT's 512-token rows with labels = input_ids.
 # QWHA_TT_VARIANTS (space-separated) adds qwha-train runs after the default one:
 #   eager-attention  --attention eager         full-logits  --loss-chunk 0
-#   fp32-adapter     --adapter-dtype float32   previous     all three (the code before them)
+#   bf16-adapter     --adapter-dtype bfloat16
 #   phases           --profile-phases (per-phase ms/step, a device sync after each phase)
 set -uo pipefail
 out="${1:?usage: scripts/train-throughput.sh OUTDIR [STEPS] [WARMUP]}"
@@ -40,8 +40,7 @@ for v in ${QWHA_TT_VARIANTS:-}; do
   case "$v" in
     eager-attention) qwha "$v" --attention eager ;;
     full-logits) qwha "$v" --loss-chunk 0 ;;
-    fp32-adapter) qwha "$v" --adapter-dtype float32 ;;
-    previous) qwha "$v" --attention eager --loss-chunk 0 --adapter-dtype float32 ;;
+    bf16-adapter) qwha "$v" --adapter-dtype bfloat16 ;;
     phases) qwha "$v" --profile-phases ;;
     *) echo "unknown variant $v" >&2 ;;
   esac

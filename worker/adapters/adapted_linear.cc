@@ -8,9 +8,11 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Autograd function for the merged path. W_eff is recomputed in backward
-// (one dequantization pass, a few microseconds per MB) instead of being saved,
-// so the layer keeps only x alive between forward and backward.
+// Autograd function for the merged path. Forward forms W_eff = deq(Q) + ΔW in
+// one dequantization pass (in `dtype`) and keeps it for backward when x needs
+// a gradient: W_eff is no larger than ΔW (half of it for a float32 ΔW) and
+// saves backward a second dequantization pass. ΔW itself is not kept: dΔW =
+// dyᵀ x does not need it.
 struct MergedLinearFunction : public torch::autograd::Function<MergedLinearFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& delta, const torch::Tensor& packed,
@@ -20,35 +22,30 @@ struct MergedLinearFunction : public torch::autograd::Function<MergedLinearFunct
     torch::Tensor w = kernels::Dequantize(packed, scales, zeros, static_cast<int>(bits),
                                           static_cast<int>(group_size), cols, st, delta.detach());
     torch::Tensor xc = x.to(st);
-    ctx->save_for_backward({xc, packed, scales, zeros, delta});
-    ctx->saved_data["bits"] = bits;
-    ctx->saved_data["group_size"] = group_size;
-    ctx->saved_data["cols"] = cols;
+    ctx->save_for_backward({xc, x.requires_grad() ? w : torch::Tensor()});
     ctx->saved_data["dtype"] = dtype;
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["delta_dtype"] = static_cast<int64_t>(delta.scalar_type());
     return torch::matmul(xc, w.t());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     auto saved = ctx->get_saved_variables();
     const torch::Tensor& xc = saved[0];
+    const torch::Tensor& w = saved[1];
     const auto st = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
-    const torch::Tensor& delta = saved[4];
     torch::Tensor gy = grad_outputs[0].to(st);
     torch::Tensor grad_x, grad_delta;
     if (ctx->needs_input_grad(0)) {
-      torch::Tensor w = kernels::Dequantize(saved[1], saved[2], saved[3],
-                                            static_cast<int>(ctx->saved_data["bits"].toInt()),
-                                            static_cast<int>(ctx->saved_data["group_size"].toInt()),
-                                            ctx->saved_data["cols"].toInt(), st, delta.detach());
       grad_x = torch::matmul(gy, w).to(
           static_cast<torch::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
     }
     if (ctx->needs_input_grad(1)) {
       const int64_t out = gy.size(-1);
       const int64_t in = xc.size(-1);
-      grad_delta =
-          torch::matmul(gy.reshape({-1, out}).t(), xc.reshape({-1, in})).to(delta.scalar_type());
+      // dΔW = dyᵀ x in the compute dtype (float32 accumulation in the GEMM).
+      grad_delta = torch::matmul(gy.reshape({-1, out}).t(), xc.reshape({-1, in}))
+                       .to(static_cast<torch::ScalarType>(ctx->saved_data["delta_dtype"].toInt()));
     }
     return {grad_x,          grad_delta,      torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};

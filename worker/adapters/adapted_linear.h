@@ -3,7 +3,8 @@
 // Two equivalent computations (DESIGN.md §1 "Training"):
 // - merged (training): ΔW is formed by the adapter (QWHA: scatter + row FWHT),
 //   added to the base inside the dequantization pass, and one GEMM follows.
-//   Backward: dx = dy · W_eff, dΔW = dyᵀ · x, which flows into the adapter's
+//   Backward: dx = dy · W_eff (W_eff kept from the forward when x needs a
+//   gradient), dΔW = dyᵀ · x in the compute dtype, which flows into the adapter's
 //   parameters through the autograd graph of DeltaWeight(). The base gets no
 //   gradient.
 // - unmerged (serving many adapters on one base): x · deq(Q)ᵀ + adapter(x).

@@ -14,8 +14,9 @@
 //   --seq-len L [256]  --grad-accum N [1]  --eval-every N [0]
 //   --checkpoint-every N [0]  --calibration-batches N [8]  --seed N [0]
 //   --device cpu|cuda [cuda if available]  --dtype float32|bfloat16 [bfloat16 on cuda]
-//   --adapter-dtype float32|bfloat16 [the compute dtype; bfloat16 values keep a
-//     float32 master copy in the optimizer]
+//   --adapter-dtype float32|bfloat16 [float32; bfloat16 values keep a float32
+//     master copy in the optimizer, but steps below a value's bfloat16 spacing do
+//     not reach the forward pass, so small learning rates train more slowly]
 //   --loss-chunk N [1024] (positions whose logits the loss forms at a time; 0: all)
 //   --attention fused|eager [fused where LibTorch >= 2.0]
 //   --profile-phases (per-phase step times, with a device sync after each phase)
@@ -75,7 +76,6 @@ RecipeOptions ParseArgs(int argc, char** argv) {
   o.train.max_steps = 100;
   bool eval_fraction_given = false;
   bool lr_given = false;
-  bool adapter_dtype_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -182,7 +182,6 @@ RecipeOptions ParseArgs(int argc, char** argv) {
       } else {
         Fail(2, "--adapter-dtype: expected float32 or bfloat16, got '" + v + "'");
       }
-      adapter_dtype_given = true;
     } else if (a == "--loss-chunk") {
       o.train.loss_chunk_tokens = ParseInt(a, v);
     } else if (a == "--attention") {
@@ -201,11 +200,6 @@ RecipeOptions ParseArgs(int argc, char** argv) {
     }
   }
   if (!o.eval_data.empty() && !eval_fraction_given) o.eval_fraction = 0;
-  // Adapter values in the compute dtype (ΔW is formed, added and differentiated
-  // in bfloat16 on the GPU); the optimizer keeps float32 masters of them.
-  if (!adapter_dtype_given) {
-    o.train.adapter_dtype = o.dtype == torch::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
-  }
   // Spectrum adapters (ΔW = (s/n)·F·H with s = 1) move ΔW by about lr/n per
   // unit step of F, so they need a larger rate than LoRA's 2e-4 (on the demo
   // model, 1e-2 trains where 2e-4 barely moves: docs/results.md).
