@@ -77,16 +77,26 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) return Usage(absl::StrCat(arg, ": missing value or unknown flag"));
     std::string value = argv[++i];
     bool ok = true;
-    if (arg == "--listen") flags.listen = value;
-    else if (arg == "--http") flags.http = value;
-    else if (arg == "--data-dir") flags.data_dir = value;
-    else if (arg == "--model-root") flags.model_root = value;
-    else if (arg == "--token") flags.token = value;
-    else if (arg == "--lease-seconds") ok = absl::SimpleAtod(value, &flags.lease_seconds) && flags.lease_seconds > 0;
-    else if (arg == "--max-upload-bytes") ok = absl::SimpleAtoi(value, &flags.max_upload_bytes) && flags.max_upload_bytes > 0;
-    else if (arg == "--max-dataset-bytes") ok = absl::SimpleAtoi(value, &flags.max_dataset_bytes) && flags.max_dataset_bytes > 0;
-    else if (arg == "--port-file") flags.port_file = value;
-    else return Usage(absl::StrCat(arg, ": unknown flag"));
+    if (arg == "--listen")
+      flags.listen = value;
+    else if (arg == "--http")
+      flags.http = value;
+    else if (arg == "--data-dir")
+      flags.data_dir = value;
+    else if (arg == "--model-root")
+      flags.model_root = value;
+    else if (arg == "--token")
+      flags.token = value;
+    else if (arg == "--lease-seconds")
+      ok = absl::SimpleAtod(value, &flags.lease_seconds) && flags.lease_seconds > 0;
+    else if (arg == "--max-upload-bytes")
+      ok = absl::SimpleAtoi(value, &flags.max_upload_bytes) && flags.max_upload_bytes > 0;
+    else if (arg == "--max-dataset-bytes")
+      ok = absl::SimpleAtoi(value, &flags.max_dataset_bytes) && flags.max_dataset_bytes > 0;
+    else if (arg == "--port-file")
+      flags.port_file = value;
+    else
+      return Usage(absl::StrCat(arg, ": unknown flag"));
     if (!ok) return Usage(absl::StrCat(arg, ": '", value, "' is not a positive number"));
   }
   if (flags.data_dir.empty()) {
@@ -94,7 +104,8 @@ int main(int argc, char** argv) {
     flags.data_dir = absl::StrCat(home ? home : ".", "/.local/share/qwha");
   }
   std::string mkdir = absl::StrCat("mkdir -p '", flags.data_dir, "'");
-  if (std::system(mkdir.c_str()) != 0) return Usage(absl::StrCat("--data-dir: cannot create ", flags.data_dir));
+  if (std::system(mkdir.c_str()) != 0)
+    return Usage(absl::StrCat("--data-dir: cannot create ", flags.data_dir));
 
   auto db = store::Db::Open(flags.data_dir + "/qwha.db");
   if (!db.ok()) return std::cerr << db.status() << "\n", 1;
@@ -152,7 +163,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!flags.port_file.empty()) {
-    absl::Status s = io::WriteFileAtomically(flags.port_file, absl::StrCat(grpc_port, " ", (*http)->port(), "\n"));
+    absl::Status s = io::WriteFileAtomically(flags.port_file,
+                                             absl::StrCat(grpc_port, " ", (*http)->port(), "\n"));
     if (!s.ok()) return std::cerr << s << "\n", 1;
   }
   std::cerr << "qwha-scheduler: grpc " << grpc_port << ", http " << (*http)->port() << ", data "
@@ -168,7 +180,8 @@ int main(int argc, char** argv) {
         std::map<v1::JobState, int64_t> by_state;
         for (auto [state, n] : *counts) by_state[state] = n;
         for (int s = v1::QUEUED; s <= v1::CANCELLED; ++s) {
-          metrics.SetJobs(static_cast<v1::JobState>(s), static_cast<double>(by_state[static_cast<v1::JobState>(s)]));
+          metrics.SetJobs(static_cast<v1::JobState>(s),
+                          static_cast<double>(by_state[static_cast<v1::JobState>(s)]));
         }
       }
       if (auto live = scheduler.LiveWorkers(3 * flags.lease_seconds); live.ok()) {

@@ -8,7 +8,8 @@ absl::Status CheckToken(const grpc::ServerContext* context, const std::string& t
   if (token.empty()) return absl::OkStatus();
   const auto& metadata = context->client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) return absl::UnauthenticatedError("authorization: missing bearer token");
+  if (it == metadata.end())
+    return absl::UnauthenticatedError("authorization: missing bearer token");
   std::string value(it->second.data(), it->second.size());
   std::string expected = "Bearer " + token;
   if (value.size() != expected.size() ||

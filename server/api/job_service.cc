@@ -35,7 +35,8 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context, const v1::GetJ
   return scope.Done(grpc::Status::OK);
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
+                                      const v1::ListJobsRequest* request,
                                       v1::ListJobsResponse* response) {
   RpcScope scope(metrics_, "ListJobs");
   CHECK_AUTH(scope);
@@ -66,7 +67,8 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
   return scope.Done(grpc::Status::OK);
 }
 
-grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
+grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
+                                      const v1::WatchJobRequest* request,
                                       grpc::ServerWriter<v1::JobEvent>* writer) {
   RpcScope scope(metrics_, "WatchJob");
   CHECK_AUTH(scope);

@@ -17,12 +17,12 @@ using registry::ToGrpc;
   }
 
 // Handlers whose body is one scheduler call returning StatusOr<Response>.
-#define UNARY(method, call)                                  \
-  RpcScope scope(metrics_, method);                          \
-  CHECK_AUTH(scope);                                         \
-  auto result = (call);                                      \
+#define UNARY(method, call)                                     \
+  RpcScope scope(metrics_, method);                             \
+  CHECK_AUTH(scope);                                            \
+  auto result = (call);                                         \
   if (!result.ok()) return scope.Done(ToGrpc(result.status())); \
-  *response = std::move(*result);                            \
+  *response = std::move(*result);                               \
   return scope.Done(grpc::Status::OK)
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
@@ -78,16 +78,19 @@ grpc::Status WorkerServiceImpl::UploadFile(grpc::ServerContext* context,
   CHECK_AUTH(scope);
   v1::UploadFileRequest message;
   if (!reader->Read(&message) || !message.has_header()) {
-    return scope.Done(grpc::Status(grpc::INVALID_ARGUMENT, "header: the first message must be the header"));
+    return scope.Done(
+        grpc::Status(grpc::INVALID_ARGUMENT, "header: the first message must be the header"));
   }
   const v1::UploadFileRequest::Header header = message.header();
   const v1::FileInfo& file = header.file();
-  if (file.name().empty() || file.name().size() > 200 || file.name().find("..") != std::string::npos ||
-      file.name()[0] == '/') {
-    return scope.Done(grpc::Status(grpc::INVALID_ARGUMENT, "file.name: empty, too long or not relative"));
+  if (file.name().empty() || file.name().size() > 200 ||
+      file.name().find("..") != std::string::npos || file.name()[0] == '/') {
+    return scope.Done(
+        grpc::Status(grpc::INVALID_ARGUMENT, "file.name: empty, too long or not relative"));
   }
   if (!io::IsSha256Hex(file.sha256())) {
-    return scope.Done(grpc::Status(grpc::INVALID_ARGUMENT, "file.sha256: 64 lower-case hex digits required"));
+    return scope.Done(
+        grpc::Status(grpc::INVALID_ARGUMENT, "file.sha256: 64 lower-case hex digits required"));
   }
   if (file.size() < 0 || file.size() > options_.max_upload_bytes) {
     return scope.Done(grpc::Status(grpc::INVALID_ARGUMENT,
@@ -96,15 +99,18 @@ grpc::Status WorkerServiceImpl::UploadFile(grpc::ServerContext* context,
   }
   if (header.kind() == v1::UploadFileRequest::Header::CHECKPOINT &&
       (header.checkpoint().empty() || header.checkpoint() == scheduler::kResultFiles)) {
-    return scope.Done(grpc::Status(grpc::INVALID_ARGUMENT, "checkpoint: required for CHECKPOINT files"));
+    return scope.Done(
+        grpc::Status(grpc::INVALID_ARGUMENT, "checkpoint: required for CHECKPOINT files"));
   }
   if (header.kind() == v1::UploadFileRequest::Header::KIND_UNSPECIFIED) {
     return scope.Done(grpc::Status(grpc::INVALID_ARGUMENT, "kind: CHECKPOINT or RESULT"));
   }
-  if (absl::Status lease = scheduler_->CheckLease(header.job_id(), header.lease_id()); !lease.ok()) {
+  if (absl::Status lease = scheduler_->CheckLease(header.job_id(), header.lease_id());
+      !lease.ok()) {
     return scope.Done(ToGrpc(lease));
   }
-  auto writer = blobs_->NewWriter(absl::StrCat("job ", header.job_id(), " file ", file.name()), file.size());
+  auto writer =
+      blobs_->NewWriter(absl::StrCat("job ", header.job_id(), " file ", file.name()), file.size());
   if (!writer.ok()) return scope.Done(ToGrpc(writer.status()));
   while (reader->Read(&message)) {
     if (message.has_header()) {
@@ -121,7 +127,8 @@ grpc::Status WorkerServiceImpl::UploadFile(grpc::ServerContext* context,
   if (!info.ok()) return scope.Done(ToGrpc(info.status()));
   bool checkpoint = header.kind() == v1::UploadFileRequest::Header::CHECKPOINT;
   absl::Status recorded = scheduler_->AddCheckpointFile(
-      header.job_id(), header.lease_id(), checkpoint ? header.checkpoint() : scheduler::kResultFiles, file);
+      header.job_id(), header.lease_id(),
+      checkpoint ? header.checkpoint() : scheduler::kResultFiles, file);
   if (!recorded.ok()) return scope.Done(ToGrpc(recorded));
   *response->mutable_file() = file;
   return scope.Done(grpc::Status::OK);
@@ -136,16 +143,16 @@ grpc::Status WorkerServiceImpl::ReadBlob(grpc::ServerContext* context,
   if (!allowed.ok()) return scope.Done(ToGrpc(allowed.status()));
   if (!*allowed) {
     return scope.Done(grpc::Status(grpc::PERMISSION_DENIED,
-                                   absl::StrCat("sha256: ", request->sha256(), " is not an input of job ",
-                                                request->job_id())));
+                                   absl::StrCat("sha256: ", request->sha256(),
+                                                " is not an input of job ", request->job_id())));
   }
   auto path = blobs_->PathOf(request->sha256());
   if (!path.ok()) return scope.Done(ToGrpc(path.status()));
   struct stat st;
   int64_t size = ::stat(path->c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
   if (request->offset() < 0 || request->offset() > size) {
-    return scope.Done(grpc::Status(grpc::OUT_OF_RANGE,
-                                   absl::StrCat("offset: ", request->offset(), " beyond size ", size)));
+    return scope.Done(grpc::Status(
+        grpc::OUT_OF_RANGE, absl::StrCat("offset: ", request->offset(), " beyond size ", size)));
   }
   constexpr int64_t kChunk = 1 << 20;
   int64_t offset = request->offset();

@@ -31,13 +31,15 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
         metrics_(metrics),
         options_(std::move(options)) {}
 
-  grpc::Status RegisterWorker(grpc::ServerContext* context, const v1::RegisterWorkerRequest* request,
+  grpc::Status RegisterWorker(grpc::ServerContext* context,
+                              const v1::RegisterWorkerRequest* request,
                               v1::RegisterWorkerResponse* response) override;
   grpc::Status AcquireJob(grpc::ServerContext* context, const v1::AcquireJobRequest* request,
                           v1::AcquireJobResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                          v1::HeartbeatResponse* response) override;
-  grpc::Status ReportProgress(grpc::ServerContext* context, const v1::ReportProgressRequest* request,
+  grpc::Status ReportProgress(grpc::ServerContext* context,
+                              const v1::ReportProgressRequest* request,
                               v1::ReportProgressResponse* response) override;
   grpc::Status UploadFile(grpc::ServerContext* context,
                           grpc::ServerReader<v1::UploadFileRequest>* reader,

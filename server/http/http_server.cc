@@ -107,13 +107,20 @@ class HttpServer::Dispatcher : public CivetHandler {
 
   static const char* StatusText(int status) {
     switch (status) {
-      case 200: return "OK";
-      case 206: return "Partial Content";
-      case 400: return "Bad Request";
-      case 401: return "Unauthorized";
-      case 404: return "Not Found";
-      case 416: return "Range Not Satisfiable";
-      default: return "Error";
+      case 200:
+        return "OK";
+      case 206:
+        return "Partial Content";
+      case 400:
+        return "Bad Request";
+      case 401:
+        return "Unauthorized";
+      case 404:
+        return "Not Found";
+      case 416:
+        return "Range Not Satisfiable";
+      default:
+        return "Error";
     }
   }
 

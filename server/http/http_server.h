@@ -30,14 +30,14 @@ struct Response {
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   std::map<std::string, std::string> headers;
-  std::string file_path;       // stream this file's bytes [file_offset, file_offset + file_length)
+  std::string file_path;  // stream this file's bytes [file_offset, file_offset + file_length)
   int64_t file_offset = 0;
-  int64_t file_length = -1;    // -1: to the end
+  int64_t file_length = -1;  // -1: to the end
 };
 
 struct Request {
-  std::string path;            // URL path without the query, e.g. "/v1/adapters/a1/files/x"
-  std::string query;           // raw query string, may be empty
+  std::string path;   // URL path without the query, e.g. "/v1/adapters/a1/files/x"
+  std::string query;  // raw query string, may be empty
   std::map<std::string, std::string> headers;  // names lower-cased
 };
 

@@ -13,7 +13,8 @@ namespace {
 
 TEST(HttpServerTest, ServesMetricsAndRoutesWithRanges) {
   auto registry = std::make_shared<prometheus::Registry>();
-  auto& family = prometheus::BuildCounter().Name("qwha_test_total").Help("test").Register(*registry);
+  auto& family =
+      prometheus::BuildCounter().Name("qwha_test_total").Help("test").Register(*registry);
   family.Add({{"kind", "a"}}).Increment(3);
   auto server = HttpServer::Start("127.0.0.1:0", registry);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -23,7 +24,8 @@ TEST(HttpServerTest, ServesMetricsAndRoutesWithRanges) {
   auto metrics = HttpGet("127.0.0.1", port, "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_EQ(metrics->status, 200);
-  EXPECT_NE(metrics->body.find("qwha_test_total{kind=\"a\"} 3"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("qwha_test_total{kind=\"a\"} 3"), std::string::npos)
+      << metrics->body;
 
   std::mt19937 rng(1);
   std::string data(300000, '\0');

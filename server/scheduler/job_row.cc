@@ -24,7 +24,9 @@ google::protobuf::Timestamp ToTimestamp(double seconds) {
   return t;
 }
 
-double FromTimestamp(const google::protobuf::Timestamp& t) { return t.seconds() + t.nanos() * 1e-9; }
+double FromTimestamp(const google::protobuf::Timestamp& t) {
+  return t.seconds() + t.nanos() * 1e-9;
+}
 
 absl::StatusOr<JobRow> JobRowFrom(const store::Row& r) {
   JobRow row;
@@ -46,8 +48,10 @@ absl::StatusOr<JobRow> JobRowFrom(const store::Row& r) {
   job.set_adapter_id(AsString(r[11]));
   job.set_resume_checkpoint(AsString(r[12]));
   *job.mutable_created_at() = ToTimestamp(AsDouble(r[13]));
-  if (!std::holds_alternative<std::monostate>(r[14])) *job.mutable_started_at() = ToTimestamp(AsDouble(r[14]));
-  if (!std::holds_alternative<std::monostate>(r[15])) *job.mutable_finished_at() = ToTimestamp(AsDouble(r[15]));
+  if (!std::holds_alternative<std::monostate>(r[14]))
+    *job.mutable_started_at() = ToTimestamp(AsDouble(r[14]));
+  if (!std::holds_alternative<std::monostate>(r[15]))
+    *job.mutable_finished_at() = ToTimestamp(AsDouble(r[15]));
   *job.mutable_updated_at() = ToTimestamp(AsDouble(r[16]));
   row.event_seq = AsInt(r[17]);
   row.queued_at = AsDouble(r[18]);
@@ -67,8 +71,8 @@ absl::Status SaveJobRow(store::Transaction& tx, const JobRow& row) {
       "cancel_requested = ?, progress = ?, error = ?, adapter_id = ?, checkpoint = ?, "
       "started_at = ?, finished_at = ?, updated_at = ?, event_seq = ?, queued_at = ? WHERE id = ?",
       {int64_t{job.state()}, int64_t{job.attempts()}, job.worker_id(), row.lease_id,
-       row.lease_expires, int64_t{job.cancel_requested() ? 1 : 0}, job.progress().SerializeAsString(),
-       job.error(), job.adapter_id(), job.resume_checkpoint(),
+       row.lease_expires, int64_t{job.cancel_requested() ? 1 : 0},
+       job.progress().SerializeAsString(), job.error(), job.adapter_id(), job.resume_checkpoint(),
        optional_time(job.started_at(), job.has_started_at()),
        optional_time(job.finished_at(), job.has_finished_at()), store::NowSeconds(), row.event_seq,
        row.queued_at, job.id()});

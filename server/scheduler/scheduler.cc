@@ -5,8 +5,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "server/scheduler/status_macros.h"
 #include "absl/strings/str_split.h"
+#include "server/scheduler/status_macros.h"
 #include "server/scheduler/validate.h"
 #include "server/store/schema.h"
 
@@ -16,10 +16,7 @@ using store::AsInt;
 using store::AsString;
 using store::NowSeconds;
 
-
-const char* JobStateName(v1::JobState state) {
-  return v1::JobState_Name(state).c_str();
-}
+const char* JobStateName(v1::JobState state) { return v1::JobState_Name(state).c_str(); }
 
 bool IsFinished(v1::JobState state) {
   return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
@@ -54,7 +51,8 @@ uint64_t Scheduler::WaitForChange(uint64_t since_version, int timeout_ms) {
 }
 
 absl::StatusOr<JobRow> Scheduler::LoadJob(store::Transaction& tx, const std::string& id) {
-  ASSIGN_OR_RETURN(auto rows, tx.Query(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"), {id}));
+  ASSIGN_OR_RETURN(auto rows,
+                   tx.Query(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"), {id}));
   if (rows.empty()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   return JobRowFrom(rows[0]);
 }
@@ -64,9 +62,9 @@ absl::StatusOr<JobRow> Scheduler::LoadLeased(store::Transaction& tx, const std::
   ASSIGN_OR_RETURN(JobRow row, LoadJob(tx, job_id));
   if ((row.job.state() != v1::ASSIGNED && row.job.state() != v1::RUNNING) || row.lease_id.empty() ||
       row.lease_id != lease_id) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("lease_id: ", lease_id, " is not the current lease of job ", job_id, " (",
-                     JobStateName(row.job.state()), ")"));
+    return absl::FailedPreconditionError(absl::StrCat("lease_id: ", lease_id,
+                                                      " is not the current lease of job ", job_id,
+                                                      " (", JobStateName(row.job.state()), ")"));
   }
   return row;
 }
@@ -79,8 +77,9 @@ absl::Status Scheduler::AppendEvent(store::Transaction& tx, JobRow& row, v1::Job
   *event.mutable_time() = ToTimestamp(NowSeconds());
   *event.mutable_job() = row.job;
   event.set_message(message);
-  RETURN_IF_ERROR(tx.Exec("INSERT INTO job_events(job_id, seq, type, event) VALUES(?, ?, ?, ?)",
-                          {row.job.id(), event.sequence(), int64_t{type}, event.SerializeAsString()}));
+  RETURN_IF_ERROR(
+      tx.Exec("INSERT INTO job_events(job_id, seq, type, event) VALUES(?, ?, ?, ?)",
+              {row.job.id(), event.sequence(), int64_t{type}, event.SerializeAsString()}));
   if (type == v1::JobEvent::PROGRESS && event.sequence() % 50 == 0) {
     // Keep the newest max_progress_events PROGRESS events; STATE and LOG stay.
     RETURN_IF_ERROR(tx.Exec(
@@ -107,12 +106,14 @@ absl::Status Scheduler::Transition(store::Transaction& tx, JobRow& row, v1::JobS
     row.lease_id.clear();
     row.lease_expires = 0;
   }
-  std::string text = message.empty() ? absl::StrCat(JobStateName(from), " → ", JobStateName(to))
-                                     : absl::StrCat(JobStateName(from), " → ", JobStateName(to), ": ", message);
+  std::string text = message.empty()
+                         ? absl::StrCat(JobStateName(from), " → ", JobStateName(to))
+                         : absl::StrCat(JobStateName(from), " → ", JobStateName(to), ": ", message);
   return AppendEvent(tx, row, v1::JobEvent::STATE, text);
 }
 
-absl::StatusOr<v1::Job> Scheduler::Submit(const v1::JobSpec& spec, const std::string& idempotency_key) {
+absl::StatusOr<v1::Job> Scheduler::Submit(const v1::JobSpec& spec,
+                                          const std::string& idempotency_key) {
   if (idempotency_key.size() > 128) {
     return absl::InvalidArgumentError("idempotency_key: longer than 128 bytes");
   }
@@ -127,9 +128,9 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::JobSpec& spec, const std::st
     if (!rows.empty()) {
       ASSIGN_OR_RETURN(JobRow existing, JobRowFrom(rows[0]));
       if (existing.job.spec().SerializeAsString() != spec_bytes) {
-        return absl::AlreadyExistsError(absl::StrCat(
-            "idempotency_key: '", idempotency_key, "' was used for job ", existing.job.id(),
-            " with a different spec"));
+        return absl::AlreadyExistsError(absl::StrCat("idempotency_key: '", idempotency_key,
+                                                     "' was used for job ", existing.job.id(),
+                                                     " with a different spec"));
       }
       return existing.job;
     }
@@ -150,14 +151,15 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::JobSpec& spec, const std::st
   row.timeout_seconds = spec.resources().timeout_seconds() > 0 ? spec.resources().timeout_seconds()
                                                                : options_.default_timeout_seconds;
   store::Value key = idempotency_key.empty() ? store::Value{} : store::Value{idempotency_key};
-  RETURN_IF_ERROR(tx->Exec(
-      "INSERT INTO jobs(id, seq, idempotency_key, spec, state, priority, base_model_id, min_memory, "
-      "require_gpu, max_attempts, timeout_seconds, created_at, queued_at, updated_at) "
-      "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      {row.job.id(), seq, key, spec_bytes, int64_t{v1::QUEUED}, int64_t{spec.priority()},
-       spec.base_model_id(), spec.resources().min_memory_bytes(),
-       int64_t{spec.resources().require_gpu() ? 1 : 0}, int64_t{row.max_attempts}, row.timeout_seconds,
-       now, now, now}));
+  RETURN_IF_ERROR(
+      tx->Exec("INSERT INTO jobs(id, seq, idempotency_key, spec, state, priority, base_model_id, "
+               "min_memory, "
+               "require_gpu, max_attempts, timeout_seconds, created_at, queued_at, updated_at) "
+               "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               {row.job.id(), seq, key, spec_bytes, int64_t{v1::QUEUED}, int64_t{spec.priority()},
+                spec.base_model_id(), spec.resources().min_memory_bytes(),
+                int64_t{spec.resources().require_gpu() ? 1 : 0}, int64_t{row.max_attempts},
+                row.timeout_seconds, now, now, now}));
   for (const auto& [k, v] : spec.labels()) {
     RETURN_IF_ERROR(tx->Exec("INSERT INTO job_labels(job_id, key, value) VALUES(?, ?, ?)",
                              {row.job.id(), k, v}));
@@ -170,7 +172,8 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::JobSpec& spec, const std::st
 }
 
 absl::StatusOr<v1::Job> Scheduler::Get(const std::string& id) {
-  ASSIGN_OR_RETURN(auto rows, db_->Query(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"), {id}));
+  ASSIGN_OR_RETURN(
+      auto rows, db_->Query(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?"), {id}));
   if (rows.empty()) return absl::NotFoundError(absl::StrCat("id: job ", id, " not found"));
   ASSIGN_OR_RETURN(JobRow row, JobRowFrom(rows[0]));
   return row.job;
@@ -202,7 +205,9 @@ absl::StatusOr<std::vector<v1::Job>> Scheduler::List(const JobFilter& filter,
     params.push_back(filter.base_model_id);
   }
   for (const auto& [k, v] : filter.labels) {
-    sql += " AND EXISTS (SELECT 1 FROM job_labels l WHERE l.job_id = jobs.id AND l.key = ? AND l.value = ?)";
+    sql +=
+        " AND EXISTS (SELECT 1 FROM job_labels l WHERE l.job_id = jobs.id AND l.key = ? AND "
+        "l.value = ?)";
     params.push_back(k);
     params.push_back(v);
   }
@@ -246,7 +251,8 @@ absl::StatusOr<v1::Job> Scheduler::Cancel(const std::string& id) {
                                              " stops at its next heartbeat")));
   }
   RETURN_IF_ERROR(tx->Commit());
-  if (from != row.job.state() && observer_.on_transition) observer_.on_transition(from, row.job.state());
+  if (from != row.job.state() && observer_.on_transition)
+    observer_.on_transition(from, row.job.state());
   Notify();
   return row.job;
 }
@@ -256,9 +262,10 @@ absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::Events(const std::string& i
   ASSIGN_OR_RETURN(auto exists, db_->Query("SELECT 1 FROM jobs WHERE id = ?", {id}));
   if (exists.empty()) return absl::NotFoundError(absl::StrCat("id: job ", id, " not found"));
   if (limit <= 0) limit = 1000;
-  ASSIGN_OR_RETURN(auto rows, db_->Query("SELECT event FROM job_events WHERE job_id = ? AND seq > ? "
-                                         "ORDER BY seq LIMIT ?",
-                                         {id, after_sequence, int64_t{limit}}));
+  ASSIGN_OR_RETURN(auto rows,
+                   db_->Query("SELECT event FROM job_events WHERE job_id = ? AND seq > ? "
+                              "ORDER BY seq LIMIT ?",
+                              {id, after_sequence, int64_t{limit}}));
   std::vector<v1::JobEvent> events(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) events[i].ParseFromString(AsString(rows[i][0]));
   return events;
@@ -273,7 +280,8 @@ absl::StatusOr<int64_t> Scheduler::LastSequence(const std::string& id) {
 absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> Scheduler::CountByState() {
   ASSIGN_OR_RETURN(auto rows, db_->Query("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
   std::vector<std::pair<v1::JobState, int64_t>> counts;
-  for (const auto& r : rows) counts.emplace_back(static_cast<v1::JobState>(AsInt(r[0])), AsInt(r[1]));
+  for (const auto& r : rows)
+    counts.emplace_back(static_cast<v1::JobState>(AsInt(r[0])), AsInt(r[1]));
   return counts;
 }
 

@@ -35,8 +35,8 @@ namespace qwha::scheduler {
 inline constexpr char kResultFiles[] = "result";
 
 struct SchedulerOptions {
-  double lease_seconds = 15;          // a lease lasts this long after each heartbeat
-  int32_t default_max_attempts = 3;   // Resources.max_attempts = 0
+  double lease_seconds = 15;         // a lease lasts this long after each heartbeat
+  int32_t default_max_attempts = 3;  // Resources.max_attempts = 0
   int64_t default_timeout_seconds = 24 * 3600;
   int64_t max_progress_events = 200;  // PROGRESS events kept per job (older ones pruned)
 };
@@ -81,11 +81,13 @@ class Scheduler {
   uint64_t version();
 
   // ---- worker side (WorkerService) ----
-  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& request);
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
+      const v1::RegisterWorkerRequest& request);
   // Long poll: returns a job (with its lease) or an empty response after wait_ms.
   absl::StatusOr<v1::AcquireJobResponse> Acquire(const v1::AcquireJobRequest& request);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
-  absl::StatusOr<v1::ReportProgressResponse> ReportProgress(const v1::ReportProgressRequest& request);
+  absl::StatusOr<v1::ReportProgressResponse> ReportProgress(
+      const v1::ReportProgressRequest& request);
   // FailedPrecondition unless (job, lease) is the current lease of a job in
   // ASSIGNED or RUNNING.
   absl::Status CheckLease(const std::string& job_id, const std::string& lease_id);

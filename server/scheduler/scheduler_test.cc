@@ -22,7 +22,8 @@ class SchedulerTest : public ::testing::Test {
     Open();
     // A model whose config says hidden 64 / intermediate 96, and a dataset.
     ASSERT_TRUE(io::WriteFileAtomically(dir_ + "/config.json",
-                                        R"({"hidden_size": 64, "intermediate_size": 96})").ok());
+                                        R"({"hidden_size": 64, "intermediate_size": 96})")
+                    .ok());
     auto config = blobs_->ImportFile(dir_ + "/config.json");
     ASSERT_TRUE(config.ok()) << config.status();
     v1::BaseModel model;
@@ -117,18 +118,30 @@ TEST_F(SchedulerTest, BadSpecsNameTheFieldAndStoreNothing) {
     std::string field;
   };
   std::vector<Case> cases = {
-      {[](v1::JobSpec& s) { s.mutable_quantization()->set_bits(5); }, absl::StatusCode::kInvalidArgument, "quantization.bits"},
-      {[](v1::JobSpec& s) { s.mutable_quantization()->set_group_size(40); }, absl::StatusCode::kInvalidArgument, "quantization.group_size"},
-      {[](v1::JobSpec& s) { s.mutable_quantization()->set_method("awq"); }, absl::StatusCode::kInvalidArgument, "quantization.method"},
-      {[](v1::JobSpec& s) { s.mutable_adapter()->set_type("dora"); }, absl::StatusCode::kInvalidArgument, "adapter.type"},
-      {[](v1::JobSpec& s) { s.mutable_adapter()->add_target_modules("lm_head"); }, absl::StatusCode::kInvalidArgument, "adapter.target_modules"},
-      {[](v1::JobSpec& s) { s.mutable_training()->set_learning_rate(-1); }, absl::StatusCode::kInvalidArgument, "training.learning_rate"},
-      {[](v1::JobSpec& s) { s.mutable_training()->set_schedule("step"); }, absl::StatusCode::kInvalidArgument, "training.schedule"},
-      {[](v1::JobSpec& s) { s.set_priority(1000); }, absl::StatusCode::kInvalidArgument, "priority"},
-      {[](v1::JobSpec& s) { (*s.mutable_labels())["Bad Key"] = "x"; }, absl::StatusCode::kInvalidArgument, "labels"},
-      {[](v1::JobSpec& s) { s.set_base_model_id("m-nothere"); }, absl::StatusCode::kNotFound, "base_model_id"},
-      {[](v1::JobSpec& s) { s.set_train_dataset_id(""); }, absl::StatusCode::kInvalidArgument, "train_dataset_id"},
-      {[](v1::JobSpec& s) { s.set_eval_dataset_id("d-nothere"); }, absl::StatusCode::kNotFound, "eval_dataset_id"},
+      {[](v1::JobSpec& s) { s.mutable_quantization()->set_bits(5); },
+       absl::StatusCode::kInvalidArgument, "quantization.bits"},
+      {[](v1::JobSpec& s) { s.mutable_quantization()->set_group_size(40); },
+       absl::StatusCode::kInvalidArgument, "quantization.group_size"},
+      {[](v1::JobSpec& s) { s.mutable_quantization()->set_method("awq"); },
+       absl::StatusCode::kInvalidArgument, "quantization.method"},
+      {[](v1::JobSpec& s) { s.mutable_adapter()->set_type("dora"); },
+       absl::StatusCode::kInvalidArgument, "adapter.type"},
+      {[](v1::JobSpec& s) { s.mutable_adapter()->add_target_modules("lm_head"); },
+       absl::StatusCode::kInvalidArgument, "adapter.target_modules"},
+      {[](v1::JobSpec& s) { s.mutable_training()->set_learning_rate(-1); },
+       absl::StatusCode::kInvalidArgument, "training.learning_rate"},
+      {[](v1::JobSpec& s) { s.mutable_training()->set_schedule("step"); },
+       absl::StatusCode::kInvalidArgument, "training.schedule"},
+      {[](v1::JobSpec& s) { s.set_priority(1000); }, absl::StatusCode::kInvalidArgument,
+       "priority"},
+      {[](v1::JobSpec& s) { (*s.mutable_labels())["Bad Key"] = "x"; },
+       absl::StatusCode::kInvalidArgument, "labels"},
+      {[](v1::JobSpec& s) { s.set_base_model_id("m-nothere"); }, absl::StatusCode::kNotFound,
+       "base_model_id"},
+      {[](v1::JobSpec& s) { s.set_train_dataset_id(""); }, absl::StatusCode::kInvalidArgument,
+       "train_dataset_id"},
+      {[](v1::JobSpec& s) { s.set_eval_dataset_id("d-nothere"); }, absl::StatusCode::kNotFound,
+       "eval_dataset_id"},
   };
   for (const Case& c : cases) {
     v1::JobSpec spec = Spec();
@@ -168,7 +181,8 @@ TEST_F(SchedulerTest, JobRunsToSuccessAndLeavesAnAdapter) {
 
   // A wrong lease is refused.
   progress.set_lease_id("l-bogus");
-  EXPECT_EQ(scheduler_->ReportProgress(progress).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_->ReportProgress(progress).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 
   ASSERT_TRUE(io::WriteFileAtomically(dir_ + "/adapter.safetensors", "weights").ok());
   auto blob = blobs_->ImportFile(dir_ + "/adapter.safetensors");
@@ -197,7 +211,8 @@ TEST_F(SchedulerTest, JobRunsToSuccessAndLeavesAnAdapter) {
   for (const auto& e : *events) {
     if (e.type() == v1::JobEvent::STATE) states.push_back(e.job().state());
   }
-  EXPECT_EQ(states, (std::vector<v1::JobState>{v1::QUEUED, v1::ASSIGNED, v1::RUNNING, v1::SUCCEEDED}));
+  EXPECT_EQ(states,
+            (std::vector<v1::JobState>{v1::QUEUED, v1::ASSIGNED, v1::RUNNING, v1::SUCCEEDED}));
   EXPECT_EQ(transitions_, 4);
   EXPECT_EQ(scheduler_->Cancel(job->id()).status().code(), absl::StatusCode::kFailedPrecondition);
 }
@@ -342,7 +357,8 @@ TEST_F(SchedulerTest, JobPastItsTimeoutFailsEvenWithALiveLease) {
   auto job = scheduler_->Get(id);
   EXPECT_EQ(job->state(), v1::FAILED);
   EXPECT_NE(job->error().find("timed out"), std::string::npos) << job->error();
-  EXPECT_EQ(scheduler_->CheckLease(id, lease.lease_id()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_->CheckLease(id, lease.lease_id()).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // Scheduler, worker side: registration, leases, progress, checkpoints,
 // completion, failure, and the reaper of expired leases and timeouts.
 #include "absl/strings/str_cat.h"
-#include "server/scheduler/status_macros.h"
 #include "server/scheduler/scheduler.h"
+#include "server/scheduler/status_macros.h"
 #include "server/store/schema.h"
 
 namespace qwha::scheduler {
@@ -11,7 +11,6 @@ using store::AsDouble;
 using store::AsInt;
 using store::AsString;
 using store::NowSeconds;
-
 
 absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(
     const v1::RegisterWorkerRequest& request) {
@@ -34,7 +33,8 @@ absl::StatusOr<v1::AcquireJobResponse> Scheduler::Acquire(const v1::AcquireJobRe
   ASSIGN_OR_RETURN(auto worker, db_->Query("SELECT capabilities FROM workers WHERE id = ?",
                                            {request.worker_id()}));
   if (worker.empty()) {
-    return absl::NotFoundError(absl::StrCat("worker_id: ", request.worker_id(), " is not registered"));
+    return absl::NotFoundError(
+        absl::StrCat("worker_id: ", request.worker_id(), " is not registered"));
   }
   v1::WorkerCapabilities caps;
   caps.ParseFromString(AsString(worker[0][0]));
@@ -46,9 +46,10 @@ absl::StatusOr<v1::AcquireJobResponse> Scheduler::Acquire(const v1::AcquireJobRe
     ASSIGN_OR_RETURN(auto tx, db_->Begin());
     RETURN_IF_ERROR(tx->Exec("UPDATE workers SET last_heartbeat = ?, free_memory = ? WHERE id = ?",
                              {NowSeconds(), request.free_memory_bytes(), request.worker_id()}));
-    ASSIGN_OR_RETURN(auto rows, tx->Query("SELECT id, priority, seq, min_memory, require_gpu FROM jobs "
-                                          "WHERE state = ? ORDER BY priority DESC, seq LIMIT 256",
-                                          {int64_t{v1::QUEUED}}));
+    ASSIGN_OR_RETURN(auto rows,
+                     tx->Query("SELECT id, priority, seq, min_memory, require_gpu FROM jobs "
+                               "WHERE state = ? ORDER BY priority DESC, seq LIMIT 256",
+                               {int64_t{v1::QUEUED}}));
     std::vector<QueuedJob> queued;
     for (const auto& r : rows) {
       queued.push_back({AsString(r[0]), static_cast<int32_t>(AsInt(r[1])), AsInt(r[2]), AsInt(r[3]),
@@ -71,9 +72,10 @@ absl::StatusOr<v1::AcquireJobResponse> Scheduler::Acquire(const v1::AcquireJobRe
       *response.mutable_job() = row.job;
       response.set_lease_id(row.lease_id);
       if (!row.job.resume_checkpoint().empty()) {
-        ASSIGN_OR_RETURN(auto files, tx->Query("SELECT name, sha256, size FROM job_checkpoints WHERE "
-                                               "job_id = ? AND checkpoint = ? ORDER BY name",
-                                               {row.job.id(), row.job.resume_checkpoint()}));
+        ASSIGN_OR_RETURN(auto files,
+                         tx->Query("SELECT name, sha256, size FROM job_checkpoints WHERE "
+                                   "job_id = ? AND checkpoint = ? ORDER BY name",
+                                   {row.job.id(), row.job.resume_checkpoint()}));
         for (const auto& f : files) {
           v1::FileInfo* info = response.add_checkpoint_files();
           info->set_name(AsString(f[0]));
@@ -90,28 +92,32 @@ absl::StatusOr<v1::AcquireJobResponse> Scheduler::Acquire(const v1::AcquireJobRe
       // refused), so reading them after the commit is consistent.
       const v1::JobSpec& spec = response.job().spec();
       ASSIGN_OR_RETURN(*response.mutable_base_model(), registry_->GetModel(spec.base_model_id()));
-      ASSIGN_OR_RETURN(*response.mutable_train_dataset(), registry_->GetDataset(spec.train_dataset_id()));
+      ASSIGN_OR_RETURN(*response.mutable_train_dataset(),
+                       registry_->GetDataset(spec.train_dataset_id()));
       if (!spec.eval_dataset_id().empty()) {
-        ASSIGN_OR_RETURN(*response.mutable_eval_dataset(), registry_->GetDataset(spec.eval_dataset_id()));
+        ASSIGN_OR_RETURN(*response.mutable_eval_dataset(),
+                         registry_->GetDataset(spec.eval_dataset_id()));
       }
       return response;
     }
     RETURN_IF_ERROR(tx->Commit());
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return v1::AcquireJobResponse();
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count());
+    int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count());
     WaitForChange(seen, std::min(left, 1000));
   }
 }
 
 absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRequest& request) {
   ASSIGN_OR_RETURN(auto tx, db_->Begin());
-  RETURN_IF_ERROR(tx->Exec("UPDATE workers SET last_heartbeat = ?, free_memory = ?, gpu_utilization = ? "
-                           "WHERE id = ?",
-                           {NowSeconds(), request.free_memory_bytes(), request.gpu_utilization(),
-                            request.worker_id()}));
+  RETURN_IF_ERROR(tx->Exec(
+      "UPDATE workers SET last_heartbeat = ?, free_memory = ?, gpu_utilization = ? "
+      "WHERE id = ?",
+      {NowSeconds(), request.free_memory_bytes(), request.gpu_utilization(), request.worker_id()}));
   if (tx->changes() == 0) {
-    return absl::NotFoundError(absl::StrCat("worker_id: ", request.worker_id(), " is not registered"));
+    return absl::NotFoundError(
+        absl::StrCat("worker_id: ", request.worker_id(), " is not registered"));
   }
   v1::HeartbeatResponse response;
   if (!request.job_id().empty()) {
@@ -140,9 +146,11 @@ absl::StatusOr<v1::ReportProgressResponse> Scheduler::ReportProgress(
     RETURN_IF_ERROR(Transition(*tx, row, v1::RUNNING, ""));
   }
   RETURN_IF_ERROR(AppendEvent(*tx, row, v1::JobEvent::PROGRESS, ""));
-  if (!request.log().empty()) RETURN_IF_ERROR(AppendEvent(*tx, row, v1::JobEvent::LOG, request.log()));
+  if (!request.log().empty())
+    RETURN_IF_ERROR(AppendEvent(*tx, row, v1::JobEvent::LOG, request.log()));
   RETURN_IF_ERROR(tx->Commit());
-  if (from != row.job.state() && observer_.on_transition) observer_.on_transition(from, row.job.state());
+  if (from != row.job.state() && observer_.on_transition)
+    observer_.on_transition(from, row.job.state());
   v1::Phase phase = request.progress().phase();
   if (phase != old_phase || from == v1::ASSIGNED) {
     std::lock_guard<std::mutex> lock(phase_mu_);
@@ -151,7 +159,8 @@ absl::StatusOr<v1::ReportProgressResponse> Scheduler::ReportProgress(
     if (it != phase_since_.end() && observer_.on_phase_done && it->second.first != phase) {
       observer_.on_phase_done(it->second.first, now - it->second.second);
     }
-    if (it == phase_since_.end() || it->second.first != phase) phase_since_[row.job.id()] = {phase, now};
+    if (it == phase_since_.end() || it->second.first != phase)
+      phase_since_[row.job.id()] = {phase, now};
   }
   Notify();
   v1::ReportProgressResponse response;
@@ -168,39 +177,45 @@ absl::Status Scheduler::AddCheckpointFile(const std::string& job_id, const std::
                                           const std::string& checkpoint, const v1::FileInfo& file) {
   ASSIGN_OR_RETURN(auto tx, db_->Begin());
   RETURN_IF_ERROR(LoadLeased(*tx, job_id, lease_id).status());
-  RETURN_IF_ERROR(tx->Exec("INSERT OR REPLACE INTO job_checkpoints(job_id, checkpoint, name, sha256, size) "
-                           "VALUES(?, ?, ?, ?, ?)",
-                           {job_id, checkpoint, file.name(), file.sha256(), file.size()}));
+  RETURN_IF_ERROR(
+      tx->Exec("INSERT OR REPLACE INTO job_checkpoints(job_id, checkpoint, name, sha256, size) "
+               "VALUES(?, ?, ?, ?, ?)",
+               {job_id, checkpoint, file.name(), file.sha256(), file.size()}));
   return tx->Commit();
 }
 
 absl::Status Scheduler::CommitCheckpoint(const v1::CommitCheckpointRequest& request) {
   if (request.checkpoint().empty() || request.checkpoint() == kResultFiles) {
-    return absl::InvalidArgumentError("checkpoint: required (and not the reserved name \"result\")");
+    return absl::InvalidArgumentError(
+        "checkpoint: required (and not the reserved name \"result\")");
   }
   std::vector<std::string> stale;
   {
     ASSIGN_OR_RETURN(auto tx, db_->Begin());
     ASSIGN_OR_RETURN(JobRow row, LoadLeased(*tx, request.job_id(), request.lease_id()));
-    ASSIGN_OR_RETURN(auto have, tx->Query("SELECT name, sha256, size FROM job_checkpoints WHERE job_id = ? "
-                                          "AND checkpoint = ?",
-                                          {request.job_id(), request.checkpoint()}));
+    ASSIGN_OR_RETURN(auto have,
+                     tx->Query("SELECT name, sha256, size FROM job_checkpoints WHERE job_id = ? "
+                               "AND checkpoint = ?",
+                               {request.job_id(), request.checkpoint()}));
     std::map<std::string, std::pair<std::string, int64_t>> uploaded;
     for (const auto& r : have) uploaded[AsString(r[0])] = {AsString(r[1]), AsInt(r[2])};
-    if (request.files().empty()) return absl::InvalidArgumentError("files: a checkpoint needs files");
+    if (request.files().empty())
+      return absl::InvalidArgumentError("files: a checkpoint needs files");
     for (const v1::FileInfo& f : request.files()) {
       auto it = uploaded.find(f.name());
       if (it == uploaded.end() || it->second.first != f.sha256() || it->second.second != f.size()) {
-        return absl::FailedPreconditionError(absl::StrCat("files: ", f.name(), " of checkpoint ",
-                                                          request.checkpoint(), " was not uploaded"));
+        return absl::FailedPreconditionError(absl::StrCat(
+            "files: ", f.name(), " of checkpoint ", request.checkpoint(), " was not uploaded"));
       }
     }
-    ASSIGN_OR_RETURN(auto old, tx->Query("SELECT sha256 FROM job_checkpoints WHERE job_id = ? AND "
-                                         "checkpoint != ? AND checkpoint != ?",
-                                         {request.job_id(), request.checkpoint(), std::string(kResultFiles)}));
+    ASSIGN_OR_RETURN(
+        auto old, tx->Query("SELECT sha256 FROM job_checkpoints WHERE job_id = ? AND "
+                            "checkpoint != ? AND checkpoint != ?",
+                            {request.job_id(), request.checkpoint(), std::string(kResultFiles)}));
     for (const auto& r : old) stale.push_back(AsString(r[0]));
-    RETURN_IF_ERROR(tx->Exec("DELETE FROM job_checkpoints WHERE job_id = ? AND checkpoint != ? AND checkpoint != ?",
-                             {request.job_id(), request.checkpoint(), std::string(kResultFiles)}));
+    RETURN_IF_ERROR(tx->Exec(
+        "DELETE FROM job_checkpoints WHERE job_id = ? AND checkpoint != ? AND checkpoint != ?",
+        {request.job_id(), request.checkpoint(), std::string(kResultFiles)}));
     row.job.set_resume_checkpoint(request.checkpoint());
     RETURN_IF_ERROR(AppendEvent(*tx, row, v1::JobEvent::LOG,
                                 absl::StrCat("checkpoint ", request.checkpoint(), " saved")));
@@ -214,12 +229,12 @@ absl::StatusOr<bool> Scheduler::MayRead(const std::string& job_id, const std::st
   ASSIGN_OR_RETURN(auto tx, db_->Begin());
   ASSIGN_OR_RETURN(JobRow row, LoadLeased(*tx, job_id, lease_id));
   const v1::JobSpec& spec = row.job.spec();
-  ASSIGN_OR_RETURN(auto rows, tx->Query(
-      "SELECT 1 FROM model_files WHERE model_id = ? AND sha256 = ? UNION ALL "
-      "SELECT 1 FROM datasets WHERE id IN (?, ?) AND sha256 = ? UNION ALL "
-      "SELECT 1 FROM job_checkpoints WHERE job_id = ? AND sha256 = ? LIMIT 1",
-      {spec.base_model_id(), sha256, spec.train_dataset_id(), spec.eval_dataset_id(), sha256,
-       job_id, sha256}));
+  ASSIGN_OR_RETURN(
+      auto rows, tx->Query("SELECT 1 FROM model_files WHERE model_id = ? AND sha256 = ? UNION ALL "
+                           "SELECT 1 FROM datasets WHERE id IN (?, ?) AND sha256 = ? UNION ALL "
+                           "SELECT 1 FROM job_checkpoints WHERE job_id = ? AND sha256 = ? LIMIT 1",
+                           {spec.base_model_id(), sha256, spec.train_dataset_id(),
+                            spec.eval_dataset_id(), sha256, job_id, sha256}));
   return !rows.empty();
 }
 
@@ -227,8 +242,8 @@ absl::StatusOr<v1::CompleteJobResponse> Scheduler::Complete(const v1::CompleteJo
   if (request.files().empty()) return absl::InvalidArgumentError("files: no result files");
   for (const v1::FileInfo& f : request.files()) {
     if (!registry_->blobs()->Contains(f.sha256())) {
-      return absl::FailedPreconditionError(absl::StrCat("files: ", f.name(), " (", f.sha256(),
-                                                        ") was not uploaded"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("files: ", f.name(), " (", f.sha256(), ") was not uploaded"));
     }
   }
   ASSIGN_OR_RETURN(v1::Job current, Get(request.job_id()));
@@ -273,11 +288,12 @@ absl::Status Scheduler::Requeue(store::Transaction& tx, JobRow& row, const std::
     row.job.set_error(absl::StrCat(why, "; gave up after ", row.job.attempts(), " attempts"));
     return Transition(tx, row, v1::FAILED, row.job.error());
   }
-  return Transition(tx, row, v1::QUEUED,
-                    absl::StrCat(why, "; requeued (attempt ", row.job.attempts(), "/", row.max_attempts,
-                                 row.job.resume_checkpoint().empty()
-                                     ? ")"
-                                     : absl::StrCat(", resumes from ", row.job.resume_checkpoint(), ")")));
+  return Transition(
+      tx, row, v1::QUEUED,
+      absl::StrCat(why, "; requeued (attempt ", row.job.attempts(), "/", row.max_attempts,
+                   row.job.resume_checkpoint().empty()
+                       ? ")"
+                       : absl::StrCat(", resumes from ", row.job.resume_checkpoint(), ")")));
 }
 
 absl::Status Scheduler::Fail(const v1::FailJobRequest& request) {
@@ -302,10 +318,11 @@ absl::Status Scheduler::Fail(const v1::FailJobRequest& request) {
 absl::StatusOr<int> Scheduler::Reap() {
   double now = NowSeconds();
   ASSIGN_OR_RETURN(auto tx, db_->Begin());
-  ASSIGN_OR_RETURN(auto rows, tx->Query(
-      absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE state IN (?, ?) AND "
-                   "(lease_expires < ? OR started_at + timeout_seconds < ?)"),
-      {int64_t{v1::ASSIGNED}, int64_t{v1::RUNNING}, now, now}));
+  ASSIGN_OR_RETURN(
+      auto rows, tx->Query(absl::StrCat("SELECT ", kJobColumns,
+                                        " FROM jobs WHERE state IN (?, ?) AND "
+                                        "(lease_expires < ? OR started_at + timeout_seconds < ?)"),
+                           {int64_t{v1::ASSIGNED}, int64_t{v1::RUNNING}, now, now}));
   std::vector<std::pair<v1::JobState, v1::JobState>> changes;
   for (const auto& r : rows) {
     ASSIGN_OR_RETURN(JobRow row, JobRowFrom(r));
@@ -315,7 +332,8 @@ absl::StatusOr<int> Scheduler::Reap() {
       row.job.set_error(absl::StrCat("timed out after ", row.timeout_seconds, " s"));
       RETURN_IF_ERROR(Transition(*tx, row, v1::FAILED, row.job.error()));
     } else {
-      RETURN_IF_ERROR(Requeue(*tx, row, absl::StrCat("lease of worker ", row.job.worker_id(), " expired")));
+      RETURN_IF_ERROR(
+          Requeue(*tx, row, absl::StrCat("lease of worker ", row.job.worker_id(), " expired")));
     }
     changes.emplace_back(from, row.job.state());
   }

@@ -11,10 +11,10 @@
 #define QWHA_CONCAT_INNER(a, b) a##b
 #define QWHA_CONCAT(a, b) QWHA_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::absl::Status qwha_status_ = (expr);              \
-    if (!qwha_status_.ok()) return qwha_status_;       \
+#define RETURN_IF_ERROR(expr)                    \
+  do {                                           \
+    ::absl::Status qwha_status_ = (expr);        \
+    if (!qwha_status_.ok()) return qwha_status_; \
   } while (0)
 
 #define QWHA_ASSIGN_OR_RETURN_IMPL(decl, tmp, expr) \

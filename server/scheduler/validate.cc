@@ -4,9 +4,9 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "server/scheduler/status_macros.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/scheduler/status_macros.h"
 
 namespace qwha::scheduler {
 namespace {
@@ -34,8 +34,7 @@ absl::Status OneOf(const std::string& field, const std::string& value,
   return Invalid(field, absl::StrCat("'", value, "' is not one of ", absl::StrJoin(allowed, ", ")));
 }
 
-
-const std::set<std::string> kModules = {"q_proj", "k_proj", "v_proj", "o_proj",
+const std::set<std::string> kModules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                         "gate_proj", "up_proj", "down_proj"};
 
 // group_size must divide every adapted layer's input size.
@@ -67,10 +66,13 @@ absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string
   for (const auto& [key, value] : labels) {
     bool ok = !key.empty() && key.size() <= 63;
     for (char c : key) {
-      ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-');
+      ok = ok &&
+           ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-');
     }
-    if (!ok) return Invalid(field, absl::StrCat("key '", key, "' must be 1-63 characters of [a-z0-9_.-]"));
-    if (value.size() > 256) return Invalid(absl::StrCat(field, ".", key), "value longer than 256 bytes");
+    if (!ok)
+      return Invalid(field, absl::StrCat("key '", key, "' must be 1-63 characters of [a-z0-9_.-]"));
+    if (value.size() > 256)
+      return Invalid(absl::StrCat(field, ".", key), "value longer than 256 bytes");
   }
   return absl::OkStatus();
 }
@@ -87,8 +89,10 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, registry::RegistryStore& r
   RETURN_IF_ERROR(OneOf("adapter.type", a.type(), {"qwha", "lora", "loftq", "cloq", "random-wht"}));
   RETURN_IF_ERROR(InRange<int32_t>("adapter.rank", a.rank(), 0, 4096));
   RETURN_IF_ERROR(InRange<int64_t>("adapter.param_count", a.param_count(), 0, int64_t{1} << 40));
-  if (a.param_count() > 0 && !(a.type().empty() || a.type() == "qwha" || a.type() == "random-wht")) {
-    return Invalid("adapter.param_count", "only spectrum adapters (qwha, random-wht) take a parameter count");
+  if (a.param_count() > 0 &&
+      !(a.type().empty() || a.type() == "qwha" || a.type() == "random-wht")) {
+    return Invalid("adapter.param_count",
+                   "only spectrum adapters (qwha, random-wht) take a parameter count");
   }
   RETURN_IF_ERROR(FiniteInRange("adapter.alpha", a.alpha(), 0, 16));
   RETURN_IF_ERROR(FiniteInRange("adapter.scaling", a.scaling(), 0, 1e9));
@@ -98,7 +102,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, registry::RegistryStore& r
       return Invalid("adapter.target_modules",
                      absl::StrCat("'", m, "' is not one of ", absl::StrJoin(kModules, ", ")));
     }
-    if (!seen.insert(m).second) return Invalid("adapter.target_modules", absl::StrCat("'", m, "' twice"));
+    if (!seen.insert(m).second)
+      return Invalid("adapter.target_modules", absl::StrCat("'", m, "' twice"));
   }
 
   const v1::TrainingConfig& t = spec.training();
@@ -113,15 +118,20 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, registry::RegistryStore& r
   RETURN_IF_ERROR(OneOf("training.schedule", t.schedule(), {"cosine", "linear"}));
   if (!std::isfinite(t.max_grad_norm())) return Invalid("training.max_grad_norm", "must be finite");
   RETURN_IF_ERROR(InRange<int64_t>("training.eval_every", t.eval_every(), 0, 10'000'000));
-  RETURN_IF_ERROR(InRange<int64_t>("training.checkpoint_every", t.checkpoint_every(), 0, 10'000'000));
-  RETURN_IF_ERROR(InRange<int64_t>("training.calibration_batches", t.calibration_batches(), 0, 100000));
+  RETURN_IF_ERROR(
+      InRange<int64_t>("training.checkpoint_every", t.checkpoint_every(), 0, 10'000'000));
+  RETURN_IF_ERROR(
+      InRange<int64_t>("training.calibration_batches", t.calibration_batches(), 0, 100000));
   RETURN_IF_ERROR(OneOf("training.dtype", t.dtype(), {"float32", "bfloat16"}));
   RETURN_IF_ERROR(FiniteInRange("training.eval_fraction", t.eval_fraction(), 0, 0.5));
-  RETURN_IF_ERROR(InRange<int64_t>("training.exact_match_samples", t.exact_match_samples(), 0, 1'000'000));
+  RETURN_IF_ERROR(
+      InRange<int64_t>("training.exact_match_samples", t.exact_match_samples(), 0, 1'000'000));
 
   const v1::Resources& r = spec.resources();
-  RETURN_IF_ERROR(InRange<int64_t>("resources.min_memory_bytes", r.min_memory_bytes(), 0, int64_t{1} << 50));
-  RETURN_IF_ERROR(InRange<int64_t>("resources.timeout_seconds", r.timeout_seconds(), 0, 30 * 86400));
+  RETURN_IF_ERROR(
+      InRange<int64_t>("resources.min_memory_bytes", r.min_memory_bytes(), 0, int64_t{1} << 50));
+  RETURN_IF_ERROR(
+      InRange<int64_t>("resources.timeout_seconds", r.timeout_seconds(), 0, 30 * 86400));
   RETURN_IF_ERROR(InRange<int32_t>("resources.max_attempts", r.max_attempts(), 0, 100));
   RETURN_IF_ERROR(InRange<int32_t>("priority", spec.priority(), -100, 100));
   if (spec.name().size() > 200) return Invalid("name", "longer than 200 bytes");
@@ -131,11 +141,13 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, registry::RegistryStore& r
   auto model = registry.GetModel(spec.base_model_id());
   if (!model.ok()) {
     if (model.status().code() != absl::StatusCode::kNotFound) return model.status();
-    return absl::NotFoundError(absl::StrCat("base_model_id: model ", spec.base_model_id(), " not found"));
+    return absl::NotFoundError(
+        absl::StrCat("base_model_id: model ", spec.base_model_id(), " not found"));
   }
   if (spec.train_dataset_id().empty()) return Invalid("train_dataset_id", "required");
-  for (const auto& [field, id] : {std::make_pair(std::string("train_dataset_id"), spec.train_dataset_id()),
-                                  std::make_pair(std::string("eval_dataset_id"), spec.eval_dataset_id())}) {
+  for (const auto& [field, id] :
+       {std::make_pair(std::string("train_dataset_id"), spec.train_dataset_id()),
+        std::make_pair(std::string("eval_dataset_id"), spec.eval_dataset_id())}) {
     if (id.empty()) continue;
     auto dataset = registry.GetDataset(id);
     if (!dataset.ok()) {

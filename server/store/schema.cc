@@ -122,9 +122,9 @@ absl::Status EnsureSchema(Db& db) {
                                  {std::to_string(kSchemaVersion)});
     if (!s.ok()) return s;
   } else if (AsString((*version)[0][0]) != std::to_string(kSchemaVersion)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("store ", db.path(), ": schema version ", AsString((*version)[0][0]),
-                     ", this scheduler needs ", kSchemaVersion));
+    return absl::FailedPreconditionError(absl::StrCat("store ", db.path(), ": schema version ",
+                                                      AsString((*version)[0][0]),
+                                                      ", this scheduler needs ", kSchemaVersion));
   }
   return (*tx)->Commit();
 }

@@ -23,14 +23,15 @@ std::string AsString(const Value& v) {
 absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path) {
   std::unique_ptr<Db> db(new Db());
   db->path_ = path;
-  int rc = sqlite3_open_v2(path.c_str(), &db->handle_,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db->handle_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     return absl::InternalError(absl::StrCat("store ", path, ": ", sqlite3_errstr(rc)));
   }
   sqlite3_busy_timeout(db->handle_, 10000);
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=ON"}) {
+  for (const char* pragma :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
     absl::Status s = db->Exec(pragma);
     if (!s.ok()) return s;
   }
@@ -46,7 +47,8 @@ absl::StatusOr<std::vector<Row>> Db::RunLocked(const std::string& sql,
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(handle_, sql.c_str(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK) {
-    return absl::InternalError(absl::StrCat("store: prepare '", sql, "': ", sqlite3_errmsg(handle_)));
+    return absl::InternalError(
+        absl::StrCat("store: prepare '", sql, "': ", sqlite3_errmsg(handle_)));
   }
   std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> owner(stmt, sqlite3_finalize);
   for (size_t i = 0; i < params.size(); ++i) {
@@ -76,9 +78,14 @@ absl::StatusOr<std::vector<Row>> Db::RunLocked(const std::string& sql,
     Row row(columns);
     for (int c = 0; c < columns; ++c) {
       switch (sqlite3_column_type(stmt, c)) {
-        case SQLITE_INTEGER: row[c] = static_cast<int64_t>(sqlite3_column_int64(stmt, c)); break;
-        case SQLITE_FLOAT: row[c] = sqlite3_column_double(stmt, c); break;
-        case SQLITE_NULL: break;
+        case SQLITE_INTEGER:
+          row[c] = static_cast<int64_t>(sqlite3_column_int64(stmt, c));
+          break;
+        case SQLITE_FLOAT:
+          row[c] = sqlite3_column_double(stmt, c);
+          break;
+        case SQLITE_NULL:
+          break;
         default: {
           const void* data = sqlite3_column_blob(stmt, c);
           int size = sqlite3_column_bytes(stmt, c);
@@ -91,7 +98,8 @@ absl::StatusOr<std::vector<Row>> Db::RunLocked(const std::string& sql,
   return rows;
 }
 
-absl::StatusOr<std::vector<Row>> Db::Query(const std::string& sql, const std::vector<Value>& params) {
+absl::StatusOr<std::vector<Row>> Db::Query(const std::string& sql,
+                                           const std::vector<Value>& params) {
   std::lock_guard<std::mutex> lock(mu_);
   return RunLocked(sql, params);
 }

@@ -27,9 +27,9 @@ namespace qwha::store {
 using Value = std::variant<std::monostate, int64_t, double, std::string>;
 using Row = std::vector<Value>;
 
-int64_t AsInt(const Value& v);          // 0 for NULL
-double AsDouble(const Value& v);        // 0 for NULL
-std::string AsString(const Value& v);   // "" for NULL; text and blobs alike
+int64_t AsInt(const Value& v);         // 0 for NULL
+double AsDouble(const Value& v);       // 0 for NULL
+std::string AsString(const Value& v);  // "" for NULL; text and blobs alike
 
 class Db;
 
@@ -43,7 +43,8 @@ class Transaction {
 
   // Runs `sql` with `params`; returns the result rows (empty for writes).
   // Internal / AlreadyExists (unique constraint) naming the statement.
-  absl::StatusOr<std::vector<Row>> Query(const std::string& sql, const std::vector<Value>& params = {});
+  absl::StatusOr<std::vector<Row>> Query(const std::string& sql,
+                                         const std::vector<Value>& params = {});
   absl::Status Exec(const std::string& sql, const std::vector<Value>& params = {});
   int64_t changes() const;  // rows changed by the last Exec
   // Durable when OK (synchronous=FULL). Commit and Rollback release the
@@ -68,7 +69,8 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   // One statement in its own implicit transaction.
-  absl::StatusOr<std::vector<Row>> Query(const std::string& sql, const std::vector<Value>& params = {});
+  absl::StatusOr<std::vector<Row>> Query(const std::string& sql,
+                                         const std::vector<Value>& params = {});
   absl::Status Exec(const std::string& sql, const std::vector<Value>& params = {});
 
   // Starts BEGIN IMMEDIATE (takes the write lock at once).
@@ -79,7 +81,8 @@ class Db {
  private:
   friend class Transaction;
   Db() = default;
-  absl::StatusOr<std::vector<Row>> RunLocked(const std::string& sql, const std::vector<Value>& params);
+  absl::StatusOr<std::vector<Row>> RunLocked(const std::string& sql,
+                                             const std::vector<Value>& params);
   sqlite3* handle_ = nullptr;
   std::string path_;
   std::mutex mu_;

@@ -45,8 +45,9 @@ TEST(SqliteDbTest, TransactionsCommitRollBackAndSerialize) {
   {
     auto tx = (*db)->Begin();
     ASSERT_TRUE(tx.ok());
-    ASSERT_TRUE((*tx)->Exec("INSERT INTO t VALUES(?, ?, ?, ?)",
-                            {std::string("a"), int64_t{1}, 2.5, std::string("\0\1", 2)})
+    ASSERT_TRUE((*tx)
+                    ->Exec("INSERT INTO t VALUES(?, ?, ?, ?)",
+                           {std::string("a"), int64_t{1}, 2.5, std::string("\0\1", 2)})
                     .ok());
   }  // rolled back by the destructor
   auto rows = (*db)->Query("SELECT COUNT(*) FROM t");

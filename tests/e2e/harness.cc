@@ -107,13 +107,22 @@ std::string Harness::address() const { return absl::StrCat("127.0.0.1:", grpc_po
 absl::Status Harness::StartScheduler(double lease_seconds, const std::vector<std::string>& extra) {
   std::string port_file = dir_ + "/ports";
   ::unlink(port_file.c_str());
-  std::vector<std::string> argv = {
-      Runfile("server/qwha-scheduler"), "--listen", absl::StrCat("127.0.0.1:", grpc_port_),
-      "--http", absl::StrCat("127.0.0.1:", http_port_), "--data-dir", dir_ + "/data",
-      "--model-root", dir_ + "/models", "--lease-seconds", absl::StrCat(lease_seconds),
-      "--port-file", port_file};
+  std::vector<std::string> argv = {Runfile("server/qwha-scheduler"),
+                                   "--listen",
+                                   absl::StrCat("127.0.0.1:", grpc_port_),
+                                   "--http",
+                                   absl::StrCat("127.0.0.1:", http_port_),
+                                   "--data-dir",
+                                   dir_ + "/data",
+                                   "--model-root",
+                                   dir_ + "/models",
+                                   "--lease-seconds",
+                                   absl::StrCat(lease_seconds),
+                                   "--port-file",
+                                   port_file};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  auto process = Process::Start(argv, absl::StrCat(dir_, "/scheduler.", scheduler_starts_++, ".log"));
+  auto process =
+      Process::Start(argv, absl::StrCat(dir_, "/scheduler.", scheduler_starts_++, ".log"));
   if (!process.ok()) return process.status();
   scheduler_ = std::move(*process);
   for (int i = 0; i < 600; ++i) {
@@ -125,7 +134,8 @@ absl::Status Harness::StartScheduler(double lease_seconds, const std::vector<std
     if (!scheduler_->Running()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return absl::UnavailableError(absl::StrCat("qwha-scheduler did not start; see ", scheduler_->log_path()));
+  return absl::UnavailableError(
+      absl::StrCat("qwha-scheduler did not start; see ", scheduler_->log_path()));
 }
 
 void Harness::KillScheduler() {
@@ -141,10 +151,19 @@ void Harness::Connect() {
   registry_ = v1::RegistryService::NewStub(channel);
 }
 
-absl::StatusOr<int> Harness::StartWorker(const std::string& name, const std::vector<std::string>& extra) {
-  std::vector<std::string> argv = {Runfile("worker/runtime/qwha-worker"), "--scheduler", address(),
-                                   "--name", name, "--work-dir", absl::StrCat(dir_, "/", name),
-                                   "--http", "127.0.0.1:0", "--poll-ms", "1000"};
+absl::StatusOr<int> Harness::StartWorker(const std::string& name,
+                                         const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {Runfile("worker/runtime/qwha-worker"),
+                                   "--scheduler",
+                                   address(),
+                                   "--name",
+                                   name,
+                                   "--work-dir",
+                                   absl::StrCat(dir_, "/", name),
+                                   "--http",
+                                   "127.0.0.1:0",
+                                   "--poll-ms",
+                                   "1000"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   auto process = Process::Start(argv, absl::StrCat(dir_, "/", name, ".log"));
   if (!process.ok()) return process.status();
@@ -159,11 +178,13 @@ absl::StatusOr<std::string> Harness::RegisterDemoModel() {
   request.set_path(dir_ + "/models/demo");
   v1::BaseModel model;
   grpc::Status status = registry_->RegisterModel(&context, request, &model);
-  if (!status.ok()) return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  if (!status.ok())
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   return model.id();
 }
 
-absl::StatusOr<std::string> Harness::UploadDataset(const std::string& path, const std::string& name) {
+absl::StatusOr<std::string> Harness::UploadDataset(const std::string& path,
+                                                   const std::string& name) {
   auto data = io::ReadFile(path);
   if (!data.ok()) return data.status();
   grpc::ClientContext context;
@@ -184,11 +205,13 @@ absl::StatusOr<std::string> Harness::UploadDataset(const std::string& path, cons
   }
   writer->WritesDone();
   grpc::Status status = writer->Finish();
-  if (!status.ok()) return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  if (!status.ok())
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   return dataset.id();
 }
 
-v1::JobSpec Harness::SmallJob(const std::string& model_id, const std::string& dataset_id, int steps) {
+v1::JobSpec Harness::SmallJob(const std::string& model_id, const std::string& dataset_id,
+                              int steps) {
   v1::JobSpec spec;
   spec.set_base_model_id(model_id);
   spec.set_train_dataset_id(dataset_id);
@@ -208,7 +231,8 @@ v1::JobSpec Harness::SmallJob(const std::string& model_id, const std::string& da
 
 absl::StatusOr<v1::Job> Harness::WaitFor(const std::string& job_id, double timeout_s,
                                          const std::function<bool(const v1::Job&)>& predicate) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
   v1::Job job;
   while (std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext context;
@@ -218,13 +242,15 @@ absl::StatusOr<v1::Job> Harness::WaitFor(const std::string& job_id, double timeo
     if (status.ok() && predicate(job)) return job;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return absl::DeadlineExceededError(absl::StrCat("job ", job_id, " still ", v1::JobState_Name(job.state()),
-                                                  " (step ", job.progress().step(), ")"));
+  return absl::DeadlineExceededError(absl::StrCat("job ", job_id, " still ",
+                                                  v1::JobState_Name(job.state()), " (step ",
+                                                  job.progress().step(), ")"));
 }
 
 absl::StatusOr<v1::Job> Harness::WaitFinished(const std::string& job_id, double timeout_s) {
   return WaitFor(job_id, timeout_s, [](const v1::Job& job) {
-    return job.state() == v1::SUCCEEDED || job.state() == v1::FAILED || job.state() == v1::CANCELLED;
+    return job.state() == v1::SUCCEEDED || job.state() == v1::FAILED ||
+           job.state() == v1::CANCELLED;
   });
 }
 

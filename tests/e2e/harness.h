@@ -60,7 +60,8 @@ class Harness {
   absl::Status StartScheduler(double lease_seconds = 3, const std::vector<std::string>& extra = {});
   void KillScheduler();  // SIGKILL, waits for the exit
   // Starts a worker process named `name`; returns its index.
-  absl::StatusOr<int> StartWorker(const std::string& name, const std::vector<std::string>& extra = {});
+  absl::StatusOr<int> StartWorker(const std::string& name,
+                                  const std::vector<std::string>& extra = {});
   Process& worker(int index) { return *workers_[index]; }
 
   std::string address() const;  // "127.0.0.1:<grpc port>"

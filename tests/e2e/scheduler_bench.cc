@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
         v1::Job job;
         auto t0 = std::chrono::steady_clock::now();
         grpc::Status status = stub->SubmitJob(&context, request, &job);
-        mine.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        mine.push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (!status.ok()) ++errors;
       }
       std::lock_guard<std::mutex> lock(mu);
@@ -68,9 +69,11 @@ int main(int argc, char** argv) {
   for (auto& t : threads) t.join();
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::sort(latencies.begin(), latencies.end());
-  auto pct = [&](double p) { return latencies[std::min(latencies.size() - 1, size_t(p * latencies.size()))] * 1e3; };
-  std::cout << "scheduler submit benchmark: " << clients << " clients, " << jobs << " jobs, " << errors
-            << " errors\n"
+  auto pct = [&](double p) {
+    return latencies[std::min(latencies.size() - 1, size_t(p * latencies.size()))] * 1e3;
+  };
+  std::cout << "scheduler submit benchmark: " << clients << " clients, " << jobs << " jobs, "
+            << errors << " errors\n"
             << "  submits/s " << jobs / seconds << "\n"
             << "  latency ms p50 " << pct(0.50) << "  p90 " << pct(0.90) << "  p99 " << pct(0.99)
             << "  max " << latencies.back() * 1e3 << "\n";

@@ -116,7 +116,8 @@ TEST(ServiceE2eTest, BadInputIsRejectedNamingTheFieldAndStoresNothing) {
   auto dataset = h.UploadDataset(small, "small");
   ASSERT_TRUE(dataset.ok()) << dataset.status();
 
-  auto expect_rejected = [&](const v1::JobSpec& spec, grpc::StatusCode code, const std::string& field) {
+  auto expect_rejected = [&](const v1::JobSpec& spec, grpc::StatusCode code,
+                             const std::string& field) {
     grpc::ClientContext context;
     v1::SubmitJobRequest request;
     *request.mutable_spec() = spec;
@@ -138,7 +139,8 @@ TEST(ServiceE2eTest, BadInputIsRejectedNamingTheFieldAndStoresNothing) {
   ASSERT_TRUE(io::WriteFileAtomically(bad, "{\"text\": \"ok\"}\n{\"text\": 42}\n").ok());
   auto malformed = h.UploadDataset(bad, "bad");
   EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(malformed.status().message()).find("line 2"), std::string::npos) << malformed.status();
+  EXPECT_NE(std::string(malformed.status().message()).find("line 2"), std::string::npos)
+      << malformed.status();
   auto oversize = h.UploadDataset(TrainData(), "big");  // > 200000 bytes
   EXPECT_EQ(oversize.status().code(), absl::StatusCode::kInvalidArgument) << oversize.status();
 
@@ -200,7 +202,8 @@ TEST(ServiceE2eTest, SchedulerKilledAndRestartedLosesNothing) {
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) ids.push_back(Submit(h, h.SmallJob(*model, *dataset, 6)).id());
   ASSERT_TRUE(h.StartWorker("w1").ok());
-  ASSERT_TRUE(h.WaitFor(ids[0], 300, [](const v1::Job& j) { return j.state() == v1::RUNNING; }).ok());
+  ASSERT_TRUE(
+      h.WaitFor(ids[0], 300, [](const v1::Job& j) { return j.state() == v1::RUNNING; }).ok());
   h.KillScheduler();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   ASSERT_TRUE(h.StartScheduler(3).ok());

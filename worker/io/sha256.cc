@@ -71,7 +71,8 @@ absl::StatusOr<std::pair<std::string, int64_t>> Sha256File(const std::string& pa
 std::string Sha256OfFileSet(std::vector<std::pair<std::string, std::string>> name_and_sha256) {
   std::sort(name_and_sha256.begin(), name_and_sha256.end());
   Sha256Stream stream;
-  for (const auto& [name, digest] : name_and_sha256) stream.Update(absl::StrCat(name, " ", digest, "\n"));
+  for (const auto& [name, digest] : name_and_sha256)
+    stream.Update(absl::StrCat(name, " ", digest, "\n"));
   return stream.Finish();
 }
 

@@ -25,7 +25,8 @@ TEST(Sha256Test, StreamEqualsOneShotAndFile) {
   std::string data(3 * (1 << 20) + 12345, '\0');
   for (char& c : data) c = static_cast<char>(rng());
   Sha256Stream stream;
-  for (size_t pos = 0; pos < data.size(); pos += 777777) stream.Update(std::string_view(data).substr(pos, 777777));
+  for (size_t pos = 0; pos < data.size(); pos += 777777)
+    stream.Update(std::string_view(data).substr(pos, 777777));
   std::string digest = stream.Finish();
   EXPECT_EQ(digest, Sha256Hex(data));
   std::string path = ::testing::TempDir() + "/sha256_test.bin";
