@@ -41,7 +41,8 @@ int Fail(Context& context, const grpc::Status& status) {
   const absl::Status s(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   std::string message = status.error_message();
   if (absl::IsUnavailable(s)) {
-    message = absl::StrCat("cannot reach the inference server at ", ServerAddress(context), ": ", message);
+    message = absl::StrCat("cannot reach the inference server at ", ServerAddress(context), ": ",
+                           message);
   } else if (absl::IsDeadlineExceeded(s)) {
     message = absl::StrCat("the inference server at ", ServerAddress(context),
                            " did not answer in time: ", message);
@@ -79,8 +80,9 @@ int Unload(Context& context) {
   grpc::Status status = Stub(context)->UnloadAdapter(&call, request, &response);
   if (!status.ok()) return Fail(context, status);
   if (context.json()) return context.PrintJson(response);
-  context.out() << "Unloaded " << context.arg(0) << " (digest " << Short(response.adapter().digest())
-                << ", freed " << HumanBytes(response.freed_bytes()) << ")\n";
+  context.out() << "Unloaded " << context.arg(0) << " (digest "
+                << Short(response.adapter().digest()) << ", freed "
+                << HumanBytes(response.freed_bytes()) << ")\n";
   return kExitOk;
 }
 
@@ -88,7 +90,8 @@ int List(Context& context) {
   grpc::ClientContext call;
   SetDeadline(context, &call, std::chrono::seconds(30));
   v1::ListLoadedAdaptersResponse response;
-  grpc::Status status = Stub(context)->ListAdapters(&call, v1::ListLoadedAdaptersRequest(), &response);
+  grpc::Status status =
+      Stub(context)->ListAdapters(&call, v1::ListLoadedAdaptersRequest(), &response);
   if (!status.ok()) return Fail(context, status);
   if (context.json()) return context.PrintJson(response);
   Table table({"NAMES", "ADAPTER", "DIGEST", "TYPE", "MEMORY", "REQUESTS", "LAST USED"});
@@ -109,10 +112,14 @@ int List(Context& context) {
 
 const char* ReasonName(v1::FinishReason reason) {
   switch (reason) {
-    case v1::FINISH_REASON_LENGTH: return "length";
-    case v1::FINISH_REASON_EOS: return "eos";
-    case v1::FINISH_REASON_STOP_STRING: return "stop string";
-    default: return "unspecified";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_EOS:
+      return "eos";
+    case v1::FINISH_REASON_STOP_STRING:
+      return "stop string";
+    default:
+      return "unspecified";
   }
 }
 
@@ -133,7 +140,8 @@ int Generate(Context& context) {
   }
   request.set_adapter(f.String("adapter"));
   const int64_t max_new = f.Int("max-new-tokens", 0);
-  if (max_new < 0 || max_new > INT32_MAX) return context.Usage("--max-new-tokens: expected 0..2^31");
+  if (max_new < 0 || max_new > INT32_MAX)
+    return context.Usage("--max-new-tokens: expected 0..2^31");
   request.set_max_new_tokens(static_cast<int32_t>(max_new));
   request.set_temperature(f.Double("temperature", 0));
   request.set_top_p(f.Double("top-p", 0));
@@ -199,8 +207,14 @@ void AddServeCommands(std::vector<Command>* commands) {
                        1,
                        1,
                        Unload});
-  commands->push_back({"serve list", "", "List the adapters an inference server has loaded", "",
-                       {kServerFlag}, 0, 0, List});
+  commands->push_back({"serve list",
+                       "",
+                       "List the adapters an inference server has loaded",
+                       "",
+                       {kServerFlag},
+                       0,
+                       0,
+                       List});
   commands->push_back(
       {"generate",
        "PROMPT [flags]",

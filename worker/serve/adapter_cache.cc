@@ -36,7 +36,10 @@ struct AdapterCache::Pin {
 
 AdapterCache::AdapterCache(const ServingModel* model, AdapterSource* source,
                            AdapterCacheOptions options, AdapterCacheObserver observer)
-    : model_(model), source_(source), options_(std::move(options)), observer_(std::move(observer)) {}
+    : model_(model),
+      source_(source),
+      options_(std::move(options)),
+      observer_(std::move(observer)) {}
 
 AdapterCache::~AdapterCache() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -158,9 +161,9 @@ absl::StatusOr<AdapterInfo> AdapterCache::Load(const std::string& name,
     std::lock_guard<std::mutex> lock(mu_);
     if (*estimate > options_.memory_budget_bytes) {
       cleanup();
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "adapter '", adapter_id, "' needs ", *estimate, " bytes; the memory budget is ",
-          options_.memory_budget_bytes));
+      return absl::ResourceExhaustedError(absl::StrCat("adapter '", adapter_id, "' needs ",
+                                                       *estimate, " bytes; the memory budget is ",
+                                                       options_.memory_budget_bytes));
     }
     // Least recently used versions without pins, until the new one fits.
     std::vector<std::shared_ptr<Entry>> idle;
@@ -173,10 +176,10 @@ absl::StatusOr<AdapterInfo> AdapterCache::Load(const std::string& name,
     for (const auto& e : idle) reclaimable += e->bytes;
     if (used_bytes_ - reclaimable + *estimate > options_.memory_budget_bytes) {
       cleanup();
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "adapter '", adapter_id, "' needs ", *estimate, " bytes; ", used_bytes_ - reclaimable,
-          " of the ", options_.memory_budget_bytes,
-          "-byte budget are held by adapters in use by running requests"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("adapter '", adapter_id, "' needs ", *estimate, " bytes; ",
+                       used_bytes_ - reclaimable, " of the ", options_.memory_budget_bytes,
+                       "-byte budget are held by adapters in use by running requests"));
     }
     int64_t after = used_bytes_;
     for (size_t i = 0; i < idle.size() && after + *estimate > options_.memory_budget_bytes; ++i) {
@@ -217,7 +220,8 @@ absl::StatusOr<AdapterInfo> AdapterCache::Load(const std::string& name,
   return info;
 }
 
-absl::StatusOr<std::shared_ptr<const ServingAdapter>> AdapterCache::Acquire(const std::string& name) {
+absl::StatusOr<std::shared_ptr<const ServingAdapter>> AdapterCache::Acquire(
+    const std::string& name) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::string adapter_id;
     std::shared_ptr<const ServingAdapter> pinned;
@@ -248,12 +252,14 @@ absl::StatusOr<std::shared_ptr<const ServingAdapter>> AdapterCache::Acquire(cons
     if (observer_.on_miss) observer_.on_miss();
     absl::StatusOr<AdapterInfo> loaded = Load(name, adapter_id);
     if (!loaded.ok()) {
-      return absl::Status(loaded.status().code(),
-                          absl::StrCat("adapter '", name, "' is not loaded, and loading it failed: ",
-                                       loaded.status().message()));
+      return absl::Status(
+          loaded.status().code(),
+          absl::StrCat("adapter '", name,
+                       "' is not loaded, and loading it failed: ", loaded.status().message()));
     }
   }
-  return absl::NotFoundError(absl::StrCat("adapter '", name, "' is not loaded (LoadAdapter it first)"));
+  return absl::NotFoundError(
+      absl::StrCat("adapter '", name, "' is not loaded (LoadAdapter it first)"));
 }
 
 absl::StatusOr<UnloadResult> AdapterCache::Unload(const std::string& name,
@@ -265,7 +271,8 @@ absl::StatusOr<UnloadResult> AdapterCache::Unload(const std::string& name,
     std::lock_guard<std::mutex> lock(mu_);
     known_.erase(name);
     auto it = names_.find(name);
-    if (it == names_.end()) return absl::NotFoundError(absl::StrCat("adapter '", name, "' is not loaded"));
+    if (it == names_.end())
+      return absl::NotFoundError(absl::StrCat("adapter '", name, "' is not loaded"));
     entry = loaded_.at(it->second);
     result.adapter = InfoLocked(*entry);
     entry->names.erase(name);
@@ -281,9 +288,9 @@ absl::StatusOr<UnloadResult> AdapterCache::Unload(const std::string& name,
     if (!wait) {
       freed_.wait(lock, done);
     } else if (!freed_.wait_for(lock, *wait, done)) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "adapter '", name, "' is still used by ", entry->pins,
-          " running requests; it will be freed when they end"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("adapter '", name, "' is still used by ", entry->pins,
+                       " running requests; it will be freed when they end"));
     }
   }
   result.freed_bytes = entry->bytes;

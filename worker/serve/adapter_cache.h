@@ -101,8 +101,8 @@ class AdapterCache {
   // `wait`; nullopt: no limit) for its pins to drop and frees it before returning. NotFound for
   // an unknown name; DeadlineExceeded when the wait ends first (the version
   // is freed when its last request ends).
-  absl::StatusOr<UnloadResult> Unload(
-      const std::string& name, std::optional<std::chrono::milliseconds> wait = std::nullopt);
+  absl::StatusOr<UnloadResult> Unload(const std::string& name,
+                                      std::optional<std::chrono::milliseconds> wait = std::nullopt);
 
   // Loaded versions (and versions kept only by pins), most recently used first.
   std::vector<AdapterInfo> List() const;
@@ -129,9 +129,9 @@ class AdapterCache {
   mutable std::mutex mu_;
   std::condition_variable freed_;
   std::map<std::string, std::shared_ptr<Entry>> loaded_;  // by digest
-  std::vector<std::shared_ptr<Entry>> retiring_;         // unreachable, pinned
-  std::map<std::string, std::string> names_;             // name → digest
-  std::map<std::string, std::string> known_;             // name → adapter id (kept on eviction)
+  std::vector<std::shared_ptr<Entry>> retiring_;          // unreachable, pinned
+  std::map<std::string, std::string> names_;              // name → digest
+  std::map<std::string, std::string> known_;              // name → adapter id (kept on eviction)
   int64_t used_bytes_ = 0;
   uint64_t tick_ = 0;
 };

@@ -66,9 +66,8 @@ TEST_F(AdapterCacheTest, UnloadFreesTheTensorsAndTheAccountedBytes) {
   {
     auto pinned = cache->Acquire("x");
     ASSERT_TRUE(pinned.ok());
-    (*pinned)->ForEachTensor([&](const torch::Tensor& t) {
-      storages.push_back(t.storage().getWeakStorageImpl());
-    });
+    (*pinned)->ForEachTensor(
+        [&](const torch::Tensor& t) { storages.push_back(t.storage().getWeakStorageImpl()); });
   }
   ASSERT_FALSE(storages.empty());
   auto unloaded = cache->Unload("x");
@@ -198,7 +197,8 @@ TEST_F(AdapterCacheTest, CorruptOrMissingAdaptersFailClearlyAndChangeNothing) {
   // Bytes change between Describe and Fetch: the digest no longer matches.
   class Corrupting : public AdapterSource {
    public:
-    Corrupting(DirectoryAdapterSource* inner, std::string path) : inner_(inner), path_(std::move(path)) {}
+    Corrupting(DirectoryAdapterSource* inner, std::string path)
+        : inner_(inner), path_(std::move(path)) {}
     absl::StatusOr<AdapterDescription> Describe(const std::string& id) override {
       auto d = inner_->Describe(id);
       auto bytes = io::ReadFile(path_);
@@ -206,7 +206,9 @@ TEST_F(AdapterCacheTest, CorruptOrMissingAdaptersFailClearlyAndChangeNothing) {
       EXPECT_TRUE(io::WriteFileAtomically(path_, *bytes).ok());
       return d;
     }
-    absl::StatusOr<FetchedAdapter> Fetch(const AdapterDescription& d) override { return inner_->Fetch(d); }
+    absl::StatusOr<FetchedAdapter> Fetch(const AdapterDescription& d) override {
+      return inner_->Fetch(d);
+    }
 
    private:
     DirectoryAdapterSource* inner_;

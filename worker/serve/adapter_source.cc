@@ -32,10 +32,12 @@ absl::StatusOr<std::string> DirectoryDigest(const std::string& dir) {
 
 absl::StatusOr<AdapterDescription> DirectoryAdapterSource::Describe(const std::string& adapter_id) {
   if (adapter_id.empty() || adapter_id.find('/') != std::string::npos || adapter_id[0] == '.') {
-    return absl::InvalidArgumentError(absl::StrCat("adapter id '", adapter_id, "' is not a directory name"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapter id '", adapter_id, "' is not a directory name"));
   }
   const std::string dir = root_ + "/" + adapter_id;
-  if (!fs::is_directory(dir)) return absl::NotFoundError(absl::StrCat("no adapter '", adapter_id, "'"));
+  if (!fs::is_directory(dir))
+    return absl::NotFoundError(absl::StrCat("no adapter '", adapter_id, "'"));
   auto digest = DirectoryDigest(dir);
   if (!digest.ok()) return digest.status();
   AdapterDescription out;
@@ -53,8 +55,9 @@ absl::StatusOr<FetchedAdapter> DirectoryAdapterSource::Fetch(const AdapterDescri
   auto digest = DirectoryDigest(dir);
   if (!digest.ok()) return digest.status();
   if (*digest != adapter.digest) {
-    return absl::DataLossError(absl::StrCat("adapter '", adapter.adapter_id, "': files have digest ",
-                                            *digest, ", expected ", adapter.digest));
+    return absl::DataLossError(absl::StrCat("adapter '", adapter.adapter_id,
+                                            "': files have digest ", *digest, ", expected ",
+                                            adapter.digest));
   }
   return FetchedAdapter{dir, false};
 }

@@ -21,12 +21,18 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
 
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kStopString: return "stop_string";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kStopString:
+      return "stop_string";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
   }
   return "none";
 }
@@ -44,7 +50,10 @@ struct Engine::Request {
 
 Engine::Engine(const ServingModel* model, const tokenizer::Tokenizer* tokenizer,
                EngineOptions options, EngineObserver observer)
-    : model_(model), tokenizer_(tokenizer), options_(std::move(options)), observer_(std::move(observer)) {}
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(std::move(options)),
+      observer_(std::move(observer)) {}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ServingModel* model,
                                                        const tokenizer::Tokenizer* tokenizer,
@@ -52,8 +61,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ServingModel* model
                                                        EngineObserver observer) {
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch: must be at least 1");
   if (options.max_seq_len < 2 || options.max_seq_len > model->max_seq_len()) {
-    return absl::InvalidArgumentError(absl::StrCat("max_seq_len: must be in [2, ",
-                                                   model->max_seq_len(), "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_seq_len: must be in [2, ", model->max_seq_len(), "]"));
   }
   if (options.max_prefill_tokens < 1) {
     return absl::InvalidArgumentError("max_prefill_tokens: must be at least 1");
@@ -70,9 +79,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ServingModel* model
   try {
     engine->pool_ = std::make_unique<KvPool>(*model, options.max_batch, options.max_seq_len);
   } catch (const c10::Error& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("KV cache of ", options.max_batch, " x ", options.max_seq_len,
-                     " positions: ", e.what_without_backtrace()));
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache of ", options.max_batch, " x ",
+                                                     options.max_seq_len,
+                                                     " positions: ", e.what_without_backtrace()));
   }
   engine->thread_ = std::thread([e = engine.get()] { e->Run(); });
   return engine;
@@ -156,7 +165,9 @@ void Engine::Run() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !waiting_.empty() || !running_.empty() || !cancelled_.empty(); });
+      cv_.wait(lock, [&] {
+        return stop_ || !waiting_.empty() || !running_.empty() || !cancelled_.empty();
+      });
       if (stop_) return;
     }
     Admit();
@@ -207,8 +218,8 @@ bool Engine::Step() {
   const auto start = Clock::now();
   // Decoding requests first (slot order), then prompt chunks within the budget.
   std::vector<StepSegment> segments;
-  std::vector<size_t> owner;       // running_ index of each segment
-  std::vector<bool> samples;       // the segment's logits give a new token
+  std::vector<size_t> owner;  // running_ index of each segment
+  std::vector<bool> samples;  // the segment's logits give a new token
   int64_t budget = options_.max_prefill_tokens;
   for (int pass = 0; pass < 2; ++pass) {
     for (size_t i = 0; i < running_.size(); ++i) {
@@ -243,7 +254,8 @@ bool Engine::Step() {
     logits = model_->Forward(segments, pool_.get());
     greedy = logits.argmax(-1).to(torch::kCPU);
   } catch (const c10::Error& e) {
-    const absl::Status error = absl::InternalError(absl::StrCat("forward: ", e.what_without_backtrace()));
+    const absl::Status error =
+        absl::InternalError(absl::StrCat("forward: ", e.what_without_backtrace()));
     std::vector<size_t> failed = owner;
     std::sort(failed.rbegin(), failed.rend());
     for (size_t i : failed) Finish(i, FinishReason::kError, error);
@@ -266,8 +278,7 @@ bool Engine::Step() {
     r.last_token = now;
     r.generated.push_back(static_cast<int32_t>(token));
     const auto& eos = options_.eos_token_ids;
-    const bool is_eos =
-        !r.spec.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
+    const bool is_eos = !r.spec.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
     GenerationEvent event;
     event.token_ids = {static_cast<int32_t>(token)};
     if (!is_eos) event.text = r.text->Append(static_cast<int32_t>(token));
@@ -283,8 +294,10 @@ bool Engine::Step() {
     r.spec.on_event(event);  // this token's piece; a final event follows if it ended
     if (reason != FinishReason::kNone) done.push_back({owner[s], reason});
   }
-  if (observer_.on_step) observer_.on_step(static_cast<int64_t>(segments.size()), Seconds(start, Clock::now()));
-  std::sort(done.begin(), done.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (observer_.on_step)
+    observer_.on_step(static_cast<int64_t>(segments.size()), Seconds(start, Clock::now()));
+  std::sort(done.begin(), done.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
   for (const auto& [index, reason] : done) Finish(index, reason, absl::OkStatus());
   return true;
 }
@@ -307,7 +320,8 @@ void Engine::Finish(size_t index, FinishReason reason, absl::Status status) {
   event.finished = true;
   event.reason = reason;
   event.status = std::move(status);
-  if (reason != FinishReason::kError && reason != FinishReason::kCancelled) event.text = r->text->Finish();
+  if (reason != FinishReason::kError && reason != FinishReason::kCancelled)
+    event.text = r->text->Finish();
   event.usage.prompt_tokens = static_cast<int64_t>(r->spec.prompt.size());
   event.usage.completion_tokens = static_cast<int64_t>(r->generated.size());
   event.usage.queue_seconds = r->has_started ? Seconds(r->submitted, r->started) : 0;

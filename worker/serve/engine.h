@@ -64,8 +64,8 @@ struct GenerationUsage {
 };
 
 struct GenerationEvent {
-  std::string text;                 // new text (may be empty)
-  std::vector<int32_t> token_ids;   // tokens sampled since the previous event
+  std::string text;                // new text (may be empty)
+  std::vector<int32_t> token_ids;  // tokens sampled since the previous event
   bool finished = false;
   FinishReason reason = FinishReason::kNone;  // final event
   GenerationUsage usage;                      // final event
@@ -77,15 +77,15 @@ struct GenerationRequest {
   std::shared_ptr<const ServingAdapter> adapter;  // the pinned version; null: the base
   int64_t max_new_tokens = 128;                   // >= 1; capped by max_seq_len
   SamplingParams sampling;
-  std::vector<std::string> stop;                  // needs a tokenizer
-  bool ignore_eos = false;                        // run to max_new_tokens past EOS
+  std::vector<std::string> stop;  // needs a tokenizer
+  bool ignore_eos = false;        // run to max_new_tokens past EOS
   std::function<void(const GenerationEvent&)> on_event;
 };
 
 // Hooks for metrics, called on the engine thread.
 struct EngineObserver {
-  std::function<void(double seconds)> on_first_token;      // time to first token
-  std::function<void(double seconds)> on_next_token;       // time since the request's previous token
+  std::function<void(double seconds)> on_first_token;  // time to first token
+  std::function<void(double seconds)> on_next_token;   // time since the request's previous token
   std::function<void(int64_t batch, double seconds)> on_step;
   std::function<void(FinishReason, const GenerationUsage&)> on_finish;
 };
@@ -145,9 +145,9 @@ class Engine {
   std::condition_variable cv_;
   bool stop_ = false;
   uint64_t next_id_ = 1;
-  std::deque<std::unique_ptr<Request>> waiting_;   // guarded by mu_
-  std::vector<uint64_t> cancelled_;                // guarded by mu_
-  int64_t running_count_ = 0;                      // guarded by mu_ (mirror for stats)
+  std::deque<std::unique_ptr<Request>> waiting_;  // guarded by mu_
+  std::vector<uint64_t> cancelled_;               // guarded by mu_
+  int64_t running_count_ = 0;                     // guarded by mu_ (mirror for stats)
 
   std::vector<std::unique_ptr<Request>> running_;  // engine thread only; slot i = running_[i]
   std::thread thread_;

@@ -44,7 +44,8 @@ struct Fixture {
     sets.push_back(testing::RandomAdapters(*model, type, seed));
     const std::string dir = testing::TempDir("engine_" + std::to_string(seed));
     EXPECT_TRUE(testing::WriteAdapterDir(sets.back(), type, dir).ok());
-    loaders.push_back(std::make_unique<AdapterLoader>(serving.get(), dir, "v" + std::to_string(seed)));
+    loaders.push_back(
+        std::make_unique<AdapterLoader>(serving.get(), dir, "v" + std::to_string(seed)));
     EXPECT_TRUE(loaders.back()->Load().ok());
     return loaders.back()->adapter();
   }
@@ -59,8 +60,9 @@ std::shared_ptr<const ServingAdapter> Borrow(const ServingAdapter* a) {
   return std::shared_ptr<const ServingAdapter>(std::shared_ptr<const ServingAdapter>(), a);
 }
 
-std::vector<int64_t> Generate(Engine& engine, const std::vector<int64_t>& prompt, const ServingAdapter* adapter,
-                         int64_t n, SamplingParams sampling = {}) {
+std::vector<int64_t> Generate(Engine& engine, const std::vector<int64_t>& prompt,
+                              const ServingAdapter* adapter, int64_t n,
+                              SamplingParams sampling = {}) {
   Collector c;
   GenerationRequest r;
   r.prompt = prompt;
@@ -100,13 +102,15 @@ TEST_P(MergedEquivalenceTest, LoadedAdapterGeneratesWhatTheMergedWeightsGenerate
   EXPECT_GT(differs, 0) << "the adapter never changed the output: the test proves nothing";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, MergedEquivalenceTest,
-    ::testing::Values(Case{"llama2", AdapterType::kQwha}, Case{"llama2", AdapterType::kLora},
-                      Case{"window", AdapterType::kQwha}, Case{"window", AdapterType::kLora}),
-    [](const auto& info) {
-      return std::string(info.param.model) + (info.param.type == AdapterType::kLora ? "Lora" : "Qwha");
-    });
+INSTANTIATE_TEST_SUITE_P(Models, MergedEquivalenceTest,
+                         ::testing::Values(Case{"llama2", AdapterType::kQwha},
+                                           Case{"llama2", AdapterType::kLora},
+                                           Case{"window", AdapterType::kQwha},
+                                           Case{"window", AdapterType::kLora}),
+                         [](const auto& info) {
+                           return std::string(info.param.model) +
+                                  (info.param.type == AdapterType::kLora ? "Lora" : "Qwha");
+                         });
 
 TEST(EngineTest, BatchedMultiAdapterOutputsEqualOneAtATime) {
   Fixture f("window");
@@ -130,7 +134,8 @@ TEST(EngineTest, BatchedMultiAdapterOutputsEqualOneAtATime) {
   auto serial = Engine::Create(f.serving.get(), nullptr, NoEos(1));
   ASSERT_TRUE(serial.ok());
   std::vector<std::vector<int64_t>> expected;
-  for (const Job& j : jobs) expected.push_back(Generate(**serial, j.prompt, j.adapter, j.n, j.sampling));
+  for (const Job& j : jobs)
+    expected.push_back(Generate(**serial, j.prompt, j.adapter, j.n, j.sampling));
 
   // All at once (prompt chunks small enough that prefills span steps), and a
   // late half that joins while the first half decodes.

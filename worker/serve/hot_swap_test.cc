@@ -25,7 +25,8 @@ class HotSwapTest : public ::testing::Test {
     for (int i = 0; i < 5; ++i) {
       const AdapterType type = i % 2 ? AdapterType::kLora : AdapterType::kQwha;
       sets_.push_back(testing::RandomAdapters(*model_, type, 60 + i));
-      ASSERT_TRUE(testing::WriteAdapterDir(sets_.back(), type, root_ + "/v" + std::to_string(i)).ok());
+      ASSERT_TRUE(
+          testing::WriteAdapterDir(sets_.back(), type, root_ + "/v" + std::to_string(i)).ok());
     }
     source_ = std::make_unique<DirectoryAdapterSource>(root_);
     for (int i = 0; i < 5; ++i) digest_[*Digest(i)] = i;
@@ -142,7 +143,8 @@ TEST_F(HotSwapTest, UnloadOfAnAdapterInUseWaitsForItsRequest) {
 TEST_F(HotSwapTest, LoadsAndUnloadsUnderConcurrentTrafficLoseNoRequest) {
   AdapterCache& cache = *cache_;
   // Names "s0".."s2" stay; "hot" is loaded, replaced and unloaded all along.
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cache.Load("s" + std::to_string(i), "v" + std::to_string(i)).ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(cache.Load("s" + std::to_string(i), "v" + std::to_string(i)).ok());
   ASSERT_TRUE(cache.Load("hot", "v3").ok());
   std::atomic<bool> stop{false};
   std::atomic<int> swaps{0};

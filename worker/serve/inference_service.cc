@@ -22,7 +22,8 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }
 
 void SetTime(std::chrono::system_clock::time_point t, google::protobuf::Timestamp* out) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   out->set_seconds(ns / 1000000000);
   out->set_nanos(static_cast<int32_t>(ns % 1000000000));
 }
@@ -42,10 +43,14 @@ void ToProto(const AdapterInfo& info, v1::LoadedAdapter* out) {
 
 v1::FinishReason ToProto(FinishReason r) {
   switch (r) {
-    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
-    case FinishReason::kEos: return v1::FINISH_REASON_EOS;
-    case FinishReason::kStopString: return v1::FINISH_REASON_STOP_STRING;
-    default: return v1::FINISH_REASON_UNSPECIFIED;
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kEos:
+      return v1::FINISH_REASON_EOS;
+    case FinishReason::kStopString:
+      return v1::FINISH_REASON_STOP_STRING;
+    default:
+      return v1::FINISH_REASON_UNSPECIFIED;
   }
 }
 
@@ -58,9 +63,11 @@ struct EventQueue {
 
 }  // namespace
 
-grpc::Status InferenceServiceImpl::LoadAdapter(grpc::ServerContext*, const v1::LoadAdapterRequest* request,
+grpc::Status InferenceServiceImpl::LoadAdapter(grpc::ServerContext*,
+                                               const v1::LoadAdapterRequest* request,
                                                v1::LoadedAdapter* response) {
-  if (request->adapter_id().empty()) return ToGrpc(absl::InvalidArgumentError("adapter_id: required"));
+  if (request->adapter_id().empty())
+    return ToGrpc(absl::InvalidArgumentError("adapter_id: required"));
   const std::string name = request->name().empty() ? request->adapter_id() : request->name();
   absl::StatusOr<AdapterInfo> info = deps_.cache->Load(name, request->adapter_id());
   if (!info.ok()) return ToGrpc(info.status());
@@ -75,7 +82,8 @@ grpc::Status InferenceServiceImpl::UnloadAdapter(grpc::ServerContext* context,
   std::optional<std::chrono::milliseconds> wait;
   const auto deadline = context->deadline();
   if (deadline < std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
-    wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::system_clock::now());
+    wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::system_clock::now());
     if (wait->count() < 0) wait = std::chrono::milliseconds(0);
   }
   absl::StatusOr<UnloadResult> result = deps_.cache->Unload(request->name(), wait);
@@ -85,7 +93,8 @@ grpc::Status InferenceServiceImpl::UnloadAdapter(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceServiceImpl::ListAdapters(grpc::ServerContext*, const v1::ListLoadedAdaptersRequest*,
+grpc::Status InferenceServiceImpl::ListAdapters(grpc::ServerContext*,
+                                                const v1::ListLoadedAdaptersRequest*,
                                                 v1::ListLoadedAdaptersResponse* response) {
   for (const AdapterInfo& info : deps_.cache->List()) ToProto(info, response->add_adapters());
   response->set_memory_budget_bytes(deps_.cache->budget_bytes());
@@ -98,7 +107,8 @@ grpc::Status InferenceServiceImpl::ListAdapters(grpc::ServerContext*, const v1::
   return grpc::Status::OK;
 }
 
-absl::StatusOr<GenerationRequest> InferenceServiceImpl::Prepare(const v1::GenerateRequest& request) {
+absl::StatusOr<GenerationRequest> InferenceServiceImpl::Prepare(
+    const v1::GenerateRequest& request) {
   const int forms = !request.prompt().empty() + (request.messages_size() > 0) +
                     (request.prompt_token_ids_size() > 0);
   if (forms != 1) {
@@ -130,8 +140,10 @@ absl::StatusOr<GenerationRequest> InferenceServiceImpl::Prepare(const v1::Genera
     if (!ids.ok()) return ids.status();
     out.prompt = *std::move(ids);
   }
-  if (request.max_new_tokens() < 0) return absl::InvalidArgumentError("max_new_tokens: must be >= 0");
-  out.max_new_tokens = request.max_new_tokens() == 0 ? kDefaultMaxNewTokens : request.max_new_tokens();
+  if (request.max_new_tokens() < 0)
+    return absl::InvalidArgumentError("max_new_tokens: must be >= 0");
+  out.max_new_tokens =
+      request.max_new_tokens() == 0 ? kDefaultMaxNewTokens : request.max_new_tokens();
   out.sampling.temperature = request.temperature();
   out.sampling.top_p = request.top_p() == 0 ? 1.0 : request.top_p();
   out.sampling.top_k = request.top_k();
@@ -142,7 +154,8 @@ absl::StatusOr<GenerationRequest> InferenceServiceImpl::Prepare(const v1::Genera
   }
   for (const std::string& s : request.stop()) {
     if (s.empty() || s.size() > kMaxStopBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("stop: each string must have 1 to ", kMaxStopBytes, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop: each string must have 1 to ", kMaxStopBytes, " bytes"));
     }
     out.stop.push_back(s);
   }
@@ -154,7 +167,8 @@ absl::StatusOr<GenerationRequest> InferenceServiceImpl::Prepare(const v1::Genera
   return out;
 }
 
-grpc::Status InferenceServiceImpl::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+grpc::Status InferenceServiceImpl::Generate(grpc::ServerContext* context,
+                                            const v1::GenerateRequest* request,
                                             grpc::ServerWriter<v1::GenerateResponse>* writer) {
   absl::StatusOr<GenerationRequest> prepared = Prepare(*request);
   if (!prepared.ok()) {
@@ -180,7 +194,8 @@ grpc::Status InferenceServiceImpl::Generate(grpc::ServerContext* context, const 
     std::deque<GenerationEvent> ready;
     {
       std::unique_lock<std::mutex> lock(queue->mu);
-      queue->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !queue->events.empty(); });
+      queue->cv.wait_for(lock, std::chrono::milliseconds(100),
+                         [&] { return !queue->events.empty(); });
       ready.swap(queue->events);
     }
     if (!cancelled && context->IsCancelled()) {

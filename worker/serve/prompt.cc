@@ -19,8 +19,8 @@ absl::StatusOr<std::vector<int64_t>> EncodeTextPrompt(const tokenizer::Tokenizer
   return ids;
 }
 
-absl::StatusOr<std::vector<int64_t>> EncodeChatPrompt(const tokenizer::Tokenizer& tokenizer,
-                                                      const std::vector<data::ChatMessage>& messages) {
+absl::StatusOr<std::vector<int64_t>> EncodeChatPrompt(
+    const tokenizer::Tokenizer& tokenizer, const std::vector<data::ChatMessage>& messages) {
   if (absl::Status st = data::ValidateChat(messages, /*for_training=*/false); !st.ok()) {
     return absl::InvalidArgumentError(std::string("messages: ") + std::string(st.message()));
   }

@@ -20,7 +20,7 @@ absl::StatusOr<std::vector<int64_t>> EncodeTextPrompt(const tokenizer::Tokenizer
 
 // InvalidArgument (from ValidateChat, naming the message) for an invalid
 // conversation or a last message from the assistant.
-absl::StatusOr<std::vector<int64_t>> EncodeChatPrompt(const tokenizer::Tokenizer& tokenizer,
-                                                      const std::vector<data::ChatMessage>& messages);
+absl::StatusOr<std::vector<int64_t>> EncodeChatPrompt(
+    const tokenizer::Tokenizer& tokenizer, const std::vector<data::ChatMessage>& messages);
 
 }  // namespace qwha::serve

@@ -65,15 +65,16 @@ absl::StatusOr<FetchedAdapter> RegistryAdapterSource::Fetch(const AdapterDescrip
   v1::Adapter adapter;
   auto get_context = Context();
   grpc::Status status = stub_->GetAdapter(get_context.get(), get, &adapter);
-  if (!status.ok()) return FromGrpc(status, absl::StrCat("registry adapter '", description.adapter_id, "'"));
+  if (!status.ok())
+    return FromGrpc(status, absl::StrCat("registry adapter '", description.adapter_id, "'"));
   if (adapter.digest() != description.digest) {
     return absl::DataLossError(absl::StrCat("registry adapter '", description.adapter_id,
                                             "' changed digest from ", description.digest, " to ",
                                             adapter.digest()));
   }
   static std::atomic<uint64_t> counter{0};
-  const std::string dir = absl::StrCat(work_dir_, "/", description.adapter_id, ".", ::getpid(), ".",
-                                       counter++);
+  const std::string dir =
+      absl::StrCat(work_dir_, "/", description.adapter_id, ".", ::getpid(), ".", counter++);
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
@@ -87,8 +88,8 @@ absl::StatusOr<FetchedAdapter> RegistryAdapterSource::Fetch(const AdapterDescrip
       if (f.name() == name) info = &f;
     }
     if (info == nullptr) {
-      return fail(absl::NotFoundError(absl::StrCat("registry adapter '", description.adapter_id,
-                                                   "' has no file ", name)));
+      return fail(absl::NotFoundError(
+          absl::StrCat("registry adapter '", description.adapter_id, "' has no file ", name)));
     }
     v1::DownloadRequest request;
     request.set_adapter_id(description.adapter_id);
@@ -98,7 +99,8 @@ absl::StatusOr<FetchedAdapter> RegistryAdapterSource::Fetch(const AdapterDescrip
     std::string data;
     v1::Chunk chunk;
     while (reader->Read(&chunk)) {
-      if (chunk.offset() != static_cast<int64_t>(data.size()) || data.size() > static_cast<size_t>(info->size())) {
+      if (chunk.offset() != static_cast<int64_t>(data.size()) ||
+          data.size() > static_cast<size_t>(info->size())) {
         context->TryCancel();
         break;
       }
@@ -110,12 +112,14 @@ absl::StatusOr<FetchedAdapter> RegistryAdapterSource::Fetch(const AdapterDescrip
     }
     const std::string sha = io::Sha256Hex(data);
     if (static_cast<int64_t>(data.size()) != info->size() || sha != info->sha256()) {
-      return fail(absl::DataLossError(absl::StrCat(
-          "adapter '", description.adapter_id, "' file ", name, ": got ", data.size(),
-          " bytes with sha256 ", sha, ", the registry records ", info->size(), " bytes with sha256 ",
-          info->sha256(), " (corrupt blob or transfer); nothing was loaded")));
+      return fail(absl::DataLossError(
+          absl::StrCat("adapter '", description.adapter_id, "' file ", name, ": got ", data.size(),
+                       " bytes with sha256 ", sha, ", the registry records ", info->size(),
+                       " bytes with sha256 ", info->sha256(),
+                       " (corrupt blob or transfer); nothing was loaded")));
     }
-    if (absl::Status st = io::WriteFileAtomically(dir + "/" + name, data); !st.ok()) return fail(st);
+    if (absl::Status st = io::WriteFileAtomically(dir + "/" + name, data); !st.ok())
+      return fail(st);
   }
   return FetchedAdapter{dir, true};
 }

@@ -10,12 +10,14 @@ namespace qwha::serve {
 
 absl::Status ValidateSamplingParams(const SamplingParams& p) {
   if (!std::isfinite(p.temperature) || p.temperature < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature: must be >= 0, got ", p.temperature));
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature: must be >= 0, got ", p.temperature));
   }
   if (!(p.top_p >= 0 && p.top_p <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("top_p: must be in [0, 1], got ", p.top_p));
   }
-  if (p.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k: must be >= 0, got ", p.top_k));
+  if (p.top_k < 0)
+    return absl::InvalidArgumentError(absl::StrCat("top_k: must be >= 0, got ", p.top_k));
   return absl::OkStatus();
 }
 
@@ -34,7 +36,8 @@ int64_t Sampler::Next(const torch::Tensor& logits) {
   if (params_.top_p > 0 && params_.top_p < 1) {
     torch::Tensor mass = sorted.narrow(0, 0, keep).cumsum(0);
     // The first index whose cumulative mass reaches top_p, inclusive.
-    const int64_t reach = (mass < params_.top_p * mass[-1].item<double>()).sum().item<int64_t>() + 1;
+    const int64_t reach =
+        (mass < params_.top_p * mass[-1].item<double>()).sum().item<int64_t>() + 1;
     keep = std::min(keep, std::max<int64_t>(reach, 1));
   }
   torch::Tensor kept = sorted.narrow(0, 0, keep);

@@ -132,16 +132,22 @@ void WriteAdapter(const serve::ServingModel& base, const Flags& f, const std::st
   for (const serve::SlotInfo& s : base.slots()) {
     const int64_t n = s.in_features, out = s.out_features;
     const int64_t k = std::min(n, f.rank * (n + out) / out);
-    torch::Tensor cols = std::get<1>(torch::rand({out, n}, torch::TensorOptions().device(base.device())).topk(k, 1));
+    torch::Tensor cols =
+        std::get<1>(torch::rand({out, n}, torch::TensorOptions().device(base.device())).topk(k, 1));
     cols = std::get<0>(cols.sort(1));
     torch::Tensor index = (torch::arange(out, cols.options()).unsqueeze(1) * n + cols).reshape(-1);
     tensors[s.name + "/spectrum_index"] = index.to(torch::kCPU, torch::kInt64);
     tensors[s.name + "/spectrum_values"] = torch::randn({index.numel()}) * 0.01;
   }
   TORCH_CHECK(io::WriteSafetensors(dir + "/adapter.safetensors", tensors).ok());
-  nlohmann::json config = {{"adapter_type", "qwha"}, {"rank_equivalent", f.rank}, {"num_params", 0},
-                           {"alloc_alpha", 1.0}, {"scaling", 1.0}, {"target_modules", base.target_modules()},
-                           {"quantization", {{"bits", f.bits}, {"group_size", f.group_size}, {"method", "rtn"}}}};
+  nlohmann::json config = {
+      {"adapter_type", "qwha"},
+      {"rank_equivalent", f.rank},
+      {"num_params", 0},
+      {"alloc_alpha", 1.0},
+      {"scaling", 1.0},
+      {"target_modules", base.target_modules()},
+      {"quantization", {{"bits", f.bits}, {"group_size", f.group_size}, {"method", "rtn"}}}};
   TORCH_CHECK(io::WriteFileAtomically(dir + "/adapter_config.json", config.dump()).ok());
 }
 
@@ -167,7 +173,8 @@ RunResult RunBatch(const serve::ServingModel& base, const Flags& f, int64_t batc
   for (int64_t i = 0; i < batch; ++i) {
     serve::GenerationRequest r;
     r.prompt = std::vector<int64_t>(f.prompt_len);
-    for (int64_t j = 0; j < f.prompt_len; ++j) r.prompt[j] = (i * 7919 + j * 104729) % base.config().vocab_size;
+    for (int64_t j = 0; j < f.prompt_len; ++j)
+      r.prompt[j] = (i * 7919 + j * 104729) % base.config().vocab_size;
     if (!adapters.empty()) r.adapter = adapters[static_cast<size_t>(i) % adapters.size()];
     r.max_new_tokens = f.new_tokens;
     r.ignore_eos = true;
@@ -199,23 +206,34 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
     const std::string a = argv[i], v = argv[i + 1];
     int64_t n = 0;
     const bool num = absl::SimpleAtoi(v, &n) && n > 0;
-    if (a == "--preset") f->preset = v;
-    else if (a == "--model") f->model_dir = v;
-    else if (a == "--device") f->device = v;
-    else if (a == "--dtype") f->dtype = v;
-    else if (a == "--work-dir") f->work_dir = v;
-    else if (a == "--bits" && num) f->bits = static_cast<int>(n);
-    else if (a == "--group-size" && num) f->group_size = static_cast<int>(n);
-    else if (a == "--rank" && num) f->rank = n;
-    else if (a == "--prompt-len" && num) f->prompt_len = n;
-    else if (a == "--new-tokens" && num && n > 1) f->new_tokens = n;
+    if (a == "--preset")
+      f->preset = v;
+    else if (a == "--model")
+      f->model_dir = v;
+    else if (a == "--device")
+      f->device = v;
+    else if (a == "--dtype")
+      f->dtype = v;
+    else if (a == "--work-dir")
+      f->work_dir = v;
+    else if (a == "--bits" && num)
+      f->bits = static_cast<int>(n);
+    else if (a == "--group-size" && num)
+      f->group_size = static_cast<int>(n);
+    else if (a == "--rank" && num)
+      f->rank = n;
+    else if (a == "--prompt-len" && num)
+      f->prompt_len = n;
+    else if (a == "--new-tokens" && num && n > 1)
+      f->new_tokens = n;
     else if (a == "--batches") {
       f->batches.clear();
       for (absl::string_view s : absl::StrSplit(v, ',')) {
         if (!absl::SimpleAtoi(s, &n) || n < 1) return false;
         f->batches.push_back(n);
       }
-    } else return false;
+    } else
+      return false;
   }
   return argc % 2 == 1;
 }
@@ -237,10 +255,12 @@ int main(int argc, char** argv) {
   const torch::NoGradGuard no_grad;
 
   auto base = MakeBase(f, device, dtype);
-  std::printf("qwha-serve-bench: %s on %s (%s), %d-bit RTN group %d, base %.2f GiB; prompt %lld, new %lld tokens\n",
-              f.model_dir.empty() ? ("random " + f.preset).c_str() : f.model_dir.c_str(), f.device.c_str(),
-              f.dtype.c_str(), f.bits, f.group_size, base->memory_bytes() / 1073741824.0,
-              static_cast<long long>(f.prompt_len), static_cast<long long>(f.new_tokens));
+  std::printf(
+      "qwha-serve-bench: %s on %s (%s), %d-bit RTN group %d, base %.2f GiB; prompt %lld, new %lld "
+      "tokens\n",
+      f.model_dir.empty() ? ("random " + f.preset).c_str() : f.model_dir.c_str(), f.device.c_str(),
+      f.dtype.c_str(), f.bits, f.group_size, base->memory_bytes() / 1073741824.0,
+      static_cast<long long>(f.prompt_len), static_cast<long long>(f.new_tokens));
 
   // Adapter load time (file → device) and the memory an unload frees.
   const std::string dir = f.work_dir + "/qwha_r" + std::to_string(f.rank);
@@ -250,18 +270,22 @@ int main(int argc, char** argv) {
   double load_s = 0;
   const int64_t before = DeviceAllocated(device);
   for (int i = 0; i < 8; ++i) {
-    loaders.push_back(std::make_unique<serve::AdapterLoader>(base.get(), dir, "bench-" + std::to_string(i)));
+    loaders.push_back(
+        std::make_unique<serve::AdapterLoader>(base.get(), dir, "bench-" + std::to_string(i)));
     const auto t0 = Clock::now();
     TORCH_CHECK(loaders.back()->Load().ok());
     if (device.is_cuda()) torch::cuda::synchronize();
     load_s += std::chrono::duration<double>(Clock::now() - t0).count();
-    adapters.emplace_back(std::shared_ptr<const serve::ServingAdapter>(), loaders.back()->adapter());
+    adapters.emplace_back(std::shared_ptr<const serve::ServingAdapter>(),
+                          loaders.back()->adapter());
   }
   const int64_t estimate = *loaders[0]->EstimateMemory();
   const int64_t with8 = DeviceAllocated(device);
-  std::printf("adapter: QWHA rank-%lld budget, %.1f MiB on the device each (estimate %.1f MiB); load %.1f ms (file → device, mean of 8)\n",
-              static_cast<long long>(f.rank), adapters[0]->memory_bytes() / 1048576.0,
-              estimate / 1048576.0, 1e3 * load_s / 8);
+  std::printf(
+      "adapter: QWHA rank-%lld budget, %.1f MiB on the device each (estimate %.1f MiB); load %.1f "
+      "ms (file → device, mean of 8)\n",
+      static_cast<long long>(f.rank), adapters[0]->memory_bytes() / 1048576.0, estimate / 1048576.0,
+      1e3 * load_s / 8);
 
   // The device path of the spectrum product against the dense definition.
   {
@@ -285,24 +309,29 @@ int main(int argc, char** argv) {
                 b.decode_tokens_per_s, b.step_ms, b.ttft_ms, "1.00");
     for (size_t count : {size_t{1}, size_t{8}}) {
       if (static_cast<int64_t>(count) > batch) continue;
-      const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(adapters.begin(), adapters.begin() + count);
+      const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(
+          adapters.begin(), adapters.begin() + count);
       const RunResult r = RunBatch(*base, f, batch, used);
       const double ratio = r.step_ms / b.step_ms;
       if (count == 8 && batch >= 32) ratio8 = ratio;
       std::printf("%-6lld %-9s %14.1f %10.2f %10.1f %12.2f\n", static_cast<long long>(batch),
-                  absl::StrCat(count, " QWHA").c_str(), r.decode_tokens_per_s, r.step_ms, r.ttft_ms, ratio);
+                  absl::StrCat(count, " QWHA").c_str(), r.decode_tokens_per_s, r.step_ms, r.ttft_ms,
+                  ratio);
     }
   }
   adapters.clear();
   for (auto& l : loaders) l->Unload();
   const int64_t after = DeviceAllocated(device);
   if (before >= 0) {
-    std::printf("\nunload: device allocated %.1f MiB with 8 adapters, %.1f MiB after unloading them (%.1f MiB before loading)\n",
-                with8 / 1048576.0, after / 1048576.0, before / 1048576.0);
+    std::printf(
+        "\nunload: device allocated %.1f MiB with 8 adapters, %.1f MiB after unloading them (%.1f "
+        "MiB before loading)\n",
+        with8 / 1048576.0, after / 1048576.0, before / 1048576.0);
   }
   if (ratio8 > 0) {
-    std::printf("target: batch >= 32 with 8 adapters at <= 1.30x the base's decode step time: %.2fx %s\n",
-                ratio8, ratio8 <= 1.3 ? "MET" : "NOT MET");
+    std::printf(
+        "target: batch >= 32 with 8 adapters at <= 1.30x the base's decode step time: %.2fx %s\n",
+        ratio8, ratio8 <= 1.3 ? "MET" : "NOT MET");
   }
   return 0;
 }

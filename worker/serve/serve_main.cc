@@ -71,7 +71,8 @@ absl::StatusOr<std::string> ModelDirectoryDigest(const std::string& dir) {
     const std::string name = entry.path().filename().string();
     const bool model_file = name == "config.json" || name == "tokenizer.json" ||
                             name == "tokenizer_config.json" || name == "generation_config.json" ||
-                            absl::EndsWith(name, ".safetensors") || absl::EndsWith(name, ".index.json");
+                            absl::EndsWith(name, ".safetensors") ||
+                            absl::EndsWith(name, ".index.json");
     if (!model_file || name[0] == '.') continue;
     auto sha = qwha::io::Sha256File(entry.path().string());
     if (!sha.ok()) return sha.status();
@@ -106,29 +107,49 @@ int main(int argc, char** argv) {
     bool ok = true;
     int64_t n = 0;
     const bool number = absl::SimpleAtoi(value, &n) && n > 0;
-    if (arg == "--model") model_options.model_dir = value;
-    else if (arg == "--bits") ok = number && (model_options.quant.bits = static_cast<int>(n));
-    else if (arg == "--group-size") ok = number && (model_options.quant.group_size = static_cast<int>(n));
-    else if (arg == "--method") ok = value == "rtn";
-    else if (arg == "--target-modules") model_options.target_modules = absl::StrSplit(value, ',');
-    else if (arg == "--device") device = value;
-    else if (arg == "--dtype") dtype = value;
-    else if (arg == "--listen") listen = value;
-    else if (arg == "--http") http_address = value;
-    else if (arg == "--registry") registry = value;
-    else if (arg == "--registry-token") token = value;
-    else if (arg == "--adapter-dir") adapter_dir = value;
-    else if (arg == "--memory-budget-bytes") ok = number && (cache_options.memory_budget_bytes = n);
-    else if (arg == "--max-batch") ok = number && (engine_options.max_batch = n);
-    else if (arg == "--max-seq-len") ok = number && (engine_options.max_seq_len = n);
-    else if (arg == "--max-prefill-tokens") ok = number && (engine_options.max_prefill_tokens = n);
-    else if (arg == "--work-dir") work_dir = value;
-    else if (arg == "--port-file") port_file = value;
-    else return Usage(arg + ": unknown flag");
+    if (arg == "--model")
+      model_options.model_dir = value;
+    else if (arg == "--bits")
+      ok = number && (model_options.quant.bits = static_cast<int>(n));
+    else if (arg == "--group-size")
+      ok = number && (model_options.quant.group_size = static_cast<int>(n));
+    else if (arg == "--method")
+      ok = value == "rtn";
+    else if (arg == "--target-modules")
+      model_options.target_modules = absl::StrSplit(value, ',');
+    else if (arg == "--device")
+      device = value;
+    else if (arg == "--dtype")
+      dtype = value;
+    else if (arg == "--listen")
+      listen = value;
+    else if (arg == "--http")
+      http_address = value;
+    else if (arg == "--registry")
+      registry = value;
+    else if (arg == "--registry-token")
+      token = value;
+    else if (arg == "--adapter-dir")
+      adapter_dir = value;
+    else if (arg == "--memory-budget-bytes")
+      ok = number && (cache_options.memory_budget_bytes = n);
+    else if (arg == "--max-batch")
+      ok = number && (engine_options.max_batch = n);
+    else if (arg == "--max-seq-len")
+      ok = number && (engine_options.max_seq_len = n);
+    else if (arg == "--max-prefill-tokens")
+      ok = number && (engine_options.max_prefill_tokens = n);
+    else if (arg == "--work-dir")
+      work_dir = value;
+    else if (arg == "--port-file")
+      port_file = value;
+    else
+      return Usage(arg + ": unknown flag");
     if (!ok) return Usage(absl::StrCat(arg, ": bad value '", value, "'"));
   }
   if (model_options.model_dir.empty()) return Usage("--model is required");
-  if (registry.empty() == adapter_dir.empty()) return Usage("give exactly one of --registry and --adapter-dir");
+  if (registry.empty() == adapter_dir.empty())
+    return Usage("give exactly one of --registry and --adapter-dir");
   try {
     model_options.device = torch::Device(device);
   } catch (const c10::Error&) {
@@ -141,7 +162,8 @@ int main(int argc, char** argv) {
   model_options.max_seq_len = engine_options.max_seq_len;
   const bool own_work_dir = work_dir.empty();
   if (own_work_dir) {
-    work_dir = (std::filesystem::temp_directory_path() / absl::StrCat("qwha-serve-", ::getpid())).string();
+    work_dir =
+        (std::filesystem::temp_directory_path() / absl::StrCat("qwha-serve-", ::getpid())).string();
   }
   std::filesystem::create_directories(work_dir);
 
@@ -169,9 +191,11 @@ int main(int argc, char** argv) {
   cache_options.base_model_digest = *digest;
   auto cache = std::make_unique<serve::AdapterCache>(model->get(), source.get(), cache_options,
                                                      metrics.CacheHooks());
-  auto engine = serve::Engine::Create(model->get(), tokenizer.get(), engine_options, metrics.EngineHooks());
+  auto engine =
+      serve::Engine::Create(model->get(), tokenizer.get(), engine_options, metrics.EngineHooks());
   if (!engine.ok()) return std::cerr << "qwha-serve: " << engine.status() << "\n", 1;
-  metrics.SetStatic((*model)->memory_bytes(), (*engine)->stats().kv_bytes, cache_options.memory_budget_bytes);
+  metrics.SetStatic((*model)->memory_bytes(), (*engine)->stats().kv_bytes,
+                    cache_options.memory_budget_bytes);
 
   auto http = http::HttpServer::Start(http_address, metrics.registry());
   if (!http.ok()) return std::cerr << "qwha-serve: " << http.status() << "\n", 1;
@@ -184,9 +208,11 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &grpc_port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || grpc_port == 0) return std::cerr << "qwha-serve: cannot listen on " << listen << "\n", 1;
+  if (!server || grpc_port == 0)
+    return std::cerr << "qwha-serve: cannot listen on " << listen << "\n", 1;
   if (!port_file.empty()) {
-    absl::Status st = io::WriteFileAtomically(port_file, absl::StrCat(grpc_port, " ", (*http)->port(), "\n"));
+    absl::Status st =
+        io::WriteFileAtomically(port_file, absl::StrCat(grpc_port, " ", (*http)->port(), "\n"));
     if (!st.ok()) return std::cerr << "qwha-serve: " << st << "\n", 1;
   }
   std::cerr << "qwha-serve: grpc " << grpc_port << ", http " << (*http)->port() << ", model "
@@ -194,8 +220,8 @@ int main(int argc, char** argv) {
             << model_options.quant.group_size << ", " << dtype << " on " << device << ", base "
             << (*model)->memory_bytes() << " bytes, KV " << (*engine)->stats().kv_bytes
             << " bytes) ready in "
-            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s"
-            << std::endl;
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+            << " s" << std::endl;
 
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);

@@ -5,17 +5,20 @@ namespace {
 
 using Buckets = prometheus::Histogram::BucketBoundaries;
 
-prometheus::Gauge* Gauge(prometheus::Registry& r, const std::string& name, const std::string& help) {
+prometheus::Gauge* Gauge(prometheus::Registry& r, const std::string& name,
+                         const std::string& help) {
   return &prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
 }
 
-prometheus::Counter* Counter(prometheus::Registry& r, const std::string& name, const std::string& help) {
+prometheus::Counter* Counter(prometheus::Registry& r, const std::string& name,
+                             const std::string& help) {
   return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
 }
 
 prometheus::Histogram* Histogram(prometheus::Registry& r, const std::string& name,
                                  const std::string& help, Buckets buckets) {
-  return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(buckets));
+  return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({},
+                                                                             std::move(buckets));
 }
 
 }  // namespace
@@ -44,8 +47,10 @@ ServeMetrics::ServeMetrics() : registry_(std::make_shared<prometheus::Registry>(
   running_ = Gauge(r, "qwha_serve_running_requests", "Requests holding a KV slot.");
   waiting_ = Gauge(r, "qwha_serve_waiting_requests", "Requests waiting for a KV slot.");
   adapters_loaded_ = Gauge(r, "qwha_serve_adapters_loaded", "Adapter versions in memory.");
-  adapter_bytes_ = Gauge(r, "qwha_serve_adapter_memory_bytes", "Device bytes of the loaded adapters.");
-  adapter_budget_ = Gauge(r, "qwha_serve_adapter_memory_budget_bytes", "The adapter memory budget.");
+  adapter_bytes_ =
+      Gauge(r, "qwha_serve_adapter_memory_bytes", "Device bytes of the loaded adapters.");
+  adapter_budget_ =
+      Gauge(r, "qwha_serve_adapter_memory_budget_bytes", "The adapter memory budget.");
   hits_ = Counter(r, "qwha_serve_adapter_cache_hits_total", "Requests whose adapter was loaded.");
   misses_ = Counter(r, "qwha_serve_adapter_cache_misses_total",
                     "Requests whose adapter had to be loaded first.");
@@ -54,7 +59,8 @@ ServeMetrics::ServeMetrics() : registry_(std::make_shared<prometheus::Registry>(
   load_seconds_ = Histogram(r, "qwha_serve_adapter_load_seconds",
                             "Download, verification and load of an adapter.",
                             Buckets{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
-  base_bytes_ = Gauge(r, "qwha_serve_base_memory_bytes", "Device bytes of the served base weights.");
+  base_bytes_ =
+      Gauge(r, "qwha_serve_base_memory_bytes", "Device bytes of the served base weights.");
   kv_bytes_ = Gauge(r, "qwha_serve_kv_cache_bytes", "Device bytes of the KV cache.");
 }
 

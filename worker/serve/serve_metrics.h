@@ -10,10 +10,10 @@
 //   qwha_serve_step_batch_size                       histogram: requests per engine step
 //   qwha_serve_running_requests / _waiting_requests  gauges
 //   qwha_serve_adapters_loaded                       adapter versions in memory
-//   qwha_serve_adapter_memory_bytes                  their bytes (budget: _adapter_memory_budget_bytes)
-//   qwha_serve_adapter_cache_hits_total / _misses_total / _evictions_total
-//   qwha_serve_adapter_load_seconds                  histogram: download + verify + load
-//   qwha_serve_base_memory_bytes, qwha_serve_kv_cache_bytes
+//   qwha_serve_adapter_memory_bytes                  their bytes (budget:
+//   _adapter_memory_budget_bytes) qwha_serve_adapter_cache_hits_total / _misses_total /
+//   _evictions_total qwha_serve_adapter_load_seconds                  histogram: download + verify
+//   + load qwha_serve_base_memory_bytes, qwha_serve_kv_cache_bytes
 //
 // Thread safety: every method may be called from any thread.
 #pragma once

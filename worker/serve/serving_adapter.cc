@@ -85,7 +85,8 @@ absl::StatusOr<std::map<std::string, std::vector<int64_t>>> ReadShapes(const std
   for (int i = 7; i >= 0; --i) n = (n << 8) | size_bytes[i];
   if (n > (uint64_t{100} << 20)) return Invalid(path, "header larger than 100 MiB");
   std::string header(n, '\0');
-  if (!in.read(header.data(), static_cast<std::streamsize>(n))) return Invalid(path, "short header");
+  if (!in.read(header.data(), static_cast<std::streamsize>(n)))
+    return Invalid(path, "short header");
   nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return Invalid(path, "header is not a JSON object");
   std::map<std::string, std::vector<int64_t>> out;
@@ -112,9 +113,9 @@ absl::Status CheckCompatible(const ConfigFile& file, const ServingModel& model) 
   std::set<std::string> a(file.target_modules.begin(), file.target_modules.end());
   std::set<std::string> b(model.target_modules().begin(), model.target_modules().end());
   if (a != b) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the adapter's base had [", absl::StrJoin(a, ","), "] quantized; this server quantizes [",
-        absl::StrJoin(b, ","), "]"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the adapter's base had [", absl::StrJoin(a, ","),
+                     "] quantized; this server quantizes [", absl::StrJoin(b, ","), "]"));
   }
   return absl::OkStatus();
 }
@@ -228,8 +229,8 @@ absl::StatusOr<std::unique_ptr<ServingAdapter>> ServingAdapter::Create(
         const torch::Tensor counts = torch::bincount(rows, /*weights=*/{}, out_f);
         const torch::Tensor crow =
             torch::cat({torch::zeros({1}, torch::kLong), counts.cumsum(0)}).to(torch::kInt32);
-        const torch::Tensor values =
-            sd.at("spectrum_values").to(torch::kFloat64) * (qwha.scaling() / static_cast<double>(in_f));
+        const torch::Tensor values = sd.at("spectrum_values").to(torch::kFloat64) *
+                                     (qwha.scaling() / static_cast<double>(in_f));
         const auto dev = torch::TensorOptions().device(model.device());
         delta.kind = SlotDelta::Kind::kSpectrum;
         delta.spectrum = torch::sparse_csr_tensor(

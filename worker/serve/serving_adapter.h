@@ -90,8 +90,7 @@ class ServingAdapter {
   // slots `xh_t` may carry FWHT(x)ᵀ [n, m] float32 already computed for these
   // rows (shared by q/k/v and gate/up); pass an undefined tensor otherwise.
   // Precondition: slot(index).kind != kNone.
-  torch::Tensor ApplyDelta(int64_t index, const torch::Tensor& x,
-                           const torch::Tensor& xh_t) const;
+  torch::Tensor ApplyDelta(int64_t index, const torch::Tensor& x, const torch::Tensor& xh_t) const;
 
   // Calls fn on every tensor the adapter owns (memory accounting and tests
   // that check storage is released).

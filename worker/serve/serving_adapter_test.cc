@@ -50,7 +50,11 @@ TEST_P(ServingAdapterTest, DeltaEqualsTheAdaptersOwnForwardAndMemoryIsAsEstimate
 
 INSTANTIATE_TEST_SUITE_P(Types, ServingAdapterTest,
                          ::testing::Values(AdapterType::kQwha, AdapterType::kLora),
-                         [](const auto& info) { return std::string(adapters::AdapterTypeName(info.param)) == "qwha" ? "Qwha" : "Lora"; });
+                         [](const auto& info) {
+                           return std::string(adapters::AdapterTypeName(info.param)) == "qwha"
+                                      ? "Qwha"
+                                      : "Lora";
+                         });
 
 // Rewrites one field of adapter_config.json.
 void EditConfig(const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {
@@ -98,7 +102,9 @@ TEST(ServingAdapterErrors, AnotherBaseOrMalformedFilesAreRefusedNamingTheProblem
     const std::string dir = testing::TempDir("truncated");
     ASSERT_TRUE(testing::WriteAdapterDir(set, AdapterType::kQwha, dir).ok());
     auto bytes = io::ReadFile(dir + "/adapter.safetensors");
-    ASSERT_TRUE(io::WriteFileAtomically(dir + "/adapter.safetensors", bytes->substr(0, bytes->size() / 2)).ok());
+    ASSERT_TRUE(
+        io::WriteFileAtomically(dir + "/adapter.safetensors", bytes->substr(0, bytes->size() / 2))
+            .ok());
     absl::Status st = load(dir);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("adapter.safetensors"), std::string::npos) << st;

@@ -101,7 +101,7 @@ torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const tor
     qd = qd.reshape({n, kv_heads, groups, d});
     torch::Tensor scores = torch::matmul(qd, kd.transpose(-2, -1)) * scale;  // [D, kvh, G, len]
     const torch::Tensor kpos = torch::arange(len, rows.slot.options()).unsqueeze(0);  // [1, len]
-    const torch::Tensor qpos = (rows.single_length - 1).unsqueeze(1);                // [D, 1]
+    const torch::Tensor qpos = (rows.single_length - 1).unsqueeze(1);                 // [D, 1]
     torch::Tensor allowed = kpos <= qpos;
     if (sliding) allowed = allowed.logical_and(qpos - kpos < config_.sliding_window);
     scores = scores.masked_fill(allowed.logical_not().view({n, 1, 1, len}), neg_inf);
@@ -117,11 +117,12 @@ torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const tor
     const int64_t t = span.count;
     const int64_t s = span.start + t;
     // [kv_heads, groups * t, d]: query head j·groups + g reads kv head j.
-    torch::Tensor qs = q.narrow(0, span.first_row, t).permute({1, 0, 2}).reshape(
-        {kv_heads, groups * t, d});
+    torch::Tensor qs =
+        q.narrow(0, span.first_row, t).permute({1, 0, 2}).reshape({kv_heads, groups * t, d});
     torch::Tensor ks = keys.select(0, span.slot).narrow(1, 0, s);
     torch::Tensor vs = values.select(0, span.slot).narrow(1, 0, s);
-    torch::Tensor scores = (torch::matmul(qs, ks.transpose(-2, -1)) * scale).view({kv_heads, groups, t, s});
+    torch::Tensor scores =
+        (torch::matmul(qs, ks.transpose(-2, -1)) * scale).view({kv_heads, groups, t, s});
     const torch::Tensor qpos = torch::arange(span.start, s, rows.slot.options()).unsqueeze(1);
     const torch::Tensor kpos = torch::arange(s, rows.slot.options()).unsqueeze(0);
     torch::Tensor allowed = kpos <= qpos;
@@ -145,7 +146,8 @@ torch::Tensor ServingModel::Forward(const std::vector<StepSegment>& segments, Kv
   for (const StepSegment& seg : segments) {
     const int64_t t = static_cast<int64_t>(seg.tokens.size());
     TORCH_CHECK(t > 0, "Forward: empty segment");
-    TORCH_CHECK(seg.slot >= 0 && seg.slot < pool->slots(), "Forward: slot ", seg.slot, " out of range");
+    TORCH_CHECK(seg.slot >= 0 && seg.slot < pool->slots(), "Forward: slot ", seg.slot,
+                " out of range");
     TORCH_CHECK(seg.start >= 0 && seg.start + t <= std::min(pool->max_len(), max_seq_len_),
                 "Forward: positions up to ", seg.start + t, " exceed the context length");
     const int64_t first = static_cast<int64_t>(ids.size());

@@ -23,18 +23,18 @@ struct ServingModel::Layer {
 // Where each row (token) of a step comes from, and which rows each adapter
 // corrects.
 struct ServingModel::Rows {
-  int64_t count = 0;              // N: tokens in the step
-  torch::Tensor slot;             // [N] int64: KV slot of each row
-  torch::Tensor position;         // [N] int64: position of each row
-  torch::Tensor last;             // [segments] int64: each segment's last row
+  int64_t count = 0;       // N: tokens in the step
+  torch::Tensor slot;      // [N] int64: KV slot of each row
+  torch::Tensor position;  // [N] int64: position of each row
+  torch::Tensor last;      // [segments] int64: each segment's last row
 
   // Single-token segments attend in one batch.
-  torch::Tensor single_rows;      // [D] int64 rows (undefined if D == 0)
-  torch::Tensor single_slots;     // [D] int64
-  torch::Tensor single_length;    // [D] int64: keys visible (position + 1)
+  torch::Tensor single_rows;    // [D] int64 rows (undefined if D == 0)
+  torch::Tensor single_slots;   // [D] int64
+  torch::Tensor single_length;  // [D] int64: keys visible (position + 1)
   int64_t single_count = 0;
   int64_t single_max_length = 0;
-  bool single_leading = false;    // rows 0..D-1 in slots 0..D-1: no gathers
+  bool single_leading = false;  // rows 0..D-1 in slots 0..D-1: no gathers
 
   // Longer segments (prompts) attend one by one.
   struct Span {

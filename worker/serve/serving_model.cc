@@ -1,5 +1,7 @@
 // ServingModel: loading the base and preparing its serving weights. The
 // forward pass is in serving_forward.cc.
+#include "worker/serve/serving_model.h"
+
 #include <set>
 
 #include "absl/strings/match.h"
@@ -8,13 +10,13 @@
 #include "worker/model/checkpoint.h"
 #include "worker/model/rope.h"
 #include "worker/serve/serving_forward_internal.h"
-#include "worker/serve/serving_model.h"
 
 namespace qwha::serve {
 namespace {
 
 const std::vector<std::string>& AllModules() {
-  static const auto* all = new std::vector<std::string>(std::begin(kSlotKinds), std::end(kSlotKinds));
+  static const auto* all =
+      new std::vector<std::string>(std::begin(kSlotKinds), std::end(kSlotKinds));
   return *all;
 }
 
@@ -49,12 +51,14 @@ absl::Status CheckOptions(const ServingModelOptions& o, std::vector<std::string>
 
 ServingModel::~ServingModel() = default;
 
-absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(const ServingModelOptions& options) {
+absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(
+    const ServingModelOptions& options) {
   std::vector<std::string> modules;
   if (absl::Status st = CheckOptions(options, &modules); !st.ok()) return st;
   auto config = model::LoadModelConfig(options.model_dir + "/" + model::kConfigFile);
   if (!config.ok()) return config.status();
-  auto tensors = model::LoadCheckpointTensors(options.model_dir, *config, options.dtype, options.device);
+  auto tensors =
+      model::LoadCheckpointTensors(options.model_dir, *config, options.dtype, options.device);
   if (!tensors.ok()) return tensors.status();
 
   std::unique_ptr<ServingModel> m(new ServingModel());
@@ -73,7 +77,8 @@ absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::Load(const ServingMo
     if (!absl::EndsWith(name, ".weight") || !IsTarget(slot, modules)) continue;
     auto q = quant::QuantizeRtn(tensor.to(torch::kFloat32), options.quant);
     if (!q.ok()) {
-      return absl::Status(q.status().code(), absl::StrCat("quantize ", slot, ": ", q.status().message()));
+      return absl::Status(q.status().code(),
+                          absl::StrCat("quantize ", slot, ": ", q.status().message()));
     }
     tensor = quant::Dequantize(*q, options.dtype);
     quantized.insert(slot);
@@ -132,10 +137,11 @@ absl::Status ServingModel::Build(std::map<std::string, torch::Tensor> tensors,
 
   const int64_t q_out = c.num_attention_heads * c.head_dim;
   const int64_t kv_out = c.num_key_value_heads * c.head_dim;
-  const int64_t ins[] = {c.hidden_size, c.hidden_size, c.hidden_size, q_out,
+  const int64_t ins[] = {c.hidden_size, c.hidden_size, c.hidden_size,      q_out,
                          c.hidden_size, c.hidden_size, c.intermediate_size};
-  const int64_t outs[] = {q_out, kv_out, kv_out, c.hidden_size,
-                          c.intermediate_size, c.intermediate_size, c.hidden_size};
+  const int64_t outs[] = {
+      q_out,        kv_out, kv_out, c.hidden_size, c.intermediate_size, c.intermediate_size,
+      c.hidden_size};
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     auto layer = std::make_unique<Layer>();
@@ -153,7 +159,8 @@ absl::Status ServingModel::Build(std::map<std::string, torch::Tensor> tensors,
       w[k] = take(info.name + ".weight");
       b[k] = take(info.name + ".bias");
       if (!w[k].defined() || w[k].size(0) != outs[k] || w[k].size(1) != ins[k]) {
-        return absl::InvalidArgumentError(absl::StrCat("model: ", info.name, ".weight missing or mis-shaped"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("model: ", info.name, ".weight missing or mis-shaped"));
       }
       slot_index_[info.name] = static_cast<int64_t>(slots_.size());
       slots_.push_back(std::move(info));

@@ -41,19 +41,19 @@ class KvPool;
 class ServingAdapter;
 
 struct ServingModelOptions {
-  std::string model_dir;                    // a transformers model directory
+  std::string model_dir;  // a transformers model directory
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat32;  // float32, bfloat16 or float16
-  quant::QuantConfig quant;                 // RTN only (see serving.md on GPTQ)
-  std::vector<std::string> target_modules;  // quantized projections; empty: all seven
-  int64_t max_seq_len = 1024;               // positions the RoPE tables cover
+  quant::QuantConfig quant;                   // RTN only (see serving.md on GPTQ)
+  std::vector<std::string> target_modules;    // quantized projections; empty: all seven
+  int64_t max_seq_len = 1024;                 // positions the RoPE tables cover
 };
 
 // One projection of the model, as adapters address it.
 struct SlotInfo {
-  std::string name;      // "model.layers.3.self_attn.q_proj"
+  std::string name;  // "model.layers.3.self_attn.q_proj"
   int64_t layer = 0;
-  int kind = 0;          // index into kSlotKinds
+  int kind = 0;  // index into kSlotKinds
   int64_t in_features = 0;
   int64_t out_features = 0;
   bool quantized = false;
@@ -69,8 +69,8 @@ inline constexpr int kSlotsPerLayer = 7;
 struct StepSegment {
   int64_t slot = 0;
   int64_t start = 0;
-  std::vector<int64_t> tokens;               // at least one
-  const ServingAdapter* adapter = nullptr;   // nullptr: the base alone
+  std::vector<int64_t> tokens;              // at least one
+  const ServingAdapter* adapter = nullptr;  // nullptr: the base alone
 };
 
 class ServingModel {
@@ -121,8 +121,8 @@ class ServingModel {
   // Takes the HF-named tensors (projections already deq(Q) where quantized).
   absl::Status Build(std::map<std::string, torch::Tensor> tensors,
                      const std::set<std::string>& quantized);
-  void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                 const torch::Tensor& x, torch::Tensor& y) const;
+  void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
+                 torch::Tensor& y) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
   torch::Tensor Attention(const Rows& rows, int64_t layer, const torch::Tensor& q,
                           const torch::Tensor& k, const torch::Tensor& v, KvPool* pool) const;

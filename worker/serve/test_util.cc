@@ -25,7 +25,8 @@ std::unique_ptr<model::LlamaModel> QuantizedModel(const std::string& which) {
   if (which == "llama2") {
     const char* srcdir = std::getenv("TEST_SRCDIR");
     const std::string root = srcdir ? std::string(srcdir) + "/qwha" : ".";
-    auto loaded = model::LoadModel(root + "/tests/fixtures/model/llama2", torch::kCPU, torch::kFloat32);
+    auto loaded =
+        model::LoadModel(root + "/tests/fixtures/model/llama2", torch::kCPU, torch::kFloat32);
     TORCH_CHECK(loaded.ok(), loaded.status().ToString());
     model = *std::move(loaded);
   } else {
@@ -51,7 +52,8 @@ std::unique_ptr<model::LlamaModel> QuantizedModel(const std::string& which) {
   return model;
 }
 
-AdapterSet RandomAdapters(const model::LlamaModel& model, adapters::AdapterType type, uint64_t seed) {
+AdapterSet RandomAdapters(const model::LlamaModel& model, adapters::AdapterType type,
+                          uint64_t seed) {
   AdapterSet set;
   at::Generator gen = at::detail::createCPUGenerator(seed);
   uint64_t slot_seed = seed * 1000;
@@ -66,20 +68,23 @@ AdapterSet RandomAdapters(const model::LlamaModel& model, adapters::AdapterType 
       const int64_t count = 4 * (in + out);
       torch::Tensor index = adapters::RandomSpectrumIndex(out, in, count, ++slot_seed);
       torch::Tensor values = torch::empty({count}).normal_(0, 1.0, gen);
-      set[slot->name()] = std::make_unique<adapters::QwhaAdapter>(type, out, in, 1.0, count, index, values);
+      set[slot->name()] =
+          std::make_unique<adapters::QwhaAdapter>(type, out, in, 1.0, count, index, values);
     }
   }
   return set;
 }
 
-absl::Status WriteAdapterDir(const AdapterSet& set, adapters::AdapterType type, const std::string& dir) {
+absl::Status WriteAdapterDir(const AdapterSet& set, adapters::AdapterType type,
+                             const std::string& dir) {
   std::filesystem::create_directories(dir);
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& [slot, adapter] : set) {
-    for (const auto& [key, value] : adapter->StateDict()) tensors[slot + "/" + key] = value.detach();
+    for (const auto& [key, value] : adapter->StateDict())
+      tensors[slot + "/" + key] = value.detach();
   }
-  absl::Status st = io::WriteSafetensors(dir + "/adapter.safetensors", tensors,
-                                         {{"format", "qwha.adapter.v1"}});
+  absl::Status st =
+      io::WriteSafetensors(dir + "/adapter.safetensors", tensors, {{"format", "qwha.adapter.v1"}});
   if (!st.ok()) return st;
   const double scaling = type == adapters::AdapterType::kLora ? 2.0 : 1.0;
   nlohmann::json config = {
@@ -89,8 +94,10 @@ absl::Status WriteAdapterDir(const AdapterSet& set, adapters::AdapterType type, 
       {"num_params", 0},
       {"alloc_alpha", 1.0},
       {"scaling", scaling},
-      {"target_modules", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}},
-      {"quantization", {{"bits", TestQuant().bits}, {"group_size", TestQuant().group_size}, {"method", "rtn"}}},
+      {"target_modules",
+       {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}},
+      {"quantization",
+       {{"bits", TestQuant().bits}, {"group_size", TestQuant().group_size}, {"method", "rtn"}}},
   };
   return io::WriteFileAtomically(dir + "/adapter_config.json", config.dump(2));
 }

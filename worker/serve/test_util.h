@@ -33,7 +33,8 @@ using AdapterSet = std::map<std::string, std::unique_ptr<adapters::Adapter>>;
 // One adapter of `type` (kQwha: random spectrum locations; kLora) per
 // quantized slot, with random non-zero values large enough to change greedy
 // outputs. Deterministic in `seed`.
-AdapterSet RandomAdapters(const model::LlamaModel& model, adapters::AdapterType type, uint64_t seed);
+AdapterSet RandomAdapters(const model::LlamaModel& model, adapters::AdapterType type,
+                          uint64_t seed);
 
 // Writes `set` as a job writes its adapter: dir/adapter.safetensors
 // ("<slot>/<key>") and dir/adapter_config.json.
