@@ -10,7 +10,8 @@ namespace qwha::e2e {
 
 absl::StatusOr<std::vector<int64_t>> MergedGreedy(const std::string& model_dir,
                                                   const std::string& adapter_dir, int bits,
-                                                  int group_size, const std::vector<int64_t>& prompt,
+                                                  int group_size,
+                                                  const std::vector<int64_t>& prompt,
                                                   int64_t new_tokens) {
   auto model = model::LoadModel(model_dir, torch::kCPU, torch::kFloat32);
   if (!model.ok()) return model.status();

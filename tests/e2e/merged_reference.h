@@ -18,7 +18,8 @@ namespace qwha::e2e {
 // never stopping at EOS. Errors name the file or slot.
 absl::StatusOr<std::vector<int64_t>> MergedGreedy(const std::string& model_dir,
                                                   const std::string& adapter_dir, int bits,
-                                                  int group_size, const std::vector<int64_t>& prompt,
+                                                  int group_size,
+                                                  const std::vector<int64_t>& prompt,
                                                   int64_t new_tokens);
 
 }  // namespace qwha::e2e
