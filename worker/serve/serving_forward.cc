@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 
+#include "kernels/rms_norm.h"
 #include "worker/serve/kv_pool.h"
 #include "worker/serve/serving_adapter.h"
 #include "worker/serve/serving_forward_internal.h"
@@ -29,6 +30,8 @@ torch::Tensor Rope(const torch::Tensor& x, const torch::Tensor& cos, const torch
 }  // namespace
 
 torch::Tensor ServingModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const {
+  // As LlamaModel::RmsNorm: the fused kernel on CUDA (same roundings), else ATen.
+  if (x.is_cuda()) return kernels::RmsNorm(x, weight, config_.rms_norm_eps);
   torch::Tensor h = x.to(torch::kFloat32);
   h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_norm_eps);
   return weight * h.to(x.scalar_type());
