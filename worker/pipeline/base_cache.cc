@@ -27,7 +27,8 @@ constexpr char kManifest[] = "manifest.json";
 constexpr char kFormat[] = "qwha.quantized_base.v1";
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 absl::Status Corrupt(const std::string& path, const std::string& what) {
@@ -58,8 +59,8 @@ absl::StatusOr<std::string> ModelDigest(const std::string& model_dir) {
   const fs::path dir(model_dir);
   std::error_code ec;
   if (!fs::exists(dir / model::kConfigFile, ec)) {
-    return absl::NotFoundError(absl::StrCat("model digest: ", (dir / model::kConfigFile).string(),
-                                            " does not exist"));
+    return absl::NotFoundError(
+        absl::StrCat("model digest: ", (dir / model::kConfigFile).string(), " does not exist"));
   }
   std::vector<std::string> names = {model::kConfigFile};
   bool weights = false;
@@ -71,7 +72,8 @@ absl::StatusOr<std::string> ModelDigest(const std::string& model_dir) {
       weights = weights || EndsWith(name, ".safetensors");
     }
   }
-  if (ec) return absl::InternalError(absl::StrCat("model digest: list ", model_dir, ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("model digest: list ", model_dir, ": ", ec.message()));
   if (!weights) {
     return absl::NotFoundError(absl::StrCat("model digest: no *.safetensors in ", model_dir));
   }
@@ -116,7 +118,8 @@ std::string BaseCacheKeyJson(const BaseCacheKey& key) {
 
 std::string QuantConfigKey(const BaseCacheKey& key) {
   return absl::StrCat(quant::QuantMethodName(key.quant.method), "-b", key.quant.bits, "-g",
-                      key.quant.group_size, "-", io::Sha256Hex(BaseCacheKeyJson(key)).substr(0, 16));
+                      key.quant.group_size, "-",
+                      io::Sha256Hex(BaseCacheKeyJson(key)).substr(0, 16));
 }
 
 std::string BaseCacheEntryDir(const std::string& cache_dir, const BaseCacheKey& key) {
@@ -159,8 +162,8 @@ absl::StatusOr<QuantizedBase> LoadQuantizedBase(const std::string& entry_dir,
     const auto size = fs::file_size(path, ec);
     if (ec) return Corrupt(path, ec.message());
     if (static_cast<int64_t>(size) != slot[bytes_field].get<int64_t>()) {
-      return Corrupt(path, absl::StrCat(size, " bytes, manifest says ",
-                                        slot[bytes_field].get<int64_t>()));
+      return Corrupt(
+          path, absl::StrCat(size, " bytes, manifest says ", slot[bytes_field].get<int64_t>()));
     }
     return path;
   };
@@ -235,9 +238,9 @@ absl::Status StoreQuantizedBase(const std::string& entry_dir, const BaseCacheKey
       auto it = gram_files.find(gram.data_ptr());
       if (it == gram_files.end()) {
         const std::string gram_file = name + ".gram.safetensors";
-        absl::Status st = io::WriteSafetensors((tmp / gram_file).string(),
-                                               {{"gram", gram.to(torch::kFloat64)}},
-                                               {{"format", kFormat}, {"slot", name}});
+        absl::Status st =
+            io::WriteSafetensors((tmp / gram_file).string(), {{"gram", gram.to(torch::kFloat64)}},
+                                 {{"format", kFormat}, {"slot", name}});
         if (!st.ok()) return st;
         const int64_t bytes = static_cast<int64_t>(fs::file_size(tmp / gram_file, ec));
         it = gram_files.emplace(gram.data_ptr(), std::make_pair(gram_file, bytes)).first;
@@ -248,9 +251,11 @@ absl::Status StoreQuantizedBase(const std::string& entry_dir, const BaseCacheKey
           {"gram", it->second.first},
           {"gram_bytes", it->second.second},
       };
-      if (ec) return absl::InternalError(absl::StrCat("stat in ", tmp.string(), ": ", ec.message()));
+      if (ec)
+        return absl::InternalError(absl::StrCat("stat in ", tmp.string(), ": ", ec.message()));
     }
-    nlohmann::json manifest = {{"format", kFormat}, {"key", BaseCacheKeyJson(key)}, {"slots", slots}};
+    nlohmann::json manifest = {
+        {"format", kFormat}, {"key", BaseCacheKeyJson(key)}, {"slots", slots}};
     return io::WriteFileAtomically((tmp / kManifest).string(), manifest.dump(2) + "\n");
   };
   absl::Status built = build();

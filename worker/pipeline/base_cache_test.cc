@@ -84,8 +84,7 @@ TEST(BaseCacheTest, ModelDigestCoversConfigAndWeightsOnly) {
   ASSERT_TRUE(io::WriteFileAtomically((dir / "model.safetensors").string(), changed).ok());
   EXPECT_NE(*ModelDigest(dir.string()), *digest);
 
-  EXPECT_EQ(ModelDigest((dir / "missing").string()).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ModelDigest((dir / "missing").string()).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(BaseCacheTest, KeysSeparateWhatTheResultDependsOn) {

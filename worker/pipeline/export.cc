@@ -55,9 +55,9 @@ template <typename T>
 bool FindPattern(const nlohmann::json& patterns, const std::string& slot, T* out) {
   if (!patterns.is_object()) return false;
   for (const auto& [key, value] : patterns.items()) {
-    if (slot == key || (slot.size() > key.size() &&
-                        slot.compare(slot.size() - key.size(), key.size(), key) == 0 &&
-                        slot[slot.size() - key.size() - 1] == '.')) {
+    if (slot == key ||
+        (slot.size() > key.size() && slot.compare(slot.size() - key.size(), key.size(), key) == 0 &&
+         slot[slot.size() - key.size() - 1] == '.')) {
       *out = value.template get<T>();
       return true;
     }
@@ -119,10 +119,9 @@ absl::Status ExportPeftAdapter(const model::LlamaModel& model,
     if (adapter == nullptr) continue;
     const auto* lora = dynamic_cast<const adapters::LoraAdapter*>(adapter);
     if (lora == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("PEFT export: ", slot->name(), " has a ",
-                       adapters::AdapterTypeName(adapter->type()),
-                       " adapter; only lora, loftq and cloq adapters have a PEFT form"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PEFT export: ", slot->name(), " has a ", adapters::AdapterTypeName(adapter->type()),
+          " adapter; only lora, loftq and cloq adapters have a PEFT form"));
     }
     std::map<std::string, torch::Tensor> state = lora->StateDict();
     const std::string key = kKeyPrefix + slot->name();
@@ -198,7 +197,8 @@ absl::StatusOr<PeftAdapter> ReadPeftAdapter(const std::string& dir) {
     if (config.contains("target_modules") && config["target_modules"].is_array()) {
       out.target_modules = config["target_modules"].get<std::vector<std::string>>();
     }
-    if (config.contains("base_model_name_or_path") && config["base_model_name_or_path"].is_string()) {
+    if (config.contains("base_model_name_or_path") &&
+        config["base_model_name_or_path"].is_string()) {
       out.base_model_name_or_path = config["base_model_name_or_path"].get<std::string>();
     }
     rslora = config.value("use_rslora", false);
@@ -236,10 +236,11 @@ absl::StatusOr<PeftAdapter> ReadPeftAdapter(const std::string& dir) {
     }
     if (layer.a.size(0) != r || layer.b.size(1) != r) {
       return bad(weights_path, absl::StrCat(slot, ": lora_A ", layer.a.size(0), " × ",
-                                            layer.a.size(1), " and lora_B ", layer.b.size(0),
-                                            " × ", layer.b.size(1), " do not have rank ", r));
+                                            layer.a.size(1), " and lora_B ", layer.b.size(0), " × ",
+                                            layer.b.size(1), " do not have rank ", r));
     }
-    layer.scale = rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+    layer.scale =
+        rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
   }
   return out;
 }
@@ -251,10 +252,9 @@ absl::Status AttachPeftAdapter(model::LlamaModel& model, const PeftAdapter& adap
       return absl::InvalidArgumentError(absl::StrCat("PEFT adapter: the model has no ", name));
     }
     if (layer.a.size(1) != slot->in_features() || layer.b.size(0) != slot->out_features()) {
-      return absl::InvalidArgumentError(absl::StrCat("PEFT adapter: ", name, " is ",
-                                                     layer.b.size(0), " × ", layer.a.size(1),
-                                                     ", the slot ", slot->out_features(), " × ",
-                                                     slot->in_features()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("PEFT adapter: ", name, " is ", layer.b.size(0), " × ", layer.a.size(1),
+                       ", the slot ", slot->out_features(), " × ", slot->in_features()));
     }
     auto lora = std::make_unique<adapters::LoraAdapter>(
         adapters::AdapterType::kLora, slot->out_features(), slot->in_features(), layer.a.size(0),

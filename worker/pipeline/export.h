@@ -60,8 +60,8 @@ absl::Status ExportPeftAdapter(const model::LlamaModel& model,
 
 // One layer of a PEFT LoRA adapter: ΔW = scale · B A.
 struct PeftLayer {
-  torch::Tensor a;  // lora_A [r, in], float32 CPU
-  torch::Tensor b;  // lora_B [out, r], float32 CPU
+  torch::Tensor a;   // lora_A [r, in], float32 CPU
+  torch::Tensor b;   // lora_B [out, r], float32 CPU
   double scale = 0;  // lora_alpha / r (rsLoRA: lora_alpha / sqrt(r)) for this layer
 };
 

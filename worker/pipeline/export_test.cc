@@ -56,9 +56,10 @@ TEST(ExportTest, MergedModelLoadsAndComputesTheAdaptedModel) {
     const auto* lora = dynamic_cast<const adapters::LoraAdapter*>(slot->adapter());
     ASSERT_NE(lora, nullptr);
     auto state = lora->StateDict();
-    torch::Tensor ref = quant::Dequantize(*slot->quantized(), torch::kFloat32).to(torch::kFloat64) +
-                        lora->scale() * state.at("lora_B").to(torch::kFloat64).matmul(
-                                            state.at("lora_A").to(torch::kFloat64));
+    torch::Tensor ref =
+        quant::Dequantize(*slot->quantized(), torch::kFloat32).to(torch::kFloat64) +
+        lora->scale() *
+            state.at("lora_B").to(torch::kFloat64).matmul(state.at("lora_A").to(torch::kFloat64));
     const model::LinearSlot* m = (*merged)->FindLinear(slot->name());
     ASSERT_NE(m, nullptr);
     EXPECT_LT(MaxAbs(m->weight(), ref), 1e-6) << slot->name();
@@ -73,8 +74,7 @@ TEST(ExportTest, LoraAlphaReproducesScaleExactly) {
     // LoRA: scale = scaling / r in double; PEFT's lora_alpha / r equals it.
     for (double scaling : {1.0, 16.0, 0.1, 1.0 / 3.0, 2.0 / 7.0, 1e-3 / 3.0}) {
       const double scale = scaling / static_cast<double>(r);
-      EXPECT_EQ(PeftLoraAlpha(scale, r) / static_cast<double>(r), scale)
-          << scaling << " r=" << r;
+      EXPECT_EQ(PeftLoraAlpha(scale, r) / static_cast<double>(r), scale) << scaling << " r=" << r;
     }
     EXPECT_EQ(PeftLoraAlpha(1.0, r), static_cast<double>(r));  // LoftQ / CLoQ
     // An arbitrary scale: within one ulp where no exact alpha exists.
@@ -101,9 +101,8 @@ TEST(ExportTest, PeftFilesHoldPeftKeysAndReproduceDeltaW) {
   EXPECT_EQ(config["fan_in_fan_out"], false);
   EXPECT_EQ(config["use_rslora"], false);
   EXPECT_EQ(config["lora_dropout"].get<double>(), 0.0);
-  EXPECT_EQ(config["target_modules"],
-            nlohmann::json({"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
-                            "v_proj"}));
+  EXPECT_EQ(config["target_modules"], nlohmann::json({"down_proj", "gate_proj", "k_proj", "o_proj",
+                                                      "q_proj", "up_proj", "v_proj"}));
   const int64_t r = config["r"].get<int64_t>();
   const double alpha = config["lora_alpha"].get<double>();
   EXPECT_EQ(r, 2);
@@ -120,8 +119,8 @@ TEST(ExportTest, PeftFilesHoldPeftKeysAndReproduceDeltaW) {
     EXPECT_EQ(a.sizes(), (std::vector<int64_t>{r, slot->in_features()}));
     EXPECT_EQ(b.sizes(), (std::vector<int64_t>{slot->out_features(), r}));
     EXPECT_EQ(a.scalar_type(), torch::kFloat32);
-    torch::Tensor delta = (alpha / static_cast<double>(r)) *
-                          b.to(torch::kFloat64).matmul(a.to(torch::kFloat64));
+    torch::Tensor delta =
+        (alpha / static_cast<double>(r)) * b.to(torch::kFloat64).matmul(a.to(torch::kFloat64));
     torch::NoGradGuard no_grad;
     EXPECT_LT(MaxAbs(delta, slot->adapter()->DeltaWeight()), 1e-6) << slot->name();
   }
@@ -148,7 +147,8 @@ TEST(ExportTest, PeftRoundTripWithPerLayerRanks) {
     const double scale = down ? 0.37 : 1.0 / 3.0;
     auto lora = std::make_unique<adapters::LoraAdapter>(
         adapters::AdapterType::kLora, slot->out_features(), slot->in_features(), r, scale,
-        torch::randn({r, slot->in_features()}) * 0.2, torch::randn({slot->out_features(), r}) * 0.2);
+        torch::randn({r, slot->in_features()}) * 0.2,
+        torch::randn({slot->out_features(), r}) * 0.2);
     ASSERT_TRUE(slot->AttachAdapter(std::move(lora)).ok());
   }
   ASSERT_TRUE(ExportPeftAdapter(*model, "base", dir.string()).ok());
@@ -173,11 +173,11 @@ TEST(ExportTest, PeftRoundTripWithPerLayerRanks) {
   // A lora_A without its lora_B is rejected, naming the layer.
   auto file = io::ReadSafetensors((dir / "adapter_model.safetensors").string());
   file->tensors.erase("base_model.model.model.layers.1.mlp.up_proj.lora_B.weight");
-  ASSERT_TRUE(io::WriteSafetensors((dir / "adapter_model.safetensors").string(), file->tensors).ok());
+  ASSERT_TRUE(
+      io::WriteSafetensors((dir / "adapter_model.safetensors").string(), file->tensors).ok());
   auto bad = ReadPeftAdapter(dir.string());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("layers.1.mlp.up_proj"), std::string::npos)
-      << bad.status();
+  EXPECT_NE(bad.status().message().find("layers.1.mlp.up_proj"), std::string::npos) << bad.status();
 }
 
 }  // namespace
