@@ -11,6 +11,7 @@
 #   eager-attention  --attention eager         full-logits  --loss-chunk 0
 #   bf16-adapter     --adapter-dtype bfloat16
 #   phases           --profile-phases (per-phase ms/step, a device sync after each phase)
+#   checkpointing    --activation-checkpointing (recompute layer activations in backward)
 set -uo pipefail
 out="${1:?usage: scripts/train-throughput.sh OUTDIR [STEPS] [WARMUP]}"
 steps="${2:-30}"
@@ -42,6 +43,7 @@ for v in ${QWHA_TT_VARIANTS:-}; do
     full-logits) qwha "$v" --loss-chunk 0 ;;
     bf16-adapter) qwha "$v" --adapter-dtype bfloat16 ;;
     phases) qwha "$v" --profile-phases ;;
+    checkpointing) qwha "$v" --activation-checkpointing ;;
     *) echo "unknown variant $v" >&2 ;;
   esac
 done

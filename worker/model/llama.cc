@@ -283,6 +283,104 @@ torch::Tensor LlamaModel::Mlp(const Layer& layer, const torch::Tensor& x) const 
   return Project(*layer.down, torch::silu(gate) * up);
 }
 
+torch::Tensor LlamaModel::DecoderLayer(int64_t index, const torch::Tensor& h,
+                                       const torch::Tensor& cos, const torch::Tensor& sin,
+                                       const torch::Tensor& allowed, bool plain_causal,
+                                       KvCache* cache) const {
+  const Layer& layer = *layers_[static_cast<size_t>(index)];
+  torch::Tensor out =
+      h + Attention(layer, index, RmsNorm(h, layer.input_norm), cos, sin, allowed, plain_causal,
+                    cache);
+  return out + Mlp(layer, RmsNorm(out, layer.post_norm));
+}
+
+namespace {
+
+// A decoder layer whose forward runs without recording a graph and whose
+// backward runs it again, with grad on, from the saved input (activation
+// checkpointing): the layer's activations live only during its own backward.
+// Inputs: the layer input h, the trainable adapter parameters of the layer
+// (so their gradients flow out of this node like any other), and the layer's
+// context. The layer is deterministic (no dropout, no sampling), so the
+// recomputed activations equal the first ones and the gradients equal those
+// of the plain path.
+class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
+ public:
+  using LayerFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& h,
+                               at::TensorList params, const std::shared_ptr<LayerFn>& layer) {
+    std::vector<torch::Tensor> saved = {h};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
+    // The closure travels in saved_data as an opaque pointer owned by the
+    // node: kept alive until the node is released with the graph.
+    ctx->saved_data["layer"] = c10::IValue::make_capsule(c10::make_intrusive<LayerHolder>(layer));
+    return (*layer)(h);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const c10::intrusive_ptr<torch::CustomClassHolder> holder =
+        ctx->saved_data["layer"].toCapsule();
+    const LayerFn& layer = *static_cast<const LayerHolder*>(holder.get())->fn;
+    torch::autograd::variable_list inputs;
+    inputs.push_back(saved[0].detach().requires_grad_(saved[0].requires_grad()));
+    inputs.insert(inputs.end(), saved.begin() + 1, saved.end());
+    torch::Tensor out;
+    {
+      torch::AutoGradMode grad_on(true);
+      out = layer(inputs[0]);
+    }
+    // Only the inputs that need a gradient are asked for; the others get none.
+    torch::autograd::variable_list wanted;
+    std::vector<size_t> where;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i].requires_grad()) {
+        wanted.push_back(inputs[i]);
+        where.push_back(i);
+      }
+    }
+    torch::autograd::variable_list grads(inputs.size() + 1);  // + the closure's slot
+    if (!wanted.empty() && out.requires_grad()) {
+      torch::autograd::variable_list got =
+          torch::autograd::grad({out}, wanted, {grad_out[0]}, /*retain_graph=*/false,
+                                /*create_graph=*/false, /*allow_unused=*/true);
+      for (size_t j = 0; j < where.size(); ++j) grads[where[j]] = got[j];
+    }
+    return grads;
+  }
+
+ private:
+  struct LayerHolder : torch::CustomClassHolder {
+    explicit LayerHolder(std::shared_ptr<LayerFn> f) : fn(std::move(f)) {}
+    std::shared_ptr<LayerFn> fn;
+  };
+};
+
+}  // namespace
+
+torch::Tensor LlamaModel::CheckpointedLayer(int64_t index, const torch::Tensor& h,
+                                            const torch::Tensor& cos, const torch::Tensor& sin,
+                                            const torch::Tensor& allowed,
+                                            bool plain_causal) const {
+  std::vector<torch::Tensor> params;
+  for (const LinearSlot* slot : layers_[static_cast<size_t>(index)]->Slots()) {
+    if (slot->adapter() == nullptr) continue;
+    for (const torch::Tensor& p : slot->adapter()->TrainableParameters()) {
+      if (p.requires_grad()) params.push_back(p);
+    }
+  }
+  // The rope tables and the mask are shared by all layers and kept by the
+  // closure; they carry no gradient.
+  auto layer = std::make_shared<CheckpointFunction::LayerFn>(
+      [this, index, cos, sin, allowed, plain_causal](const torch::Tensor& x) {
+        return DecoderLayer(index, x, cos, sin, allowed, plain_causal, nullptr);
+      });
+  return CheckpointFunction::apply(h, at::TensorList(params), layer);
+}
+
 torch::Tensor LlamaModel::ForwardHidden(const torch::Tensor& input_ids, KvCache* cache) const {
   torch::Tensor ids = CheckedIds(input_ids, config_.vocab_size, device_);
   const int64_t t = ids.size(1);
@@ -312,16 +410,21 @@ torch::Tensor LlamaModel::ForwardHidden(const torch::Tensor& input_ids, KvCache*
     windowed = causal.logical_and(qpos - kpos < config_.sliding_window);
   }
 
+  // Checkpointing pays off only where backward will run through the layers.
+  const bool checkpoint =
+      activation_checkpointing_ && cache == nullptr && torch::GradMode::is_enabled();
   torch::Tensor h = torch::embedding(embed_tokens_, ids);
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = *layers_[l];
-    const bool sliding = config_.UsesSlidingWindow(static_cast<int64_t>(l));
+    const int64_t index = static_cast<int64_t>(l);
+    const bool sliding = config_.UsesSlidingWindow(index);
     const torch::Tensor& allowed = sliding ? windowed : causal;
     // A plain causal mask over a fresh sequence: the fused kernel's own.
     const bool plain_causal = start == 0 && (!sliding || config_.sliding_window >= t);
-    h = h + Attention(layer, static_cast<int64_t>(l), RmsNorm(h, layer.input_norm), cos, sin,
-                      allowed, plain_causal, cache);
-    h = h + Mlp(layer, RmsNorm(h, layer.post_norm));
+    if (checkpoint) {
+      h = CheckpointedLayer(index, h, cos, sin, allowed, plain_causal);
+    } else {
+      h = DecoderLayer(index, h, cos, sin, allowed, plain_causal, cache);
+    }
   }
   if (cache != nullptr) cache->length_ = start + t;
   return RmsNorm(h, final_norm_);

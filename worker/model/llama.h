@@ -156,6 +156,14 @@ class LlamaModel {
   absl::Status SetAttentionImpl(AttentionImpl impl);
   AttentionImpl attention_impl() const { return attention_impl_; }
 
+  // Activation checkpointing (default off): with it on, a Forward without a
+  // cache in grad mode keeps only each decoder layer's input for backward and
+  // recomputes the layer's activations there (one more forward pass of the
+  // layers, in exchange for their activation memory). Gradients are the same.
+  // The model must outlive the graph (as it must anyway).
+  void SetActivationCheckpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
+
   // The output projection [vocab, hidden] in the model dtype (the embedding
   // matrix when the config ties them): Forward = ForwardHidden · lm_head()ᵀ.
   // Frozen (never requires grad); valid for the model's lifetime.
@@ -179,6 +187,14 @@ class LlamaModel {
                           const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor& allowed, bool causal, KvCache* cache) const;
   torch::Tensor Mlp(const Layer& layer, const torch::Tensor& x) const;
+  // h + attention + MLP of layer `index` (the residual stream in and out).
+  torch::Tensor DecoderLayer(int64_t index, const torch::Tensor& h, const torch::Tensor& cos,
+                             const torch::Tensor& sin, const torch::Tensor& allowed,
+                             bool plain_causal, KvCache* cache) const;
+  // DecoderLayer through the checkpointing autograd function.
+  torch::Tensor CheckpointedLayer(int64_t index, const torch::Tensor& h, const torch::Tensor& cos,
+                                  const torch::Tensor& sin, const torch::Tensor& allowed,
+                                  bool plain_causal) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
 
   ModelConfig config_;
@@ -191,6 +207,7 @@ class LlamaModel {
   std::vector<std::unique_ptr<Layer>> layers_;
   AdapterMode adapter_mode_ = AdapterMode::kMerged;
   AttentionImpl attention_impl_;
+  bool activation_checkpointing_ = false;
   LinearInputHook hook_;
 };
 

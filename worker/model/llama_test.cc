@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "worker/adapters/adapter.h"
@@ -547,6 +548,120 @@ TEST(LlamaTest, QuantizedSlotsWithAdaptersEqualDenseDeqPlusDelta) {
       grad_norm += p.grad().norm().item<double>();
     }
     EXPECT_GT(grad_norm, 0);
+  }
+}
+
+// Adapters on every slot of a model: QWHA on even slots, LoRA on odd ones,
+// with values moved away from their initialization. Dense slots for float64
+// (no quantized base there), RTN 3-bit ones otherwise.
+void AttachPerturbedAdapters(LlamaModel& model) {
+  int index = 0;
+  for (LinearSlot* slot : model.LinearSlots()) {
+    torch::Tensor w = slot->weight();
+    adapters::AdapterConfig acfg;
+    acfg.type = index % 2 == 0 ? adapters::AdapterType::kQwhaDataFree : adapters::AdapterType::kLora;
+    acfg.rank = 2;
+    acfg.seed = static_cast<uint64_t>(index++);
+    torch::Tensor base = w;
+    if (model.dtype() != torch::kFloat64) {
+      quant::QuantConfig qcfg;
+      qcfg.bits = 3;
+      qcfg.group_size = 32;
+      auto q = quant::QuantizeRtn(w, qcfg);
+      ASSERT_TRUE(q.ok()) << q.status();
+      base = quant::Dequantize(*q, torch::kFloat32);
+      ASSERT_TRUE(slot->SetQuantizedWeight(*q).ok());
+    }
+    auto adapter = adapters::InitializeAdapter(acfg, {w, base, torch::Tensor()});
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : (*adapter)->TrainableParameters()) p.add_(0.05 * torch::randn_like(p));
+    }
+    (*adapter)->To(slot->device(), model.dtype() == torch::kFloat64 ? torch::kFloat64
+                                                                     : torch::kFloat32);
+    ASSERT_TRUE(slot->AttachAdapter(std::move(*adapter)).ok());
+  }
+}
+
+// Loss and adapter gradients of one forward/backward.
+std::pair<double, std::vector<torch::Tensor>> LossAndGradients(LlamaModel& model,
+                                                               const torch::Tensor& ids) {
+  std::vector<torch::Tensor> params;
+  for (LinearSlot* slot : model.LinearSlots()) {
+    for (auto& p : slot->adapter()->TrainableParameters()) {
+      p.mutable_grad() = torch::Tensor();
+      params.push_back(p);
+    }
+  }
+  torch::Tensor logits = model.Forward(ids);
+  torch::Tensor loss = (logits.to(torch::kFloat64).logsumexp(-1) -
+                        logits.to(torch::kFloat64).select(-1, 3))
+                           .mean();
+  loss.backward();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params) {
+    EXPECT_TRUE(p.grad().defined());
+    grads.push_back(p.grad().detach().clone());
+  }
+  return {loss.item<double>(), grads};
+}
+
+// With activation checkpointing the layers run again in backward (each
+// projection sees its input twice), and the loss and every adapter gradient
+// equal those of the plain path: to float64 rounding on a float64 model, to
+// float32 rounding on a quantized float32 one (merged and unmerged), on every
+// device. Without grad mode or with a KV cache nothing is recomputed.
+TEST(LlamaTest, ActivationCheckpointingRecomputesAndKeepsGradients) {
+  struct Case {
+    torch::Device device;
+    torch::ScalarType dtype;
+    AdapterMode mode;
+    double tol;
+  };
+  std::vector<Case> cases;
+  for (const auto& device : Devices()) {
+    if (device.is_cpu()) cases.push_back({device, torch::kFloat64, AdapterMode::kMerged, 1e-12});
+    cases.push_back({device, torch::kFloat32, AdapterMode::kMerged, 1e-5});
+    cases.push_back({device, torch::kFloat32, AdapterMode::kUnmerged, 1e-5});
+  }
+  for (const Case& k : cases) {
+    SCOPED_TRACE(c10::str(k.device, " ", k.dtype, " mode ", static_cast<int>(k.mode)));
+    ModelConfig c = SmallConfig();
+    c.model_type = "qwen2";
+    c.qkv_bias = true;
+    auto model = LlamaModel::RandomInit(c, 21, k.device, k.dtype);
+    torch::manual_seed(4);
+    AttachPerturbedAdapters(*model);
+    model->SetAdapterMode(k.mode);
+    const torch::Tensor ids = RandomIds(2, 7, c.vocab_size, 5);
+
+    int calls = 0;
+    model->SetLinearInputHook([&](const LinearSlot&, const torch::Tensor&) { ++calls; });
+    auto [plain_loss, plain_grads] = LossAndGradients(*model, ids);
+    EXPECT_EQ(calls, 14);
+    calls = 0;
+    EXPECT_FALSE(model->activation_checkpointing());
+    model->SetActivationCheckpointing(true);
+    auto [ckpt_loss, ckpt_grads] = LossAndGradients(*model, ids);
+    EXPECT_EQ(calls, 28);  // 14 projections, each run again in backward
+    EXPECT_NEAR(ckpt_loss, plain_loss, k.tol * std::abs(plain_loss));
+    ASSERT_EQ(ckpt_grads.size(), plain_grads.size());
+    for (size_t i = 0; i < plain_grads.size(); ++i) {
+      const double scale = plain_grads[i].abs().max().item<double>();
+      EXPECT_GT(scale, 0) << i;
+      EXPECT_LE(MaxAbsDiff(ckpt_grads[i], plain_grads[i]), k.tol * scale) << "parameter " << i;
+    }
+
+    calls = 0;
+    {
+      torch::NoGradGuard no_grad;
+      model->Forward(ids);
+    }
+    KvCache cache;
+    model->Forward(ids, &cache);
+    EXPECT_EQ(calls, 28);  // once each per Forward, no recomputation
+    model->SetLinearInputHook(nullptr);
   }
 }
 

@@ -20,6 +20,8 @@
 //   --loss-chunk N [1024] (positions whose logits the loss forms at a time; 0: all)
 //   --attention fused|eager [fused where LibTorch >= 2.0]
 //   --profile-phases (per-phase step times, with a device sync after each phase)
+//   --activation-checkpointing (recompute each layer's activations in backward:
+//     less memory, one more forward pass of the layers, same result)
 //   --resume (continue from OUTPUT/checkpoints)
 //   --cache-dir DIR (reuse/store the quantized base and calibration Grams) [none]
 //   --exact-match N (greedy exact match on N eval prompts after training) [0: off]
@@ -89,6 +91,10 @@ RecipeOptions ParseArgs(int argc, char** argv) {
     }
     if (a == "--export-merged") {
       o.export_merged = true;
+      continue;
+    }
+    if (a == "--activation-checkpointing") {
+      o.train.activation_checkpointing = true;
       continue;
     }
     if (a == "--profile-phases") {

@@ -147,6 +147,7 @@ absl::Status ConvertTraining(const qwha::v1::TrainingConfig& t, const torch::Dev
   }
   if (t.max_grad_norm() != 0) out.train.clip_norm = t.max_grad_norm();  // negative: no clipping
 
+  out.train.activation_checkpointing = t.activation_checkpointing();
   out.seed = t.seed();
   out.train.seed = t.seed();
   out.adapter.seed = t.seed();

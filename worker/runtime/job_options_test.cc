@@ -103,6 +103,7 @@ TEST(JobOptionsTest, MapsEveryField) {
   t->set_batch_size(4);
   t->set_seq_len(128);
   t->set_grad_accum(2);
+  t->set_activation_checkpointing(true);
   t->set_weight_decay(0.01);
   t->set_warmup_steps(20);
   t->set_schedule("linear");
@@ -133,6 +134,7 @@ TEST(JobOptionsTest, MapsEveryField) {
   EXPECT_EQ(o->batch_size, 4);
   EXPECT_EQ(o->seq_len, 128);
   EXPECT_EQ(o->train.grad_accum, 2);
+  EXPECT_TRUE(o->train.activation_checkpointing);
   EXPECT_DOUBLE_EQ(o->train.adamw.weight_decay, 0.01);
   EXPECT_EQ(o->train.schedule.warmup_steps, 20);
   EXPECT_EQ(o->train.schedule.type, train::ScheduleType::kLinear);

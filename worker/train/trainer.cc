@@ -98,6 +98,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(model::LlamaModel& mode
   if (!any_adapter) {
     return absl::FailedPreconditionError("no adapter is attached to any linear slot of the model");
   }
+  model.SetActivationCheckpointing(options.activation_checkpointing);
   std::unique_ptr<Trainer> trainer(new Trainer(model, data, options, *schedule));
   auto optimizer = AdamW::Create(trainer->CollectParameters(), options.adamw);
   if (!optimizer.ok()) return optimizer.status();

@@ -111,8 +111,10 @@ struct TrainOptions {
   // little throughput.
   bool profile_phases = false;
 
-  // Recompute activations in backward to save memory. Accepted but not
-  // implemented yet (LibTorch's C++ API has no checkpoint utility): a no-op.
+  // Recompute each decoder layer's activations in backward instead of keeping
+  // them (LlamaModel::SetActivationCheckpointing, set by Create): activation
+  // memory of one layer instead of all, for one more forward pass of the
+  // layers. The gradients and so the trained adapter are unchanged.
   bool activation_checkpointing = false;
 };
 

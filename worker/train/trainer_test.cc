@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -74,8 +75,9 @@ std::vector<ResumeCase> ResumeCases() {
   lora.clip_norm = 0.5;
   lora.adapter_dtype = torch::kBFloat16;
   lora.loss_normalization = LossNormalization::kPerMicroBatch;
+  lora.activation_checkpointing = true;
   return {{"qwha float32", AdapterType::kQwhaDataFree, qwha},
-          {"lora bfloat16, accumulation 2", AdapterType::kLora, lora}};
+          {"lora bfloat16, accumulation 2, checkpointing", AdapterType::kLora, lora}};
 }
 
 // A run stopped after 3 steps and resumed from its checkpoint in a fresh
@@ -366,6 +368,51 @@ TEST(TrainerTest, ChunkedLossTrainsLikeFullLogitsAndSteadyStateSkipsWarmup) {
   ASSERT_TRUE(summary.ok());
   EXPECT_EQ(summary->steady_steps, 0);
   EXPECT_EQ(summary->steady_seconds, 0);
+}
+
+// Activation checkpointing changes where activations come from, not the
+// result: the same losses and the same adapter after a few steps (to float32
+// rounding), and a resumed run with it on is still bitwise exact.
+TEST(TrainerTest, ActivationCheckpointingTrainsTheSameAdapter) {
+  std::map<bool, TensorMap> states;
+  std::map<bool, std::vector<double>> losses;
+  for (bool on : {false, true}) {
+    auto model = MakeTinyAdaptedModel(AdapterType::kQwhaDataFree, 3);
+    SyntheticBatchSource data = MakeSource();
+    TrainOptions options;
+    options.lr = 1e-2;
+    options.max_steps = 4;
+    options.grad_accum = 2;
+    options.activation_checkpointing = on;
+    auto trainer = Trainer::Create(*model, data, options);
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    EXPECT_EQ(model->activation_checkpointing(), on);
+    (*trainer)->SetProgressCallback([&](const Progress& p) { losses[on].push_back(p.loss); });
+    auto summary = (*trainer)->Train();
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_EQ(summary->skipped_steps, 0);
+    states[on] = CollectAdapterState(*model);
+  }
+  ASSERT_EQ(losses[true].size(), 4u);
+  ASSERT_EQ(losses[false].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(losses[true][i], losses[false][i], 1e-5) << i;
+  for (const auto& [name, value] : states[false]) {
+    if (!value.is_floating_point()) {
+      EXPECT_TRUE(torch::equal(value, states[true].at(name))) << name;
+      continue;
+    }
+    const double scale = value.abs().max().item<double>() + 1e-6;
+    EXPECT_LT((value - states[true].at(name)).abs().max().item<double>(), 1e-4 * scale) << name;
+  }
+  // The adapter moved: the comparison above is not between two initial states.
+  auto fresh = MakeTinyAdaptedModel(AdapterType::kQwhaDataFree, 3);
+  double moved = 0;
+  for (const auto& [name, value] : CollectAdapterState(*fresh)) {
+    if (value.is_floating_point()) {
+      moved = std::max(moved, (value - states[true].at(name)).abs().max().item<double>());
+    }
+  }
+  EXPECT_GT(moved, 1e-4);
 }
 
 TEST(TrainerTest, ErrorsAreStatuses) {
