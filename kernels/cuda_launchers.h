@@ -1,5 +1,5 @@
 // Host-side launchers of the CUDA kernels (fwht_cuda.cu, dequant_cuda.cu,
-// spectrum_cuda.cu, cross_entropy_cuda.cu, rms_norm_cuda.cu). Plain C++: raw device pointers,
+// spectrum_cuda.cu, spectrum_apply_cuda.cu, cross_entropy_cuda.cu, rms_norm_cuda.cu). Plain C++: raw device pointers,
 // sizes, a dtype tag and a stream; no LibTorch. The tensor-level checks live in the .cc callers,
 // which establish every precondition listed here.
 //
@@ -67,5 +67,28 @@ cudaError_t LaunchRmsNormForward(const void* x, const void* weight, void* y, int
 cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* weight, void* dx,
                                   int64_t rows, int64_t hidden, float eps, DType dtype,
                                   cudaStream_t stream);
+
+// One task of LaunchSpectrumApply: a packed spectrum (spectrum_apply.h
+// layout: row_ptr int32 [rows + 1] with multiples of 4, gaps uint8, values of
+// the launch's dtype) and the tokens it applies to.
+struct SpectrumApplyTask {
+  const int32_t* row_ptr;
+  const uint8_t* gaps;
+  const void* values;
+  int32_t rows;
+  int32_t y_col;      // row r adds to column y_col + r of y
+  int32_t tok_begin;  // first token column of zt, a multiple of 4
+  int32_t count;      // tokens, >= 1
+};
+
+// For every task (host array of num_tasks) and row r, token p in [tok_begin,
+// tok_begin + count): y[y_rows[p], y_col + r] += Σ_c F[r, c] · zt[c, p].
+// zt float32 [n, ldz] (ldz % 4 == 0, 16-byte aligned); y [.., ldy] of dtype
+// (kFloat32/kBFloat16/kFloat16, the tasks' value dtype); y_rows int32. Tasks
+// write disjoint cells. Enqueues one launch per group of up to 32 tasks that
+// share a token-count bucket (<= 4, 8, 16, more).
+cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const float* zt,
+                                int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
+                                DType dtype, cudaStream_t stream);
 
 }  // namespace qwha::kernels::cuda

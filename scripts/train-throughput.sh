@@ -12,6 +12,7 @@
 #   bf16-adapter     --adapter-dtype bfloat16
 #   phases           --profile-phases (per-phase ms/step, a device sync after each phase)
 #   checkpointing    --activation-checkpointing (recompute layer activations in backward)
+# QWHA_TT_SKIP_PEFT=1 leaves the PEFT side out (qwha-train variants only).
 set -uo pipefail
 out="${1:?usage: scripts/train-throughput.sh OUTDIR [STEPS] [WARMUP]}"
 steps="${2:-30}"
@@ -47,6 +48,8 @@ for v in ${QWHA_TT_VARIANTS:-}; do
     *) echo "unknown variant $v" >&2 ;;
   esac
 done
-python3 scripts/bench/peft_lora_throughput.py peft "$work/model" "$steps" "$warmup" \
-  | tee "$out/peft.json"
+if [[ -z "${QWHA_TT_SKIP_PEFT:-}" ]]; then
+  python3 scripts/bench/peft_lora_throughput.py peft "$work/model" "$steps" "$warmup" \
+    | tee "$out/peft.json"
+fi
 rm -rf "$work"

@@ -17,10 +17,6 @@ constexpr std::pair<AdapterType, const char*> kTypeNames[] = {
     {AdapterType::kCloq, "cloq"}, {AdapterType::kRandomWht, "random-wht"},
 };
 
-bool IsSpectrum(AdapterType t) {
-  return t == AdapterType::kQwha || t == AdapterType::kQwhaDataFree || t == AdapterType::kRandomWht;
-}
-
 bool NeedsGram(AdapterType t) { return t == AdapterType::kQwha || t == AdapterType::kCloq; }
 
 std::string ShapeString(const torch::Tensor& t) {
@@ -111,6 +107,10 @@ const char* AdapterTypeName(AdapterType type) {
   return "unknown";
 }
 
+bool IsSpectrumType(AdapterType t) {
+  return t == AdapterType::kQwha || t == AdapterType::kQwhaDataFree || t == AdapterType::kRandomWht;
+}
+
 absl::Status ValidateAdapterConfig(const AdapterConfig& cfg, int64_t out_features,
                                    int64_t in_features) {
   if (out_features <= 0 || in_features <= 0) {
@@ -136,7 +136,7 @@ absl::Status ValidateAdapterConfig(const AdapterConfig& cfg, int64_t out_feature
   if (!(cfg.damp >= 0) || !std::isfinite(cfg.damp)) {
     return absl::InvalidArgumentError(absl::StrCat("damp must be finite and >= 0, got ", cfg.damp));
   }
-  if (IsSpectrum(cfg.type)) {
+  if (IsSpectrumType(cfg.type)) {
     if (absl::StatusOr<kernels::HadamardFactors> f = kernels::FactorHadamardSize(in_features);
         !f.ok()) {
       return absl::InvalidArgumentError(
@@ -202,7 +202,7 @@ absl::StatusOr<std::unique_ptr<Adapter>> CreateEmptyAdapter(const AdapterConfig&
                                                             int64_t in_features) {
   if (absl::Status s = ValidateAdapterConfig(cfg, out_features, in_features); !s.ok()) return s;
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
-  if (IsSpectrum(cfg.type)) {
+  if (IsSpectrumType(cfg.type)) {
     const int64_t count = BudgetParams(cfg, out_features, in_features);
     // A valid placeholder state (first `count` flat positions, zero values).
     return std::make_unique<QwhaAdapter>(cfg.type, out_features, in_features, cfg.scaling, count,

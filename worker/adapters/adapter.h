@@ -38,6 +38,10 @@ enum class AdapterType {
 absl::StatusOr<AdapterType> ParseAdapterType(const std::string& name);
 const char* AdapterTypeName(AdapterType type);
 
+// True for the WHT-spectrum types (qwha, qwha-datafree, random-wht); false for
+// the LoRA family (lora, loftq, cloq).
+bool IsSpectrumType(AdapterType type);
+
 struct AdapterConfig {
   AdapterType type = AdapterType::kQwha;
   // Budget: rank-r equivalent, N = rank * (in + out). Ignored if num_params > 0.

@@ -26,11 +26,6 @@ absl::Status Invalid(const std::string& field, const std::string& reason) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", reason));
 }
 
-bool IsSpectrumAdapter(adapters::AdapterType type) {
-  return type == adapters::AdapterType::kQwha || type == adapters::AdapterType::kQwhaDataFree ||
-         type == adapters::AdapterType::kRandomWht;
-}
-
 absl::Status ConvertQuantization(const qwha::v1::QuantizationConfig& q, quant::QuantConfig& out) {
   if (q.bits() == 0) return Invalid("quantization.bits", "required (2, 3 or 4)");
   if (q.bits() < 2 || q.bits() > 4) {
@@ -63,7 +58,7 @@ absl::Status ConvertAdapter(const qwha::v1::AdapterConfig& a, pipeline::RecipeOp
   if (a.param_count() < 0) {
     return Invalid("adapter.param_count", absl::StrCat("must be >= 0, got ", a.param_count()));
   }
-  if (a.param_count() > 0 && !IsSpectrumAdapter(out.adapter.type)) {
+  if (a.param_count() > 0 && !adapters::IsSpectrumType(out.adapter.type)) {
     return Invalid("adapter.param_count",
                    absl::StrCat("only for spectrum adapters (qwha, random-wht), not ",
                                 adapters::AdapterTypeName(out.adapter.type)));
@@ -129,7 +124,7 @@ absl::Status ConvertTraining(const qwha::v1::TrainingConfig& t, const torch::Dev
                    absl::StrCat("must be finite and >= 0, got ", t.learning_rate()));
   }
   out.train.lr = t.learning_rate() != 0                ? t.learning_rate()
-                 : IsSpectrumAdapter(out.adapter.type) ? kDefaultSpectrumLearningRate
+                 : adapters::IsSpectrumType(out.adapter.type) ? kDefaultSpectrumLearningRate
                                                        : kDefaultLoraLearningRate;
   if (!std::isfinite(t.weight_decay()) || t.weight_decay() < 0) {
     return Invalid("training.weight_decay",

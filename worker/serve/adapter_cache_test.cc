@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -41,9 +42,13 @@ class AdapterCacheTest : public ::testing::Test {
     return std::make_unique<AdapterCache>(serving_.get(), source_.get(), options, observer);
   }
 
+  // The device bytes adapter `id` takes once loaded (its estimate bounds them).
   int64_t Bytes(const std::string& id) {
     AdapterLoader loader(serving_.get(), root_ + "/" + id, "");
-    return *loader.EstimateMemory();
+    EXPECT_TRUE(loader.Load().ok());
+    const int64_t bytes = loader.adapter()->memory_bytes();
+    EXPECT_LE(bytes, *loader.EstimateMemory());
+    return bytes;
   }
 
   std::unique_ptr<model::LlamaModel> model_;
@@ -146,9 +151,7 @@ TEST_F(AdapterCacheTest, SameDigestUnderTwoNamesIsOneCopy) {
 }
 
 TEST_F(AdapterCacheTest, LeastRecentlyUsedIdleVersionsAreEvictedAndReloadedOnDemand) {
-  const int64_t one = Bytes("a0");
-  ASSERT_EQ(Bytes("a1"), one);
-  ASSERT_EQ(Bytes("a2"), one);
+  const int64_t one = std::max({Bytes("a0"), Bytes("a1"), Bytes("a2")});
   auto cache = MakeCache(2 * one + one / 2);  // room for two
   ASSERT_TRUE(cache->Load("a", "a0").ok());
   ASSERT_TRUE(cache->Load("b", "a1").ok());

@@ -25,11 +25,6 @@ absl::Status Invalid(const std::string& where, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
 }
 
-bool IsSpectrumType(adapters::AdapterType t) {
-  return t == adapters::AdapterType::kQwha || t == adapters::AdapterType::kQwhaDataFree ||
-         t == adapters::AdapterType::kRandomWht;
-}
-
 // The adapter settings that rebuild the training-time AdapterConfig.
 struct ConfigFile {
   adapters::AdapterConfig config;
@@ -126,9 +121,6 @@ int64_t ElementSize(torch::ScalarType t) { return static_cast<int64_t>(c10::elem
 
 int64_t TensorBytes(const torch::Tensor& t) {
   if (!t.defined()) return 0;
-  if (t.layout() == torch::kSparseCsr) {
-    return TensorBytes(t.crow_indices()) + TensorBytes(t.col_indices()) + TensorBytes(t.values());
-  }
   return static_cast<int64_t>(t.storage().nbytes());
 }
 
@@ -171,8 +163,9 @@ absl::StatusOr<int64_t> EstimateAdapterMemory(const std::string& dir, const Serv
     for (int64_t d : shape) numel *= d;
     const std::string& name = parts->second;
     if (name == "spectrum_values") {
-      // int32 column + float32 value per entry, int32 row offsets.
-      bytes += numel * (4 + 4) + (model.slots()[*index].out_features + 1) * 4;
+      const SlotInfo& info = model.slots()[*index];
+      bytes += kernels::PackedSpectrumBytesBound(numel, info.out_features, info.in_features,
+                                                 model.dtype());
     } else if (name == "lora_A" || name == "lora_B") {
       bytes += numel * elem;
     }
@@ -208,7 +201,7 @@ absl::StatusOr<std::unique_ptr<ServingAdapter>> ServingAdapter::Create(
     const int64_t in_f = info.in_features;
     SlotDelta& delta = out->slots_[*index];
     try {
-      if (IsSpectrumType(files.type)) {
+      if (adapters::IsSpectrumType(files.type)) {
         auto values_it = state.find("spectrum_values");
         if (values_it == state.end()) return Invalid(slot_name, "missing entry spectrum_values");
         // Rebuild the adapter through the library to reuse its validation
@@ -224,18 +217,12 @@ absl::StatusOr<std::unique_ptr<ServingAdapter>> ServingAdapter::Create(
         auto sd = qwha.StateDict();
         const torch::Tensor index_t = sd.at("spectrum_index");
         if (index_t.numel() == 0) continue;
-        const torch::Tensor rows = torch::div(index_t, in_f, "floor");
-        const torch::Tensor cols = index_t - rows * in_f;
-        const torch::Tensor counts = torch::bincount(rows, /*weights=*/{}, out_f);
-        const torch::Tensor crow =
-            torch::cat({torch::zeros({1}, torch::kLong), counts.cumsum(0)}).to(torch::kInt32);
-        const torch::Tensor values = sd.at("spectrum_values").to(torch::kFloat64) *
-                                     (qwha.scaling() / static_cast<double>(in_f));
-        const auto dev = torch::TensorOptions().device(model.device());
+        absl::StatusOr<kernels::PackedSpectrum> packed = kernels::PackSpectrum(
+            index_t, sd.at("spectrum_values"), out_f, in_f,
+            qwha.scaling() / static_cast<double>(in_f), model.dtype(), model.device());
+        if (!packed.ok()) return Invalid(slot_name, std::string(packed.status().message()));
         delta.kind = SlotDelta::Kind::kSpectrum;
-        delta.spectrum = torch::sparse_csr_tensor(
-            crow.to(dev.dtype(torch::kInt32)), cols.to(dev.dtype(torch::kInt32)),
-            values.to(dev.dtype(torch::kFloat32)), {out_f, in_f}, dev.dtype(torch::kFloat32));
+        delta.spectrum = *std::move(packed);
       } else {
         auto a_it = state.find("lora_A");
         if (a_it == state.end() || a_it->second.dim() != 2) {
@@ -273,7 +260,12 @@ torch::Tensor ServingAdapter::ApplyDelta(int64_t index, const torch::Tensor& x,
   const SlotDelta& d = slot(index);
   if (d.kind == SlotDelta::Kind::kSpectrum) {
     const torch::Tensor z = xh_t.defined() ? xh_t : SpectrumInput(x);
-    return torch::mm(d.spectrum, z).t().to(x.scalar_type());
+    const int64_t m = x.size(0);
+    torch::Tensor y = torch::zeros({m, d.spectrum.rows}, x.options());
+    const torch::Tensor rows =
+        torch::arange(m, torch::TensorOptions().dtype(torch::kInt32).device(x.device()));
+    kernels::SpectrumApply(z, {{&d.spectrum, 0, 0, m}}, rows, y);
+    return y;
   }
   TORCH_CHECK(d.kind == SlotDelta::Kind::kLora, "slot ", index, " has no adapter");
   return torch::matmul(torch::matmul(x, d.lora_a.t()), d.lora_b.t());
@@ -281,10 +273,10 @@ torch::Tensor ServingAdapter::ApplyDelta(int64_t index, const torch::Tensor& x,
 
 void ServingAdapter::ForEachTensor(const std::function<void(const torch::Tensor&)>& fn) const {
   for (const SlotDelta& d : slots_) {
-    if (d.spectrum.defined()) {
-      fn(d.spectrum.crow_indices());
-      fn(d.spectrum.col_indices());
-      fn(d.spectrum.values());
+    if (d.spectrum.values.defined()) {
+      fn(d.spectrum.row_ptr);
+      fn(d.spectrum.gaps);
+      fn(d.spectrum.values);
     }
     if (d.lora_a.defined()) fn(d.lora_a);
     if (d.lora_b.defined()) fn(d.lora_b);

@@ -3,16 +3,19 @@
 //
 //   QWHA spectrum (qwha, qwha-datafree, random-wht):
 //     Δ(x) = (s/n) · (x Hᵀ) · F_denseᵀ
-//     F is kept sparse: a CSR matrix [out, n] with int32 indices and float32
-//     values pre-multiplied by s/n (4 + 4 bytes per parameter, plus
-//     4·(out + 1) row offsets). The product runs as FWHT (kernels/fwht.h) of
-//     the rows, then one sparse × dense product.
+//     F is kept sparse in the packed layout of kernels/spectrum_apply.h:
+//     8-bit column steps and values pre-multiplied by s/n in the serving
+//     dtype (3 bytes per parameter in bfloat16, plus row padding, fillers for
+//     column steps over 255 and 4·(out + 1) row offsets). The product runs as
+//     FWHT (kernels/fwht.h) of the rows, then kernels::SpectrumApply, which
+//     serves every adapter of a batch and every slot sharing an input in one
+//     pass.
 //   LoRA family (lora, loftq, cloq):
 //     Δ(x) = (x Aᵀ) (scale · B)ᵀ, A [r, in] and scale·B [out, r] in the
 //     serving dtype.
 //
-// memory_bytes() is the exact storage of these tensors on the serving device
-// (what EstimateAdapterMemory predicts before loading).
+// memory_bytes() is the exact storage of these tensors on the serving device;
+// EstimateAdapterMemory bounds it from above before loading.
 //
 // Thread safety: immutable after construction; ApplyDelta may run
 // concurrently. Ownership: the tensors belong to the adapter; dropping the
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/spectrum_apply.h"
 #include "worker/adapters/adapter.h"
 
 namespace qwha::serve {
@@ -38,7 +42,7 @@ class ServingModel;
 struct SlotDelta {
   enum class Kind { kNone, kSpectrum, kLora };
   Kind kind = Kind::kNone;
-  torch::Tensor spectrum;  // kSpectrum: sparse CSR [out, n] float32, values · s/n
+  kernels::PackedSpectrum spectrum;  // kSpectrum: F [out, n], values · s/n, serving dtype
   torch::Tensor lora_a;    // kLora: [r, in], serving dtype
   torch::Tensor lora_b;    // kLora: scale · B [out, r], serving dtype
 };
@@ -61,9 +65,10 @@ struct AdapterFileContents {
 // errors name the path.
 absl::StatusOr<AdapterFileContents> ReadAdapterFiles(const std::string& dir);
 
-// An upper bound (exact for the formats above) of the device bytes the
-// adapter in `dir` takes once loaded for `model`, from the safetensors header
-// alone (no tensor data is read). Errors as ReadAdapterFiles.
+// An upper bound of the device bytes the adapter in `dir` takes once loaded
+// for `model`, from the safetensors header alone (no tensor data is read):
+// exact for LoRA; for spectra it assumes the worst padding and fillers
+// (kernels::PackedSpectrumBytesBound). Errors as ReadAdapterFiles.
 absl::StatusOr<int64_t> EstimateAdapterMemory(const std::string& dir, const ServingModel& model);
 
 class ServingAdapter {
@@ -86,7 +91,7 @@ class ServingAdapter {
   // The correction of slot `index` (kind kNone when the slot has none).
   const SlotDelta& slot(int64_t index) const { return slots_.at(static_cast<size_t>(index)); }
 
-  // Δ for rows x [m, in] of slot `index` in x's dtype ([m, out]). For spectrum
+  // Δ for rows x [m, in] (in the serving dtype) of slot `index` ([m, out]). For spectrum
   // slots `xh_t` may carry FWHT(x)ᵀ [n, m] float32 already computed for these
   // rows (shared by q/k/v and gate/up); pass an undefined tensor otherwise.
   // Precondition: slot(index).kind != kNone.
@@ -104,7 +109,7 @@ class ServingAdapter {
   int64_t memory_bytes_ = 0;
 };
 
-// Bytes of a tensor's storage (values, indices and row offsets of a CSR tensor).
+// Bytes of a tensor's storage.
 int64_t TensorBytes(const torch::Tensor& t);
 
 // FWHT(x)ᵀ: [n, m] float32 for rows x [m, n] (the shared first half of the

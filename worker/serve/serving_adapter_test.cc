@@ -31,7 +31,17 @@ TEST_P(ServingAdapterTest, DeltaEqualsTheAdaptersOwnForwardAndMemoryIsAsEstimate
   ASSERT_TRUE(loader.Load().ok());
   const ServingAdapter& adapter = *loader.adapter();
   EXPECT_EQ(adapter.digest(), "digest-1");
-  EXPECT_EQ(adapter.memory_bytes(), *estimate);
+  // Exact for LoRA; an upper bound for packed spectra (padding and fillers
+  // depend on the indices, which the estimate does not read).
+  if (GetParam() == AdapterType::kLora) {
+    EXPECT_EQ(adapter.memory_bytes(), *estimate);
+  } else {
+    EXPECT_LE(adapter.memory_bytes(), *estimate);
+    EXPECT_GE(adapter.memory_bytes(), *estimate / 2);
+  }
+  int64_t owned = 0;
+  adapter.ForEachTensor([&](const torch::Tensor& t) { owned += TensorBytes(t); });
+  EXPECT_EQ(adapter.memory_bytes(), owned);
   EXPECT_GT(adapter.memory_bytes(), 0);
 
   torch::manual_seed(5);

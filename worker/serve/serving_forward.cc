@@ -7,6 +7,7 @@
 #include <map>
 
 #include "kernels/rms_norm.h"
+#include "kernels/spectrum_apply.h"
 #include "worker/serve/kv_pool.h"
 #include "worker/serve/serving_adapter.h"
 #include "worker/serve/serving_forward_internal.h"
@@ -40,22 +41,34 @@ torch::Tensor ServingModel::RmsNorm(const torch::Tensor& x, const torch::Tensor&
 void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
                              const torch::Tensor& x, torch::Tensor& y) const {
   const int64_t base = layer * kSlotsPerLayer;
+  // Spectrum adapters: one FWHT of the input rows they correct (shared by
+  // q/k/v, gate/up) and one SpectrumApply for every slot of every adapter.
+  std::vector<kernels::SpectrumTask> tasks;
   for (const Rows::Group& g : rows.groups) {
-    bool any = false, spectrum = false;
-    for (int k = first_kind; k < first_kind + kinds; ++k) {
-      const SlotDelta::Kind kind = g.adapter->slot(base + k).kind;
-      any = any || kind != SlotDelta::Kind::kNone;
-      spectrum = spectrum || kind == SlotDelta::Kind::kSpectrum;
-    }
-    if (!any) continue;
-    const torch::Tensor xg = g.all ? x : x.index_select(0, g.rows);
-    // FWHT(x) once for the slots that share this input (q/k/v, gate/up).
-    const torch::Tensor xh_t = spectrum ? SpectrumInput(xg) : torch::Tensor();
+    if (g.tok_begin < 0) continue;
     int64_t offset = 0;
     for (int k = first_kind; k < first_kind + kinds; ++k) {
+      const SlotDelta& d = g.adapter->slot(base + k);
+      if (d.kind == SlotDelta::Kind::kSpectrum) {
+        tasks.push_back({&d.spectrum, offset, g.tok_begin, g.rows.size(0)});
+      }
+      offset += slots_[static_cast<size_t>(base + k)].out_features;
+    }
+  }
+  if (!tasks.empty()) {
+    kernels::SpectrumApply(SpectrumInput(x.index_select(0, rows.spectrum_gather)), tasks,
+                           rows.spectrum_rows, y);
+  }
+  // LoRA adapters, group by group.
+  for (const Rows::Group& g : rows.groups) {
+    if (g.tok_begin >= 0) continue;
+    int64_t offset = 0;
+    torch::Tensor xg;
+    for (int k = first_kind; k < first_kind + kinds; ++k) {
       const int64_t out = slots_[static_cast<size_t>(base + k)].out_features;
-      if (g.adapter->slot(base + k).kind != SlotDelta::Kind::kNone) {
-        torch::Tensor delta = g.adapter->ApplyDelta(base + k, xg, xh_t);
+      if (g.adapter->slot(base + k).kind == SlotDelta::Kind::kLora) {
+        if (!xg.defined()) xg = g.all ? x : x.index_select(0, g.rows);
+        torch::Tensor delta = g.adapter->ApplyDelta(base + k, xg, torch::Tensor());
         torch::Tensor target = y.narrow(1, offset, out);
         if (g.all) {
           target.add_(delta);
@@ -183,9 +196,19 @@ torch::Tensor ServingModel::Forward(const std::vector<StepSegment>& segments, Kv
     rows.single_length = LongTensor(single_length, device_);
     rows.single_leading = leading;
   }
+  std::vector<int64_t> spectrum_gather;
   for (auto& [adapter, list] : by_adapter) {
     const bool all = static_cast<int64_t>(list.size()) == rows.count;
     rows.groups.push_back({adapter, LongTensor(list, device_), all});
+    if (adapters::IsSpectrumType(adapter->type())) {
+      rows.groups.back().tok_begin = static_cast<int64_t>(spectrum_gather.size());
+      spectrum_gather.insert(spectrum_gather.end(), list.begin(), list.end());
+      spectrum_gather.resize((spectrum_gather.size() + 3) / 4 * 4, 0);
+    }
+  }
+  if (!spectrum_gather.empty()) {
+    rows.spectrum_gather = LongTensor(spectrum_gather, device_);
+    rows.spectrum_rows = rows.spectrum_gather.to(torch::kInt32);
   }
 
   for (int64_t id : ids) {

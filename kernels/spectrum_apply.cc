@@ -1,0 +1,274 @@
+// Packing of spectra (CPU), the CPU product and the CUDA dispatch of
+// spectrum_apply.h. The CPU loops follow the CUDA kernel's arithmetic: float32
+// sums per token, y read, added to and rounded once.
+#include "kernels/spectrum_apply.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+#ifdef QWHA_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "kernels/cuda_dtype.h"
+#include "kernels/cuda_launchers.h"
+#endif
+
+namespace qwha::kernels {
+namespace {
+
+constexpr int64_t kMaxStep = 255;
+
+bool SupportedValueDtype(torch::ScalarType t) {
+  return t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16;
+}
+
+int64_t Storage(const torch::Tensor& t) {
+  return t.defined() ? static_cast<int64_t>(t.numel() * t.element_size()) : 0;
+}
+
+// Entries a row takes: its k entries, one filler per step beyond 255, then
+// padding to a multiple of 4. cols [k], increasing.
+int64_t RowEntries(const int64_t* cols, int64_t k) {
+  int64_t entries = k;
+  int64_t prev = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t step = cols[i] - prev;
+    if (step > kMaxStep) entries += (step - 1) / kMaxStep;
+    prev = cols[i];
+  }
+  return (entries + 3) / 4 * 4;
+}
+
+}  // namespace
+
+int64_t PackedSpectrum::bytes() const {
+  return Storage(row_ptr) + Storage(gaps) + Storage(values);
+}
+
+int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
+                                 torch::ScalarType value_dtype) {
+  const int64_t per_row = 3 + (n + kMaxStep - 1) / kMaxStep;
+  const int64_t entries = count + rows * per_row;
+  return 4 * (rows + 1) + entries * (1 + static_cast<int64_t>(c10::elementSize(value_dtype)));
+}
+
+absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
+                                            const torch::Tensor& values, int64_t rows, int64_t n,
+                                            double scale, torch::ScalarType value_dtype,
+                                            const torch::Device& device) {
+  if (!SupportedValueDtype(value_dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PackSpectrum: value dtype must be float32, bfloat16 or float16, got ",
+        c10::toString(value_dtype)));
+  }
+  if (rows < 0 || n < 1 || rows * n >= (int64_t{1} << 62)) {
+    return absl::InvalidArgumentError(absl::StrCat("PackSpectrum: bad shape [", rows, ", ", n, "]"));
+  }
+  if (!flat_index.defined() || !values.defined() || flat_index.dim() != 1 || values.dim() != 1 ||
+      flat_index.size(0) != values.size(0) || flat_index.scalar_type() != torch::kInt64 ||
+      !values.is_floating_point()) {
+    return absl::InvalidArgumentError(
+        "PackSpectrum: flat_index (int64) and values (float) must be 1-D of equal length");
+  }
+  const torch::Tensor index = flat_index.to(torch::kCPU).contiguous();
+  const int64_t count = index.size(0);
+  const int64_t* idx = index.data_ptr<int64_t>();
+  for (int64_t t = 0; t < count; ++t) {
+    if (idx[t] < 0 || idx[t] >= rows * n) {
+      return absl::InvalidArgumentError(absl::StrCat("PackSpectrum: index ", idx[t], " at ", t,
+                                                     " is outside [0, ", rows * n, ")"));
+    }
+    if (t > 0 && idx[t] <= idx[t - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PackSpectrum: indices must be strictly increasing; ", idx[t], " at ", t,
+          " follows ", idx[t - 1]));
+    }
+  }
+  // Entries of each row: [first[r], first[r + 1]) of the input.
+  std::vector<int64_t> first(static_cast<size_t>(rows) + 1, count);
+  {
+    int64_t t = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      first[static_cast<size_t>(r)] = t;
+      while (t < count && idx[t] / n == r) ++t;
+    }
+    first[static_cast<size_t>(rows)] = count;
+  }
+  std::vector<int64_t> cols(static_cast<size_t>(count));
+  for (int64_t t = 0; t < count; ++t) cols[static_cast<size_t>(t)] = idx[t] % n;
+
+  torch::Tensor row_ptr = torch::empty({rows + 1}, torch::kInt32);
+  int32_t* rp = row_ptr.data_ptr<int32_t>();
+  std::vector<int64_t> offsets(static_cast<size_t>(rows) + 1, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = first[static_cast<size_t>(r)];
+    offsets[static_cast<size_t>(r) + 1] =
+        offsets[static_cast<size_t>(r)] +
+        RowEntries(cols.data() + b, first[static_cast<size_t>(r) + 1] - b);
+  }
+  const int64_t entries = offsets.back();
+  if (entries >= (int64_t{1} << 31)) {
+    return absl::InvalidArgumentError("PackSpectrum: more than 2^31 packed entries");
+  }
+  for (int64_t r = 0; r <= rows; ++r) rp[r] = static_cast<int32_t>(offsets[static_cast<size_t>(r)]);
+
+  // Steps, and for each entry the input value it takes (-1: filler/padding).
+  torch::Tensor gaps = torch::zeros({entries}, torch::kUInt8);
+  torch::Tensor source = torch::full({entries}, -1, torch::kInt64);
+  uint8_t* gp = gaps.data_ptr<uint8_t>();
+  int64_t* sp = source.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t e = offsets[static_cast<size_t>(r)];
+      int64_t prev = 0;
+      for (int64_t t = first[static_cast<size_t>(r)]; t < first[static_cast<size_t>(r) + 1]; ++t) {
+        int64_t step = cols[static_cast<size_t>(t)] - prev;
+        while (step > kMaxStep) {  // filler: value 0, step 255
+          gp[e++] = static_cast<uint8_t>(kMaxStep);
+          step -= kMaxStep;
+        }
+        gp[e] = static_cast<uint8_t>(step);
+        sp[e++] = t;
+        prev = cols[static_cast<size_t>(t)];
+      }
+    }
+  });
+  const torch::Tensor scaled = (values.to(torch::kCPU, torch::kFloat64) * scale).to(value_dtype);
+  const torch::Tensor real = source.ge(0);
+  torch::Tensor packed_values = torch::zeros({entries}, scaled.options());
+  packed_values.masked_scatter_(real, scaled.index_select(0, source.masked_select(real)));
+
+  PackedSpectrum out;
+  out.rows = rows;
+  out.n = n;
+  out.row_ptr = row_ptr.to(device);
+  out.gaps = gaps.to(device);
+  out.values = packed_values.to(device);
+  return out;
+}
+
+torch::Tensor UnpackSpectrum(const PackedSpectrum& f) {
+  const torch::Tensor rp = f.row_ptr.to(torch::kCPU);
+  const torch::Tensor gaps = f.gaps.to(torch::kCPU);
+  const torch::Tensor values = f.values.to(torch::kCPU, torch::kFloat32);
+  torch::Tensor dense = torch::zeros({f.rows, f.n}, torch::kFloat32);
+  const int32_t* r = rp.data_ptr<int32_t>();
+  const uint8_t* g = gaps.data_ptr<uint8_t>();
+  const float* v = values.data_ptr<float>();
+  float* d = dense.data_ptr<float>();
+  for (int64_t row = 0; row < f.rows; ++row) {
+    int64_t col = 0;
+    for (int32_t e = r[row]; e < r[row + 1]; ++e) {
+      col += g[e];
+      d[row * f.n + col] += v[e];  // fillers and padding add 0
+    }
+  }
+  return dense.to(f.device());
+}
+
+namespace {
+
+template <typename E>
+void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
+              const torch::Tensor& y_rows, torch::Tensor& y) {
+  const float* z = zt.data_ptr<float>();
+  const int64_t ldz = zt.stride(0);
+  const int32_t* yr = y_rows.data_ptr<int32_t>();
+  E* out = y.data_ptr<E>();
+  const int64_t ldy = y.stride(0);
+  for (const SpectrumTask& task : tasks) {
+    const PackedSpectrum& f = *task.spectrum;
+    const int32_t* rp = f.row_ptr.data_ptr<int32_t>();
+    const uint8_t* gaps = f.gaps.data_ptr<uint8_t>();
+    const E* values = f.values.data_ptr<E>();
+    at::parallel_for(0, f.rows, 16, [&](int64_t r0, int64_t r1) {
+      std::vector<float> acc(static_cast<size_t>(task.count));
+      for (int64_t r = r0; r < r1; ++r) {
+        std::fill(acc.begin(), acc.end(), 0.f);
+        int64_t col = 0;
+        for (int32_t e = rp[r]; e < rp[r + 1]; ++e) {
+          col += gaps[e];
+          const float v = static_cast<float>(values[e]);
+          const float* zc = z + col * ldz + task.tok_begin;
+          for (int64_t t = 0; t < task.count; ++t) acc[static_cast<size_t>(t)] += v * zc[t];
+        }
+        for (int64_t t = 0; t < task.count; ++t) {
+          E& dst = out[static_cast<int64_t>(yr[task.tok_begin + t]) * ldy + task.y_col + r];
+          dst = static_cast<E>(static_cast<float>(dst) + acc[static_cast<size_t>(t)]);
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
+                   const torch::Tensor& y_rows, torch::Tensor& y) {
+  TORCH_CHECK(zt.dim() == 2 && zt.scalar_type() == torch::kFloat32,
+              "SpectrumApply: zt must be float32 [n, tokens]");
+  TORCH_CHECK(y.dim() == 2 && y.stride(1) == 1, "SpectrumApply: y must be 2-D with unit column "
+              "stride");
+  TORCH_CHECK(y_rows.dim() == 1 && y_rows.scalar_type() == torch::kInt32 &&
+                  y_rows.device() == y.device() && y_rows.is_contiguous(),
+              "SpectrumApply: y_rows must be contiguous int32 on y's device");
+  TORCH_CHECK(zt.device() == y.device(), "SpectrumApply: zt and y must share a device");
+  if (tasks.empty()) return;
+  torch::Tensor z = zt;
+  if (!z.is_contiguous() || z.size(1) % 4 != 0) {
+    // The kernel reads tokens in aligned groups of 4.
+    torch::Tensor padded = torch::zeros({z.size(0), (z.size(1) + 3) / 4 * 4}, z.options());
+    padded.narrow(1, 0, z.size(1)).copy_(z);
+    z = padded;
+  }
+  for (const SpectrumTask& t : tasks) {
+    TORCH_CHECK(t.spectrum != nullptr, "SpectrumApply: task without a spectrum");
+    const PackedSpectrum& f = *t.spectrum;
+    TORCH_CHECK(f.n == zt.size(0), "SpectrumApply: spectrum width ", f.n, " != zt rows ",
+                zt.size(0));
+    TORCH_CHECK(f.values.scalar_type() == y.scalar_type(), "SpectrumApply: spectrum values are ",
+                c10::toString(f.values.scalar_type()), ", y is ", c10::toString(y.scalar_type()));
+    TORCH_CHECK(f.values.device() == y.device(), "SpectrumApply: spectrum on ",
+                f.values.device(), ", y on ", y.device());
+    TORCH_CHECK(t.y_col >= 0 && t.y_col + f.rows <= y.size(1), "SpectrumApply: columns [",
+                t.y_col, ", ", t.y_col + f.rows, ") exceed y's ", y.size(1));
+    TORCH_CHECK(t.count >= 0 && t.tok_begin >= 0 && t.tok_begin % 4 == 0 &&
+                    t.tok_begin + t.count <= zt.size(1) && t.tok_begin + t.count <= y_rows.size(0),
+                "SpectrumApply: tokens [", t.tok_begin, ", ", t.tok_begin + t.count,
+                ") do not fit zt (", zt.size(1), ") and y_rows (", y_rows.size(0),
+                ") or start unaligned");
+  }
+  if (y.is_cpu()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "SpectrumApplyCpu",
+                                    [&] { ApplyCpu<scalar_t>(z, tasks, y_rows, y); });
+    return;
+  }
+#ifdef QWHA_WITH_CUDA
+  TORCH_CHECK(y.is_cuda(), "SpectrumApply: unsupported device ", y.device());
+  TORCH_CHECK(y.scalar_type() != torch::kFloat64, "SpectrumApply: float64 is CPU only");
+  std::vector<cuda::SpectrumApplyTask> device_tasks;
+  for (const SpectrumTask& t : tasks) {
+    const PackedSpectrum& f = *t.spectrum;
+    if (t.count == 0 || f.rows == 0) continue;
+    device_tasks.push_back({f.row_ptr.data_ptr<int32_t>(), f.gaps.data_ptr<uint8_t>(),
+                            f.values.data_ptr(), static_cast<int32_t>(f.rows),
+                            static_cast<int32_t>(t.y_col), static_cast<int32_t>(t.tok_begin),
+                            static_cast<int32_t>(t.count)});
+  }
+  const cudaError_t err = cuda::LaunchSpectrumApply(
+      device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr<float>(), z.stride(0),
+      y.data_ptr(), y.stride(0), y_rows.data_ptr<int32_t>(), ToCudaDType(y.scalar_type()),
+      at::cuda::getCurrentCUDAStream(y.device().index()).stream());
+  TORCH_CHECK(err == cudaSuccess, "qwha::kernels::SpectrumApply: CUDA launch failed: ",
+              cudaGetErrorString(err));
+#else
+  TORCH_CHECK(false, "SpectrumApply: this build has no CUDA kernels (device ", y.device(), ")");
+#endif
+}
+
+}  // namespace qwha::kernels

@@ -1,0 +1,88 @@
+// Packed QWHA spectra and their batched product, for serving many adapters on
+// one base (worker/serve).
+//
+// A spectrum F [rows, n] (sparse; values already multiplied by s/n) is packed
+// row by row, entries in increasing column order:
+//   gaps[e]    uint8: the column step from the row's previous entry (the first
+//              entry's step is from column 0). A step of 256 or more is split
+//              by filler entries of step 255 and value 0.
+//   values[e]  the value, in float32, bfloat16 or float16.
+// Each row is padded with (step 0, value 0) entries to a multiple of 4; row r
+// spans entries [row_ptr[r], row_ptr[r + 1]). With bfloat16 values an entry
+// takes 3 bytes (int32 CSR with float32 values: 8). Fillers and padding add
+// zero terms only, so they change no result.
+//
+// SpectrumApply computes, for a list of tasks {F, y_col, tok_begin, count},
+//   y[y_rows[p], y_col + r] += Σ_c F[r, c] · zt[c, p]
+//       for every row r of F and p in [tok_begin, tok_begin + count)
+// with zt = FWHT(x)ᵀ of the tokens (float32, [n, ldz]): one launch serves the
+// q/k/v (or gate/up) slots of every adapter in a batch. The CUDA kernel gives
+// each row of F to one warp, which reads the row once for up to 32 tokens
+// (decoding 4 entries per lane, column steps by a warp scan), keeps one float32
+// sum per token per lane and reduce-scatters them across the warp at the end
+// of the row. Sums are float32 on every device; y is read, added to and
+// rounded once.
+//
+// Thread safety: all functions are safe to call concurrently; tasks of one
+// SpectrumApply call must write disjoint cells of y.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace qwha::kernels {
+
+struct PackedSpectrum {
+  int64_t rows = 0;
+  int64_t n = 0;
+  torch::Tensor row_ptr;  // int32 [rows + 1], multiples of 4
+  torch::Tensor gaps;     // uint8 [entries]
+  torch::Tensor values;   // [entries], float32 / bfloat16 / float16
+
+  // Bytes of the three tensors.
+  int64_t bytes() const;
+  torch::ScalarType dtype() const { return values.scalar_type(); }
+  const torch::Device device() const { return values.device(); }
+};
+
+// An upper bound of PackedSpectrum::bytes() for `count` entries of a
+// [rows, n] spectrum with values in `value_dtype` (at most 3 padding entries
+// and one filler per 255 columns in every row).
+int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
+                                 torch::ScalarType value_dtype);
+
+// Packs the entries flat_index[t] = row · n + col (int64 [N], strictly
+// increasing) with values[t] · scale (values [N] float; scaled in float64,
+// rounded once to value_dtype), then moves the result to `device`. The inputs
+// may live on any device (they are read on the CPU). InvalidArgument naming
+// the problem for an index that is out of [0, rows · n) or not increasing,
+// mismatched sizes or an unsupported value dtype.
+absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
+                                            const torch::Tensor& values, int64_t rows, int64_t n,
+                                            double scale, torch::ScalarType value_dtype,
+                                            const torch::Device& device);
+
+// The dense F [rows, n] in float32 on the spectrum's device (tests, checks).
+torch::Tensor UnpackSpectrum(const PackedSpectrum& f);
+
+struct SpectrumTask {
+  const PackedSpectrum* spectrum;
+  int64_t y_col = 0;      // row r of F adds to column y_col + r of y
+  int64_t tok_begin = 0;  // first token column of zt; a multiple of 4
+  int64_t count = 0;      // tokens
+};
+
+// The product above. zt: float32 [n, ldz] contiguous on y's device; y: [M,
+// cols] with unit column stride, the dtype of every task's values; y_rows:
+// int32 [>= tok_begin + count of every task] on y's device, values in [0, M).
+// Every spectrum has n == zt.size(0) and y_col + rows <= cols. Throws
+// c10::Error when a precondition that can be checked without reading device
+// memory fails.
+void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
+                   const torch::Tensor& y_rows, torch::Tensor& y);
+
+}  // namespace qwha::kernels

@@ -1,0 +1,203 @@
+// Packed spectra: packing against the dense definition (fillers for long
+// steps, padding, empty and full rows), the byte bound, input errors, and the
+// batched product against a float64 reference on fresh random inputs, on the
+// CPU and (when available) on CUDA, where it is also checked against the CPU.
+#include "kernels/spectrum_apply.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace qwha::kernels {
+namespace {
+
+std::vector<torch::Device> Devices() {
+  std::vector<torch::Device> d = {torch::kCPU};
+  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
+  return d;
+}
+
+// Sorted unique flat indices with rows of very different fill: row 0 empty,
+// row 1 full, row 2 only column n - 1 (a long step), the rest random with
+// `density`.
+torch::Tensor MixedIndex(int64_t rows, int64_t n, double density) {
+  std::vector<int64_t> idx;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (r == 0) continue;
+    if (r == 1) {
+      for (int64_t c = 0; c < n; ++c) idx.push_back(r * n + c);
+      continue;
+    }
+    if (r == 2) {
+      idx.push_back(r * n + n - 1);
+      continue;
+    }
+    torch::Tensor keep = torch::rand({n}).lt(density);
+    for (int64_t c = 0; c < n; ++c) {
+      if (keep[c].item<bool>()) idx.push_back(r * n + c);
+    }
+  }
+  return torch::tensor(idx, torch::kInt64);
+}
+
+torch::Tensor Dense64(const torch::Tensor& idx, const torch::Tensor& values, int64_t rows,
+                      int64_t n, double scale) {
+  torch::Tensor d = torch::zeros({rows * n}, torch::kFloat64);
+  d.index_put_({idx}, values.to(torch::kFloat64) * scale);
+  return d.view({rows, n});
+}
+
+TEST(SpectrumApplyTest, PackingKeepsEveryEntryAndRespectsTheBound) {
+  torch::manual_seed(3);
+  for (torch::Device dev : Devices()) {
+    for (int64_t n : {int64_t{96}, int64_t{1024}, int64_t{5120}}) {
+      for (torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
+        const int64_t rows = 9;
+        torch::Tensor idx = MixedIndex(rows, n, 0.03);
+        torch::Tensor values = torch::randn({idx.size(0)}, torch::kFloat64);
+        auto f = PackSpectrum(idx, values, rows, n, 0.25, dtype, dev);
+        ASSERT_TRUE(f.ok()) << f.status();
+        EXPECT_EQ(f->rows, rows);
+        EXPECT_EQ(f->n, n);
+        EXPECT_EQ(f->values.device(), dev);
+        EXPECT_EQ(f->dtype(), dtype);
+        torch::Tensor rp = f->row_ptr.cpu();
+        for (int64_t r = 0; r <= rows; ++r) EXPECT_EQ(rp[r].item<int>() % 4, 0) << r;
+        EXPECT_EQ(rp[0].item<int>(), 0);
+        EXPECT_EQ(rp[rows].item<int64_t>(), f->values.size(0));
+        // Row 2 (one entry at column n - 1) needs fillers once n - 1 > 255.
+        EXPECT_GE(rp[3].item<int>() - rp[2].item<int>(), 1 + (n - 2) / 255);
+        // Values are rounded once to the dtype: the dense form equals the
+        // rounded float64 definition exactly.
+        torch::Tensor expected =
+            Dense64(idx, values, rows, n, 0.25).to(dtype).to(torch::kFloat32);
+        EXPECT_TRUE(torch::equal(UnpackSpectrum(*f).cpu(), expected)) << n << " " << dtype;
+        EXPECT_LE(f->bytes(), PackedSpectrumBytesBound(idx.size(0), rows, n, dtype));
+        EXPECT_EQ(f->bytes(), 4 * (rows + 1) + f->values.size(0) * (1 + c10::elementSize(dtype)));
+      }
+    }
+  }
+}
+
+TEST(SpectrumApplyTest, PackingRefusesBadInput) {
+  const torch::Tensor v = torch::ones({3});
+  auto bad = [&](const torch::Tensor& idx, const torch::Tensor& values,
+                 torch::ScalarType dtype = torch::kFloat32) {
+    return PackSpectrum(idx, values, 4, 8, 1.0, dtype, torch::kCPU).status();
+  };
+  EXPECT_NE(bad(torch::tensor({0, 5, 32}, torch::kInt64), v).message().find("outside"),
+            std::string::npos);
+  EXPECT_NE(bad(torch::tensor({0, 5, 5}, torch::kInt64), v).message().find("increasing"),
+            std::string::npos);
+  EXPECT_NE(bad(torch::tensor({-1, 5, 6}, torch::kInt64), v).message().find("outside"),
+            std::string::npos);
+  EXPECT_FALSE(bad(torch::tensor({0, 5}, torch::kInt64), v).ok());
+  EXPECT_FALSE(bad(torch::tensor({0, 5, 6}, torch::kInt32), v).ok());
+  EXPECT_NE(bad(torch::tensor({0, 5, 6}, torch::kInt64), v, torch::kFloat64).message().find(
+                "dtype"),
+            std::string::npos);
+}
+
+struct TaskSpec {
+  int64_t rows, count;
+};
+
+// Several spectra over one input, tokens of each task interleaved across y's
+// rows (as requests of different adapters are in a decode batch), token
+// counts that hit every bucket and the > 32 loop, output columns at offsets.
+void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
+                const std::vector<TaskSpec>& specs, double tol) {
+  SCOPED_TRACE(c10::str(dev, " ", dtype, " n=", n));
+  std::vector<PackedSpectrum> spectra;
+  std::vector<torch::Tensor> dense;
+  int64_t tokens = 0, cols = 0;
+  std::vector<int64_t> begin, col;
+  for (const TaskSpec& s : specs) {
+    torch::Tensor idx = MixedIndex(s.rows, n, 0.05);
+    torch::Tensor values = torch::randn({idx.size(0)}, torch::kFloat64);
+    auto f = PackSpectrum(idx, values, s.rows, n, 0.5, dtype, dev);
+    ASSERT_TRUE(f.ok()) << f.status();
+    dense.push_back(Dense64(idx, values, s.rows, n, 0.5).to(dtype).to(torch::kFloat64));
+    spectra.push_back(*std::move(f));
+    begin.push_back(tokens);
+    tokens += (s.count + 3) / 4 * 4;
+    col.push_back(cols);
+    cols += s.rows + 3;
+  }
+  // y rows: a random permutation of the real tokens (padding slots point at row 0).
+  int64_t real = 0;
+  for (const TaskSpec& s : specs) real += s.count;
+  torch::Tensor perm = torch::randperm(real, torch::kInt64);
+  torch::Tensor y_rows = torch::zeros({tokens}, torch::kInt32);
+  int64_t k = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (int64_t t = 0; t < specs[i].count; ++t) y_rows[begin[i] + t] = perm[k++].item<int64_t>();
+  }
+  torch::Tensor zt = torch::randn({n, tokens}, torch::kFloat32);
+  torch::Tensor y0 = torch::randn({real, cols}, torch::kFloat64).to(dtype);
+
+  torch::Tensor expected = y0.to(torch::kFloat64).clone();
+  std::vector<SpectrumTask> tasks;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    tasks.push_back({&spectra[i], col[i], begin[i], specs[i].count});
+    torch::Tensor z = zt.narrow(1, begin[i], specs[i].count).to(torch::kFloat64);
+    torch::Tensor delta = torch::matmul(dense[i], z).t();  // [count, rows]
+    torch::Tensor rows = y_rows.narrow(0, begin[i], specs[i].count).to(torch::kInt64);
+    expected.narrow(1, col[i], specs[i].rows).index_add_(0, rows, delta);
+  }
+  torch::Tensor y = y0.to(dev);
+  SpectrumApply(zt.to(dev), tasks, y_rows.to(dev), y);
+  const torch::Tensor got = y.cpu().to(torch::kFloat64);
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LE((got - expected).abs().max().item<double>(), tol * scale);
+  // Columns no task writes keep their value.
+  for (size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_TRUE(torch::equal(y.cpu().narrow(1, col[i] + specs[i].rows, 3),
+                             y0.narrow(1, col[i] + specs[i].rows, 3)));
+  }
+  if (dev.is_cuda()) {  // the CUDA kernel against the CPU loops
+    torch::Tensor y_cpu = y0.clone();
+    std::vector<PackedSpectrum> cpu_spectra;
+    for (const PackedSpectrum& f : spectra) {
+      PackedSpectrum c = f;
+      c.row_ptr = f.row_ptr.cpu(), c.gaps = f.gaps.cpu(), c.values = f.values.cpu();
+      cpu_spectra.push_back(c);
+    }
+    std::vector<SpectrumTask> cpu_tasks = tasks;
+    for (size_t i = 0; i < tasks.size(); ++i) cpu_tasks[i].spectrum = &cpu_spectra[i];
+    SpectrumApply(zt, cpu_tasks, y_rows, y_cpu);
+    EXPECT_LE((got - y_cpu.to(torch::kFloat64)).abs().max().item<double>(), tol * scale);
+  }
+}
+
+TEST(SpectrumApplyTest, BatchedProductMatchesFloat64Reference) {
+  torch::manual_seed(7);
+  const std::vector<TaskSpec> specs = {{33, 1}, {64, 3}, {17, 4}, {40, 5}, {8, 8},
+                                       {50, 9}, {29, 16}, {31, 17}, {12, 32}, {70, 45}};
+  for (torch::Device dev : Devices()) {
+    CheckApply(dev, torch::kFloat32, 96, specs, 1e-5);
+    CheckApply(dev, torch::kFloat32, 1024, specs, 1e-5);
+    // Half-precision y: one rounding of y + Δ to the dtype.
+    CheckApply(dev, torch::kBFloat16, 640, specs, 1e-2);
+    CheckApply(dev, torch::kFloat16, 640, specs, 2e-3);
+  }
+}
+
+TEST(SpectrumApplyTest, MismatchesAreErrors) {
+  torch::Tensor idx = torch::tensor({1, 9, 20}, torch::kInt64);
+  auto f = PackSpectrum(idx, torch::ones({3}), 4, 8, 1.0, torch::kFloat32, torch::kCPU);
+  ASSERT_TRUE(f.ok());
+  torch::Tensor y = torch::zeros({2, 4});
+  torch::Tensor rows = torch::zeros({4}, torch::kInt32);
+  EXPECT_THROW(SpectrumApply(torch::zeros({16, 4}), {{&*f, 0, 0, 2}}, rows, y), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 1, 0, 2}}, rows, y), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 0, 2, 2}}, rows, y), c10::Error);
+  torch::Tensor y16 = torch::zeros({2, 4}, torch::kBFloat16);
+  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 0, 0, 2}}, rows, y16), c10::Error);
+  SpectrumApply(torch::ones({8, 4}), {{&*f, 0, 0, 2}}, rows, y);
+  EXPECT_EQ(y[0][0].item<float>(), 2.f);  // row 0 holds column 1 only; both tokens add to y row 0
+}
+
+}  // namespace
+}  // namespace qwha::kernels

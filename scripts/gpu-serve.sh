@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On a GPU machine: build the serving benchmark and the tests of the code it runs (CMake against
+# the CUDA PyTorch install), run those tests, then qwha-serve-bench; logs under OUTDIR.
+#   scripts/gpu-serve.sh OUTDIR [qwha-serve-bench flags...]
+# Needs .deps/ from scripts/fetch-gpu-deps.sh when the machine lacks Abseil, nlohmann-json or
+# GoogleTest. QWHA_GPU_TESTS overrides the ctest regex of the tests to run.
+set -uo pipefail
+out="${1:?usage: scripts/gpu-serve.sh OUTDIR [bench flags...]}"
+shift
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+build="${QWHA_BUILD_DIR:-build-gpu}"
+python="${PYTHON:-python3}"
+export LD_LIBRARY_PATH="$PWD/.deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+tests="${QWHA_GPU_TESTS:-^(spectrum_apply_test|fwht_test|llama_test|trainer_test)$}"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+prefix="$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
+if ! cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
+      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc >"$out/cmake.log" 2>&1; then
+  tail -40 "$out/cmake.log"; exit 1
+fi
+targets=(qwha-serve-bench qwha-train spectrum_apply_test fwht_test llama_test trainer_test)
+if ! cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$out/build.log" 2>&1; then
+  grep -E "error|FAILED" "$out/build.log" | head -40
+  exit 1
+fi
+echo "build ok"
+ctest --test-dir "$build" --output-on-failure -R "$tests" >"$out/ctest.log" 2>&1
+test_rc=$?
+grep -E "tests passed|tests failed|\*\*\*Failed|Failed  |Timeout" "$out/ctest.log" | tail -20
+"$build/qwha-serve-bench" "$@" 2>&1 | tee "$out/serve-bench.txt"
+bench_rc=${PIPESTATUS[0]}
+echo "tests rc=$test_rc bench rc=$bench_rc"
+exit $((test_rc || bench_rc))
