@@ -82,12 +82,13 @@ struct SpectrumApplyTask {
 };
 
 // For every task (host array of num_tasks) and row r, token p in [tok_begin,
-// tok_begin + count): y[y_rows[p], y_col + r] += Σ_c F[r, c] · zt[c, p].
-// zt float32 [n, ldz] (ldz % 4 == 0, 16-byte aligned); y [.., ldy] of dtype
-// (kFloat32/kBFloat16/kFloat16, the tasks' value dtype); y_rows int32. Tasks
-// write disjoint cells. Enqueues one launch per group of up to 32 tasks that
-// share a token-count bucket (<= 4, 8, 16, more).
-cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const float* zt,
+// tok_begin + count): y[y_rows[p], y_col + r] += Σ_c F[r, c] · zt[c, p]
+// (float32 sums, one atomic add per cell). zt [n, ldz] (ldz % 4 == 0,
+// 16-byte aligned), y [.., ldy] and the tasks' values share dtype
+// (kFloat32/kBFloat16/kFloat16); y_rows int32. Enqueues one launch per group
+// of up to 32 tasks of one token bucket (<= 4 tokens, more); count / 8 must
+// stay below 65536.
+cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* zt,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                                 DType dtype, cudaStream_t stream);
 

@@ -1,6 +1,7 @@
 // Packing of spectra (CPU), the CPU product and the CUDA dispatch of
 // spectrum_apply.h. The CPU loops follow the CUDA kernel's arithmetic: float32
-// sums per token, y read, added to and rounded once.
+// sums per token, added to y and rounded once (the kernel's atomic add of a
+// half-precision y first rounds the sum to y's dtype).
 #include "kernels/spectrum_apply.h"
 
 #include <ATen/Dispatch.h>
@@ -76,6 +77,7 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
         "PackSpectrum: flat_index (int64) and values (float) must be 1-D of equal length");
   }
   const torch::Tensor index = flat_index.to(torch::kCPU).contiguous();
+  const torch::Tensor source = values.to(torch::kCPU).contiguous();
   const int64_t count = index.size(0);
   const int64_t* idx = index.data_ptr<int64_t>();
   for (int64_t t = 0; t < count; ++t) {
@@ -89,66 +91,68 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
           " follows ", idx[t - 1]));
     }
   }
-  // Entries of each row: [first[r], first[r + 1]) of the input.
+  // Input entries of row r: [first[r], first[r + 1]); packed: [offsets[r], offsets[r + 1]).
   std::vector<int64_t> first(static_cast<size_t>(rows) + 1, count);
-  {
-    int64_t t = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      first[static_cast<size_t>(r)] = t;
-      while (t < count && idx[t] / n == r) ++t;
-    }
-    first[static_cast<size_t>(rows)] = count;
-  }
-  std::vector<int64_t> cols(static_cast<size_t>(count));
-  for (int64_t t = 0; t < count; ++t) cols[static_cast<size_t>(t)] = idx[t] % n;
-
-  torch::Tensor row_ptr = torch::empty({rows + 1}, torch::kInt32);
-  int32_t* rp = row_ptr.data_ptr<int32_t>();
   std::vector<int64_t> offsets(static_cast<size_t>(rows) + 1, 0);
+  at::parallel_for(0, rows, 1024, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      first[static_cast<size_t>(r)] = std::lower_bound(idx, idx + count, r * n) - idx;
+    }
+  });
+  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> cols;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = first[static_cast<size_t>(r)], e = first[static_cast<size_t>(r) + 1];
+      cols.resize(static_cast<size_t>(e - b));
+      for (int64_t t = b; t < e; ++t) cols[static_cast<size_t>(t - b)] = idx[t] - r * n;
+      offsets[static_cast<size_t>(r) + 1] = RowEntries(cols.data(), e - b);
+    }
+  });
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t b = first[static_cast<size_t>(r)];
-    offsets[static_cast<size_t>(r) + 1] =
-        offsets[static_cast<size_t>(r)] +
-        RowEntries(cols.data() + b, first[static_cast<size_t>(r) + 1] - b);
+    offsets[static_cast<size_t>(r) + 1] += offsets[static_cast<size_t>(r)];
   }
   const int64_t entries = offsets.back();
   if (entries >= (int64_t{1} << 31)) {
     return absl::InvalidArgumentError("PackSpectrum: more than 2^31 packed entries");
   }
+  torch::Tensor row_ptr = torch::empty({rows + 1}, torch::kInt32);
+  int32_t* rp = row_ptr.data_ptr<int32_t>();
   for (int64_t r = 0; r <= rows; ++r) rp[r] = static_cast<int32_t>(offsets[static_cast<size_t>(r)]);
 
-  // Steps, and for each entry the input value it takes (-1: filler/padding).
+  // Steps and values, row by row; fillers and padding are (step, 0).
   torch::Tensor gaps = torch::zeros({entries}, torch::kUInt8);
-  torch::Tensor source = torch::full({entries}, -1, torch::kInt64);
+  torch::Tensor packed = torch::zeros({entries}, value_dtype);
   uint8_t* gp = gaps.data_ptr<uint8_t>();
-  int64_t* sp = source.data_ptr<int64_t>();
-  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t e = offsets[static_cast<size_t>(r)];
-      int64_t prev = 0;
-      for (int64_t t = first[static_cast<size_t>(r)]; t < first[static_cast<size_t>(r) + 1]; ++t) {
-        int64_t step = cols[static_cast<size_t>(t)] - prev;
-        while (step > kMaxStep) {  // filler: value 0, step 255
-          gp[e++] = static_cast<uint8_t>(kMaxStep);
-          step -= kMaxStep;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, source.scalar_type(), "PackIn", [&] {
+    using In = scalar_t;
+    const In* src = source.data_ptr<In>();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value_dtype, "PackOut", [&] {
+      scalar_t* dst = packed.data_ptr<scalar_t>();
+      at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          int64_t e = offsets[static_cast<size_t>(r)];
+          int64_t prev = 0;
+          for (int64_t t = first[static_cast<size_t>(r)]; t < first[static_cast<size_t>(r) + 1];
+               ++t) {
+            const int64_t col = idx[t] - r * n;
+            int64_t step = col - prev;
+            for (; step > kMaxStep; step -= kMaxStep) gp[e++] = static_cast<uint8_t>(kMaxStep);
+            gp[e] = static_cast<uint8_t>(step);
+            // float64 product, then the tensor library's rounding (via float32).
+            dst[e++] = static_cast<scalar_t>(static_cast<float>(static_cast<double>(src[t]) * scale));
+            prev = col;
+          }
         }
-        gp[e] = static_cast<uint8_t>(step);
-        sp[e++] = t;
-        prev = cols[static_cast<size_t>(t)];
-      }
-    }
+      });
+    });
   });
-  const torch::Tensor scaled = (values.to(torch::kCPU, torch::kFloat64) * scale).to(value_dtype);
-  const torch::Tensor real = source.ge(0);
-  torch::Tensor packed_values = torch::zeros({entries}, scaled.options());
-  packed_values.masked_scatter_(real, scaled.index_select(0, source.masked_select(real)));
 
   PackedSpectrum out;
   out.rows = rows;
   out.n = n;
   out.row_ptr = row_ptr.to(device);
   out.gaps = gaps.to(device);
-  out.values = packed_values.to(device);
+  out.values = packed.to(device);
   return out;
 }
 
@@ -176,7 +180,7 @@ namespace {
 template <typename E>
 void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
               const torch::Tensor& y_rows, torch::Tensor& y) {
-  const float* z = zt.data_ptr<float>();
+  const E* z = zt.data_ptr<E>();
   const int64_t ldz = zt.stride(0);
   const int32_t* yr = y_rows.data_ptr<int32_t>();
   E* out = y.data_ptr<E>();
@@ -194,8 +198,10 @@ void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
         for (int32_t e = rp[r]; e < rp[r + 1]; ++e) {
           col += gaps[e];
           const float v = static_cast<float>(values[e]);
-          const float* zc = z + col * ldz + task.tok_begin;
-          for (int64_t t = 0; t < task.count; ++t) acc[static_cast<size_t>(t)] += v * zc[t];
+          const E* zc = z + col * ldz + task.tok_begin;
+          for (int64_t t = 0; t < task.count; ++t) {
+            acc[static_cast<size_t>(t)] += v * static_cast<float>(zc[t]);
+          }
         }
         for (int64_t t = 0; t < task.count; ++t) {
           E& dst = out[static_cast<int64_t>(yr[task.tok_begin + t]) * ldy + task.y_col + r];
@@ -210,8 +216,8 @@ void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
 
 void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
                    const torch::Tensor& y_rows, torch::Tensor& y) {
-  TORCH_CHECK(zt.dim() == 2 && zt.scalar_type() == torch::kFloat32,
-              "SpectrumApply: zt must be float32 [n, tokens]");
+  TORCH_CHECK(zt.dim() == 2 && zt.scalar_type() == y.scalar_type(),
+              "SpectrumApply: zt must be [n, tokens] in y's dtype");
   TORCH_CHECK(y.dim() == 2 && y.stride(1) == 1, "SpectrumApply: y must be 2-D with unit column "
               "stride");
   TORCH_CHECK(y_rows.dim() == 1 && y_rows.scalar_type() == torch::kInt32 &&
@@ -261,7 +267,7 @@ void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tas
                             static_cast<int32_t>(t.count)});
   }
   const cudaError_t err = cuda::LaunchSpectrumApply(
-      device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr<float>(), z.stride(0),
+      device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr(), z.stride(0),
       y.data_ptr(), y.stride(0), y_rows.data_ptr<int32_t>(), ToCudaDType(y.scalar_type()),
       at::cuda::getCurrentCUDAStream(y.device().index()).stream());
   TORCH_CHECK(err == cudaSuccess, "qwha::kernels::SpectrumApply: CUDA launch failed: ",

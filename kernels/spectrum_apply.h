@@ -15,13 +15,13 @@
 // SpectrumApply computes, for a list of tasks {F, y_col, tok_begin, count},
 //   y[y_rows[p], y_col + r] += Σ_c F[r, c] · zt[c, p]
 //       for every row r of F and p in [tok_begin, tok_begin + count)
-// with zt = FWHT(x)ᵀ of the tokens (float32, [n, ldz]): one launch serves the
-// q/k/v (or gate/up) slots of every adapter in a batch. The CUDA kernel gives
-// each row of F to one warp, which reads the row once for up to 32 tokens
-// (decoding 4 entries per lane, column steps by a warp scan), keeps one float32
-// sum per token per lane and reduce-scatters them across the warp at the end
-// of the row. Sums are float32 on every device; y is read, added to and
-// rounded once.
+// with zt = FWHT(x)ᵀ of the tokens ([n, ldz], in y's dtype): one launch serves
+// the q/k/v (or gate/up) slots of every adapter in a batch. The CUDA kernel
+// gives each row of F and chunk of up to 8 tokens to one warp (decoding 4
+// entries per lane, column steps by a warp scan, the next row's entries
+// prefetched), keeps one float32 sum per token per lane, reduce-scatters them
+// across the warp at the end of the row and adds each token's sum to y with
+// an atomic add. Sums are float32 on every device.
 //
 // Thread safety: all functions are safe to call concurrently; tasks of one
 // SpectrumApply call must write disjoint cells of y.
@@ -76,8 +76,8 @@ struct SpectrumTask {
   int64_t count = 0;      // tokens
 };
 
-// The product above. zt: float32 [n, ldz] contiguous on y's device; y: [M,
-// cols] with unit column stride, the dtype of every task's values; y_rows:
+// The product above. zt: [n, ldz] on y's device in y's dtype; y: [M, cols]
+// with unit column stride, the dtype of every task's values; y_rows:
 // int32 [>= tok_begin + count of every task] on y's device, values in [0, M).
 // Every spectrum has n == zt.size(0) and y_col + rows <= cols. Throws
 // c10::Error when a precondition that can be checked without reading device

@@ -134,7 +134,7 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
   for (size_t i = 0; i < specs.size(); ++i) {
     for (int64_t t = 0; t < specs[i].count; ++t) y_rows[begin[i] + t] = perm[k++].item<int64_t>();
   }
-  torch::Tensor zt = torch::randn({n, tokens}, torch::kFloat32);
+  torch::Tensor zt = torch::randn({n, tokens}, torch::kFloat64).to(dtype);
   torch::Tensor y0 = torch::randn({real, cols}, torch::kFloat64).to(dtype);
 
   torch::Tensor expected = y0.to(torch::kFloat64).clone();
@@ -195,6 +195,8 @@ TEST(SpectrumApplyTest, MismatchesAreErrors) {
   EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 0, 2, 2}}, rows, y), c10::Error);
   torch::Tensor y16 = torch::zeros({2, 4}, torch::kBFloat16);
   EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 0, 0, 2}}, rows, y16), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}, torch::kBFloat16), {{&*f, 0, 0, 2}}, rows, y),
+               c10::Error);
   SpectrumApply(torch::ones({8, 4}), {{&*f, 0, 0, 2}}, rows, y);
   EXPECT_EQ(y[0][0].item<float>(), 2.f);  // row 0 holds column 1 only; both tokens add to y row 0
 }

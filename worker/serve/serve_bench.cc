@@ -229,7 +229,8 @@ void KernelSideBySide(const serve::ServingModel& base,
   double max_diff = 0;
   for (int64_t k = 0; k < serve::kSlotsPerLayer; ++k) {
     const serve::SlotInfo& s = base.slots()[static_cast<size_t>(k)];
-    const torch::Tensor zt = torch::randn({s.in_features, tokens}, opts);
+    const torch::Tensor zt = torch::randn({s.in_features, tokens}, opts).to(base.dtype());
+    const torch::Tensor zt32 = zt.to(torch::kFloat32);
     std::vector<kernels::SpectrumTask> tasks;
     std::vector<torch::Tensor> csr;
     std::vector<torch::Tensor> rows;
@@ -249,13 +250,22 @@ void KernelSideBySide(const serve::ServingModel& base,
     csr_s += Seconds(
         [&] {
           for (int64_t a = 0; a < count; ++a) {
-            const torch::Tensor z = zt.narrow(1, a * per, per);
+            const torch::Tensor z = zt32.narrow(1, a * per, per);
             y_csr.index_add_(0, rows[static_cast<size_t>(a)],
                              torch::mm(csr[static_cast<size_t>(a)], z).t().to(base.dtype()));
           }
         },
         device, 20);
-    // Both accumulated 21 times into their y: compare.
+    // One application each from zero: compare.
+    y_packed.zero_();
+    y_csr.zero_();
+    kernels::SpectrumApply(zt, tasks, y_rows, y_packed);
+    for (int64_t a = 0; a < count; ++a) {
+      y_csr.index_add_(0, rows[static_cast<size_t>(a)],
+                       torch::mm(csr[static_cast<size_t>(a)], zt32.narrow(1, a * per, per))
+                           .t()
+                           .to(base.dtype()));
+    }
     const double scale = y_csr.abs().max().item<double>() + 1e-30;
     max_diff = std::max(
         max_diff,

@@ -10,7 +10,6 @@
 #include "absl/strings/str_join.h"
 #include "kernels/fwht.h"
 #include "worker/adapters/lora.h"
-#include "worker/adapters/qwha.h"
 #include "worker/io/atomic_file.h"
 #include "worker/io/safetensors.h"
 #include "worker/serve/serving_model.h"
@@ -125,7 +124,7 @@ int64_t TensorBytes(const torch::Tensor& t) {
 }
 
 torch::Tensor SpectrumInput(const torch::Tensor& x) {
-  return kernels::Fwht(x.to(torch::kFloat32), 1.0, /*transpose=*/true).t().contiguous();
+  return kernels::Fwht(x, 1.0, /*transpose=*/true).t().contiguous();
 }
 
 absl::StatusOr<AdapterFileContents> ReadAdapterFiles(const std::string& dir) {
@@ -204,22 +203,20 @@ absl::StatusOr<std::unique_ptr<ServingAdapter>> ServingAdapter::Create(
       if (adapters::IsSpectrumType(files.type)) {
         auto values_it = state.find("spectrum_values");
         if (values_it == state.end()) return Invalid(slot_name, "missing entry spectrum_values");
-        // Rebuild the adapter through the library to reuse its validation
-        // (budget size, sorted indices in range).
+        auto index_it = state.find("spectrum_index");
+        if (index_it == state.end()) return Invalid(slot_name, "missing entry spectrum_index");
+        // The library's checks of the config for this slot (scaling, budget,
+        // a Hadamard size for in_features); PackSpectrum checks the entries
+        // (equal lengths, strictly increasing indices in range).
         adapters::AdapterConfig slot_cfg = cfg;
         slot_cfg.num_params = values_it->second.numel();
-        auto adapter = adapters::CreateEmptyAdapter(slot_cfg, out_f, in_f);
-        if (!adapter.ok()) return Invalid(slot_name, std::string(adapter.status().message()));
-        if (absl::Status st = (*adapter)->LoadStateDict(state); !st.ok()) {
+        if (absl::Status st = adapters::ValidateAdapterConfig(slot_cfg, out_f, in_f); !st.ok()) {
           return Invalid(slot_name, std::string(st.message()));
         }
-        const auto& qwha = static_cast<const adapters::QwhaAdapter&>(**adapter);
-        auto sd = qwha.StateDict();
-        const torch::Tensor index_t = sd.at("spectrum_index");
-        if (index_t.numel() == 0) continue;
+        if (index_it->second.numel() == 0 && values_it->second.numel() == 0) continue;
         absl::StatusOr<kernels::PackedSpectrum> packed = kernels::PackSpectrum(
-            index_t, sd.at("spectrum_values"), out_f, in_f,
-            qwha.scaling() / static_cast<double>(in_f), model.dtype(), model.device());
+            index_it->second, values_it->second, out_f, in_f,
+            cfg.scaling / static_cast<double>(in_f), model.dtype(), model.device());
         if (!packed.ok()) return Invalid(slot_name, std::string(packed.status().message()));
         delta.kind = SlotDelta::Kind::kSpectrum;
         delta.spectrum = *std::move(packed);

@@ -92,8 +92,9 @@ class ServingAdapter {
   const SlotDelta& slot(int64_t index) const { return slots_.at(static_cast<size_t>(index)); }
 
   // Δ for rows x [m, in] (in the serving dtype) of slot `index` ([m, out]). For spectrum
-  // slots `xh_t` may carry FWHT(x)ᵀ [n, m] float32 already computed for these
+  // slots `xh_t` may carry FWHT(x)ᵀ [n, m] already computed for these
   // rows (shared by q/k/v and gate/up); pass an undefined tensor otherwise.
+  // (It is in x's dtype: SpectrumInput(x).)
   // Precondition: slot(index).kind != kNone.
   torch::Tensor ApplyDelta(int64_t index, const torch::Tensor& x, const torch::Tensor& xh_t) const;
 
@@ -112,8 +113,8 @@ class ServingAdapter {
 // Bytes of a tensor's storage.
 int64_t TensorBytes(const torch::Tensor& t);
 
-// FWHT(x)ᵀ: [n, m] float32 for rows x [m, n] (the shared first half of the
-// spectrum product).
+// FWHT(x)ᵀ: [n, m] in x's dtype (float32 sums, one rounding) for rows x [m, n]:
+// the shared first half of the spectrum product.
 torch::Tensor SpectrumInput(const torch::Tensor& x);
 
 }  // namespace qwha::serve
