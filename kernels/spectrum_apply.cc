@@ -263,7 +263,7 @@ void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tas
     if (t.count == 0 || f.rows == 0) continue;
     device_tasks.push_back({f.row_ptr.data_ptr<int32_t>(), f.gaps.data_ptr<uint8_t>(),
                             f.values.data_ptr(), static_cast<int32_t>(f.rows),
-                            static_cast<int32_t>(t.y_col), static_cast<int32_t>(t.tok_begin),
+                            static_cast<int32_t>(f.n), static_cast<int32_t>(t.y_col), static_cast<int32_t>(t.tok_begin),
                             static_cast<int32_t>(t.count)});
   }
   const cudaError_t err = cuda::LaunchSpectrumApply(
