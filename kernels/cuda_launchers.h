@@ -69,7 +69,7 @@ cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* wei
                                   cudaStream_t stream);
 
 // One task of LaunchSpectrumApply: a packed spectrum (spectrum_apply.h
-// layout: row_ptr int32 [rows + 1] with multiples of 4, gaps uint8, values of
+// layout: row_ptr int32 [rows + 1] with multiples of 8, gaps uint8, values of
 // the launch's dtype) and the tokens it applies to.
 struct SpectrumApplyTask {
   const int32_t* row_ptr;

@@ -33,7 +33,7 @@ int64_t Storage(const torch::Tensor& t) {
 }
 
 // Entries a row takes: its k entries, one filler per step beyond 255, then
-// padding to a multiple of 4. cols [k], increasing.
+// padding to a multiple of 8. cols [k], increasing.
 int64_t RowEntries(const int64_t* cols, int64_t k) {
   int64_t entries = k;
   int64_t prev = 0;
@@ -42,7 +42,7 @@ int64_t RowEntries(const int64_t* cols, int64_t k) {
     if (step > kMaxStep) entries += (step - 1) / kMaxStep;
     prev = cols[i];
   }
-  return (entries + 3) / 4 * 4;
+  return (entries + 7) / 8 * 8;
 }
 
 }  // namespace
@@ -53,7 +53,7 @@ int64_t PackedSpectrum::bytes() const {
 
 int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
                                  torch::ScalarType value_dtype) {
-  const int64_t per_row = 3 + (n + kMaxStep - 1) / kMaxStep;
+  const int64_t per_row = 7 + (n + kMaxStep - 1) / kMaxStep;
   const int64_t entries = count + rows * per_row;
   return 4 * (rows + 1) + entries * (1 + static_cast<int64_t>(c10::elementSize(value_dtype)));
 }

@@ -7,7 +7,7 @@
 //              entry's step is from column 0). A step of 256 or more is split
 //              by filler entries of step 255 and value 0.
 //   values[e]  the value, in float32, bfloat16 or float16.
-// Each row is padded with (step 0, value 0) entries to a multiple of 4; row r
+// Each row is padded with (step 0, value 0) entries to a multiple of 8; row r
 // spans entries [row_ptr[r], row_ptr[r + 1]). With bfloat16 values an entry
 // takes 3 bytes (int32 CSR with float32 values: 8). Fillers and padding add
 // zero terms only, so they change no result.
@@ -17,11 +17,11 @@
 //       for every row r of F and p in [tok_begin, tok_begin + count)
 // with zt = FWHT(x)ᵀ of the tokens ([n, ldz], in y's dtype): one launch serves
 // the q/k/v (or gate/up) slots of every adapter in a batch. The CUDA kernel
-// gives each row of F and chunk of up to 8 tokens to one warp (decoding 4
-// entries per lane, column steps by a warp scan, the next row's entries
-// prefetched), keeps one float32 sum per token per lane, reduce-scatters them
-// across the warp at the end of the row and adds each token's sum to y with
-// an atomic add. Sums are float32 on every device.
+// stages each chunk of up to 8 tokens of zt in shared memory and gives each
+// row of F to one warp (8 entries per lane, column steps by a warp scan, the
+// next row's entries prefetched), which keeps one float32 sum per token per
+// lane, reduce-scatters them across the warp at the end of the row and adds
+// each token's sum to y with an atomic add. Sums are float32 on every device.
 //
 // Thread safety: all functions are safe to call concurrently; tasks of one
 // SpectrumApply call must write disjoint cells of y.
@@ -39,7 +39,7 @@ namespace qwha::kernels {
 struct PackedSpectrum {
   int64_t rows = 0;
   int64_t n = 0;
-  torch::Tensor row_ptr;  // int32 [rows + 1], multiples of 4
+  torch::Tensor row_ptr;  // int32 [rows + 1], multiples of 8
   torch::Tensor gaps;     // uint8 [entries]
   torch::Tensor values;   // [entries], float32 / bfloat16 / float16
 
@@ -50,7 +50,7 @@ struct PackedSpectrum {
 };
 
 // An upper bound of PackedSpectrum::bytes() for `count` entries of a
-// [rows, n] spectrum with values in `value_dtype` (at most 3 padding entries
+// [rows, n] spectrum with values in `value_dtype` (at most 7 padding entries
 // and one filler per 255 columns in every row).
 int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
                                  torch::ScalarType value_dtype);

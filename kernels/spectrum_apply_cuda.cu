@@ -4,14 +4,15 @@
 // A block works on one task and one chunk of TM (4 or 8) tokens. It first
 // copies that chunk of zt ([n, TM], at most 176 KiB in bfloat16) into shared
 // memory: every entry of F then reads its TM token values from there instead
-// of a 32-byte L2 sector per entry (that L2 traffic bounded the first
-// version at ~380 GB/s of F). Blocks of a task split its rows; a warp takes
+// of a 32-byte L2 sector per entry. Blocks of a task split its rows; a warp takes
 // rows w, w + W, ... (W warps in the task's blocks), loads their bounds 32 at
-// a time (one row per lane) and prefetches the first 128 entries of its next
-// row while it works on the current one. Per 128 entries, lane l decodes
-// entries 4l .. 4l + 3: one 32-bit load of their column steps, one 8- or
-// 16-byte load of their values; its running column is a warp inclusive scan of
-// the per-lane step sums plus the carry of the previous 128 entries. At the
+// a time (one row per lane) and prefetches the first 256 entries of its next
+// row while it works on the current one. Per 256 entries, lane l decodes
+// entries 8l .. 8l + 7: one 8-byte load of their column steps, 16 or 32 bytes
+// of values; its running column is a warp inclusive scan of the per-lane step
+// sums plus the carry of the previous 256 entries. (The first version, 4
+// entries per lane and 8 warps per SM, kept too few bytes of F in flight and
+// reached ~370 GB/s; so did one that gathered zt from L2.) At the
 // end of a row the 32 × TM float32 sums are reduce-scattered across the warp
 // (TM − 1 shuffles, then xor shuffles), leaving each token's total in one
 // lane, which adds it to y with an atomic add (nothing waits on it). Where the
@@ -28,7 +29,7 @@ namespace {
 
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int kMaxTasks = 32;
-constexpr int kWarpsPerBlock = 8;
+constexpr int kWarpsPerBlock = 16;
 
 struct TaskBatch {
   SpectrumApplyTask t[kMaxTasks];
@@ -114,15 +115,19 @@ __device__ __forceinline__ void AtomicAddTo(__nv_bfloat16* p, float v) {
 }
 __device__ __forceinline__ void AtomicAddTo(__half* p, float v) { atomicAdd(p, __float2half_rn(v)); }
 
-// The 32-bit steps word and 4 values of entries [pos, pos + 4) (zeros past end).
+// The steps and values of entries [pos, pos + 8) (zeros past end; rows are
+// padded to multiples of 8, so a lane's 8 entries are all in or all out).
 template <typename E>
-__device__ __forceinline__ void LoadQuad(const SpectrumApplyTask& task, int pos, int end,
-                                         uint32_t& g, float v[4]) {
-  g = 0;
-  v[0] = v[1] = v[2] = v[3] = 0.f;
+__device__ __forceinline__ void LoadOct(const SpectrumApplyTask& task, int pos, int end,
+                                        uint2& g, float v[8]) {
+  g = make_uint2(0u, 0u);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = 0.f;
   if (pos < end) {
-    g = __ldg(reinterpret_cast<const uint32_t*>(task.gaps + pos));
-    Load4<true>(static_cast<const E*>(task.values) + pos, v);
+    g = __ldg(reinterpret_cast<const uint2*>(task.gaps + pos));
+    const E* p = static_cast<const E*>(task.values) + pos;
+    Load4<true>(p, v);
+    Load4<true>(p + 4, v + 4);
   }
 }
 
@@ -164,42 +169,46 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     const int rows_here = min(32, (task.rows - first + warps - 1) / warps);
     int begin = __shfl_sync(kFull, my_begin, 0);
     int end = __shfl_sync(kFull, my_end, 0);
-    uint32_t g;
-    float v[4];
-    LoadQuad<E>(task, begin + 4 * lane, end, g, v);
+    uint2 g;
+    float v[8];
+    LoadOct<E>(task, begin + 8 * lane, end, g, v);
     for (int k = 0; k < rows_here; ++k) {
       const int r = first + k * warps;
-      // Prefetch the next row's first 128 entries.
+      // Prefetch the next row's first 256 entries.
       const int next_begin = __shfl_sync(kFull, my_begin, (k + 1) & 31);
       const int next_end = __shfl_sync(kFull, my_end, (k + 1) & 31);
-      uint32_t ng = 0;
-      float nv[4] = {0.f, 0.f, 0.f, 0.f};
-      if (k + 1 < rows_here) LoadQuad<E>(task, next_begin + 4 * lane, next_end, ng, nv);
+      uint2 ng;
+      float nv[8];
+      LoadOct<E>(task, k + 1 < rows_here ? next_begin + 8 * lane : 0, k + 1 < rows_here ? next_end : 0,
+                 ng, nv);
 
       float acc[TM];
 #pragma unroll
       for (int t = 0; t < TM; ++t) acc[t] = 0.f;
       int carry = 0;
-      for (int e = begin; e < end; e += 128) {
-        const int mine = e + 4 * lane;
-        if (e != begin) LoadQuad<E>(task, mine, end, g, v);
-        const int c0 = static_cast<int>(g & 255u);
-        const int c1 = c0 + static_cast<int>((g >> 8) & 255u);
-        const int c2 = c1 + static_cast<int>((g >> 16) & 255u);
-        const int c3 = c2 + static_cast<int>(g >> 24);
-        int incl = c3;
+      for (int e = begin; e < end; e += 256) {
+        const int mine = e + 8 * lane;
+        if (e != begin) LoadOct<E>(task, mine, end, g, v);
+        int col[8];
+        col[0] = static_cast<int>(g.x & 255u);
+#pragma unroll
+        for (int i = 1; i < 8; ++i) {
+          const uint32_t word = i < 4 ? g.x : g.y;
+          col[i] = col[i - 1] + static_cast<int>((word >> (8 * (i & 3))) & 255u);
+        }
+        int incl = col[7];
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
           const int up = __shfl_up_sync(kFull, incl, o);
           if (lane >= o) incl += up;
         }
-        const int start = carry + incl - c3;
+        const int start = carry + incl - col[7];
         carry += __shfl_sync(kFull, incl, 31);
         if (mine < end) {
-          Accumulate<TM, kShared>(acc, v[0], zsrc + (start + c0) * zstride, valid);
-          Accumulate<TM, kShared>(acc, v[1], zsrc + (start + c1) * zstride, valid);
-          Accumulate<TM, kShared>(acc, v[2], zsrc + (start + c2) * zstride, valid);
-          Accumulate<TM, kShared>(acc, v[3], zsrc + (start + c3) * zstride, valid);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            Accumulate<TM, kShared>(acc, v[i], zsrc + (start + col[i]) * zstride, valid);
+          }
         }
       }
       // Reduce-scatter: at offset o, a lane keeps the half of its sums that
@@ -217,7 +226,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       end = next_end;
       g = ng;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) v[i] = nv[i];
+      for (int i = 0; i < 8; ++i) v[i] = nv[i];
     }
   }
 }
@@ -243,8 +252,9 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
                         int sms, cudaStream_t stream) {
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
-  // About two blocks per SM over the launch, fewer where rows run out.
-  const int row_blocks = (max_rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  // About two blocks per SM over the launch, fewer where each warp would get
+  // less than two rows.
+  const int row_blocks = (max_rows + 2 * kWarpsPerBlock - 1) / (2 * kWarpsPerBlock);
   int blocks = (2 * sms + count * chunks - 1) / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
