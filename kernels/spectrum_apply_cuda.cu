@@ -6,8 +6,8 @@
 // memory: every entry of F then reads its TM token values from there instead
 // of a 32-byte L2 sector per entry. Blocks of a task split its rows; a warp takes
 // rows w, w + W, ... (W warps in the task's blocks), loads their bounds 32 at
-// a time (one row per lane) and prefetches the first 256 entries of its next
-// row while it works on the current one. Per 256 entries, lane l decodes
+// a time (one row per lane) and keeps the first 256 entries of its next two
+// rows in flight (raw registers, decoded on use) while it works on one. Per 256 entries, lane l decodes
 // entries 8l .. 8l + 7: one 8-byte load of their column steps, 16 or 32 bytes
 // of values; its running column is a warp inclusive scan of the per-lane step
 // sums plus the carry of the previous 256 entries. (The first version, 4
@@ -115,19 +115,51 @@ __device__ __forceinline__ void AtomicAddTo(__nv_bfloat16* p, float v) {
 }
 __device__ __forceinline__ void AtomicAddTo(__half* p, float v) { atomicAdd(p, __float2half_rn(v)); }
 
-// The steps and values of entries [pos, pos + 8) (zeros past end; rows are
-// padded to multiples of 8, so a lane's 8 entries are all in or all out).
+// The raw steps and values of 8 entries, as loaded: decoding waits until the
+// entries are used, so that a prefetch does not stall the warp on its load.
+struct Raw8 {
+  uint2 g;
+  uint4 v0, v1;  // v1: the upper 4 float32 values (unused for 2-byte values)
+};
+
+// Entries [pos, pos + 8) (zeros past end; rows are padded to multiples of 8,
+// so a lane's 8 entries are all in or all out).
 template <typename E>
-__device__ __forceinline__ void LoadOct(const SpectrumApplyTask& task, int pos, int end,
-                                        uint2& g, float v[8]) {
-  g = make_uint2(0u, 0u);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = 0.f;
+__device__ __forceinline__ Raw8 LoadRaw8(const SpectrumApplyTask& task, int pos, int end) {
+  Raw8 raw;
+  raw.g = make_uint2(0u, 0u);
+  raw.v0 = raw.v1 = make_uint4(0u, 0u, 0u, 0u);
   if (pos < end) {
-    g = __ldg(reinterpret_cast<const uint2*>(task.gaps + pos));
-    const E* p = static_cast<const E*>(task.values) + pos;
-    Load4<true>(p, v);
-    Load4<true>(p + 4, v + 4);
+    raw.g = __ldg(reinterpret_cast<const uint2*>(task.gaps + pos));
+    const uint4* p = reinterpret_cast<const uint4*>(static_cast<const E*>(task.values) + pos);
+    raw.v0 = __ldg(p);
+    if constexpr (sizeof(E) == 4) raw.v1 = __ldg(p + 1);
+  }
+  return raw;
+}
+
+__device__ __forceinline__ void Unpack2(uint32_t w, float* out, const __nv_bfloat16*) {
+  const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+  out[0] = f.x, out[1] = f.y;
+}
+__device__ __forceinline__ void Unpack2(uint32_t w, float* out, const __half*) {
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
+  out[0] = f.x, out[1] = f.y;
+}
+
+template <typename E>
+__device__ __forceinline__ void DecodeValues(const Raw8& raw, float v[8]) {
+  if constexpr (sizeof(E) == 4) {
+    const uint32_t w[8] = {raw.v0.x, raw.v0.y, raw.v0.z, raw.v0.w,
+                           raw.v1.x, raw.v1.y, raw.v1.z, raw.v1.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = __uint_as_float(w[i]);
+  } else {
+    const E* tag = nullptr;
+    Unpack2(raw.v0.x, v, tag);
+    Unpack2(raw.v0.y, v + 2, tag);
+    Unpack2(raw.v0.z, v + 4, tag);
+    Unpack2(raw.v0.w, v + 6, tag);
   }
 }
 
@@ -167,33 +199,33 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       my_end = __ldg(task.row_ptr + my_row + 1);
     }
     const int rows_here = min(32, (task.rows - first + warps - 1) / warps);
-    int begin = __shfl_sync(kFull, my_begin, 0);
-    int end = __shfl_sync(kFull, my_end, 0);
-    uint2 g;
-    float v[8];
-    LoadOct<E>(task, begin + 8 * lane, end, g, v);
+    // Rows k, k + 1, k + 2 of this group are in flight while row k is worked on.
+    auto bounds = [&](int k, int& b, int& e) {
+      b = __shfl_sync(kFull, my_begin, k & 31);
+      e = __shfl_sync(kFull, my_end, k & 31);
+      if (k >= rows_here) b = e = 0;
+    };
+    int begin, end, b1, e1, b2, e2;
+    bounds(0, begin, end);
+    bounds(1, b1, e1);
+    bounds(2, b2, e2);
+    Raw8 cur = LoadRaw8<E>(task, begin + 8 * lane, end);
+    Raw8 next1 = LoadRaw8<E>(task, b1 + 8 * lane, e1);
+    Raw8 next2 = LoadRaw8<E>(task, b2 + 8 * lane, e2);
     for (int k = 0; k < rows_here; ++k) {
       const int r = first + k * warps;
-      // Prefetch the next row's first 256 entries.
-      const int next_begin = __shfl_sync(kFull, my_begin, (k + 1) & 31);
-      const int next_end = __shfl_sync(kFull, my_end, (k + 1) & 31);
-      uint2 ng;
-      float nv[8];
-      LoadOct<E>(task, k + 1 < rows_here ? next_begin + 8 * lane : 0, k + 1 < rows_here ? next_end : 0,
-                 ng, nv);
-
       float acc[TM];
 #pragma unroll
       for (int t = 0; t < TM; ++t) acc[t] = 0.f;
       int carry = 0;
       for (int e = begin; e < end; e += 256) {
         const int mine = e + 8 * lane;
-        if (e != begin) LoadOct<E>(task, mine, end, g, v);
+        if (e != begin) cur = LoadRaw8<E>(task, mine, end);
         int col[8];
-        col[0] = static_cast<int>(g.x & 255u);
+        col[0] = static_cast<int>(cur.g.x & 255u);
 #pragma unroll
         for (int i = 1; i < 8; ++i) {
-          const uint32_t word = i < 4 ? g.x : g.y;
+          const uint32_t word = i < 4 ? cur.g.x : cur.g.y;
           col[i] = col[i - 1] + static_cast<int>((word >> (8 * (i & 3))) & 255u);
         }
         int incl = col[7];
@@ -205,6 +237,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         const int start = carry + incl - col[7];
         carry += __shfl_sync(kFull, incl, 31);
         if (mine < end) {
+          float v[8];
+          DecodeValues<E>(cur, v);
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
             Accumulate<TM, kShared>(acc, v[i], zsrc + (start + col[i]) * zstride, valid);
@@ -222,11 +256,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         const int p = task.tok_begin + tok0 + tok;
         AtomicAddTo(y + static_cast<int64_t>(__ldg(y_rows + p)) * ldy + task.y_col + r, acc[0]);
       }
-      begin = next_begin;
-      end = next_end;
-      g = ng;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = nv[i];
+      begin = b1, end = e1, cur = next1;
+      b1 = b2, e1 = e2, next1 = next2;
+      bounds(k + 3, b2, e2);
+      next2 = LoadRaw8<E>(task, b2 + 8 * lane, e2);
     }
   }
 }
