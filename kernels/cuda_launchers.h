@@ -78,18 +78,17 @@ struct SpectrumApplyTask {
   int32_t rows;
   int32_t n;          // columns of F (rows of zt)
   int32_t y_col;      // row r adds to column y_col + r of y
-  int32_t tok_begin;  // first token column of zt, a multiple of 4
+  int32_t tok_begin;  // first token: y_rows[tok_begin]
   int32_t count;      // tokens, >= 1
 };
 
 // For every task (host array of num_tasks) and row r, token p in [tok_begin,
-// tok_begin + count): y[y_rows[p], y_col + r] += Σ_c F[r, c] · zt[c, p]
-// (float32 sums, one atomic add per cell). zt [n, ldz] (ldz % 4 == 0,
-// 16-byte aligned), y [.., ldy] and the tasks' values share dtype
-// (kFloat32/kBFloat16/kFloat16); y_rows int32. Enqueues one launch per group
-// of up to 32 tasks of one token bucket (<= 4 tokens, more) and width n;
-// count / 8 must stay below 65536.
-cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* zt,
+// tok_begin + count): y[y_rows[p], y_col + r] += Σ_c F[r, c] · z[y_rows[p], c]
+// (float32 sums, one atomic add per cell). z [.., ldz], y [.., ldy] and the
+// tasks' values share dtype (kFloat32/kBFloat16/kFloat16); y_rows int32.
+// Enqueues one launch per group of up to 32 tasks of one token bucket (<= 4
+// tokens, more) and width n; count / 8 must stay below 65536.
+cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                                 DType dtype, cudaStream_t stream);
 

@@ -333,6 +333,11 @@ absl::Status ValidateFwhtInput(const torch::Tensor& x) {
 torch::Tensor Fwht(const torch::Tensor& x, double scale, bool transpose) {
   const absl::Status valid = ValidateFwhtInput(x);
   TORCH_CHECK(valid.ok(), "qwha::kernels::Fwht: ", std::string(valid.message()));
+  // Without a graph to record, skip the autograd node (serving calls this
+  // per projection group and step).
+  if (!torch::GradMode::is_enabled() || !x.requires_grad()) {
+    return FwhtForward(x, scale, transpose);
+  }
   return FwhtFunction::apply(x, scale, transpose);
 }
 

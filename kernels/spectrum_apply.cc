@@ -178,10 +178,10 @@ torch::Tensor UnpackSpectrum(const PackedSpectrum& f) {
 namespace {
 
 template <typename E>
-void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
+void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
               const torch::Tensor& y_rows, torch::Tensor& y) {
-  const E* z = zt.data_ptr<E>();
-  const int64_t ldz = zt.stride(0);
+  const E* zp = z.data_ptr<E>();
+  const int64_t ldz = z.stride(0);
   const int32_t* yr = y_rows.data_ptr<int32_t>();
   E* out = y.data_ptr<E>();
   const int64_t ldy = y.stride(0);
@@ -190,6 +190,7 @@ void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
     const int32_t* rp = f.row_ptr.data_ptr<int32_t>();
     const uint8_t* gaps = f.gaps.data_ptr<uint8_t>();
     const E* values = f.values.data_ptr<E>();
+    const int32_t* rows = yr + task.tok_begin;
     at::parallel_for(0, f.rows, 16, [&](int64_t r0, int64_t r1) {
       std::vector<float> acc(static_cast<size_t>(task.count));
       for (int64_t r = r0; r < r1; ++r) {
@@ -198,13 +199,12 @@ void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
         for (int32_t e = rp[r]; e < rp[r + 1]; ++e) {
           col += gaps[e];
           const float v = static_cast<float>(values[e]);
-          const E* zc = z + col * ldz + task.tok_begin;
           for (int64_t t = 0; t < task.count; ++t) {
-            acc[static_cast<size_t>(t)] += v * static_cast<float>(zc[t]);
+            acc[static_cast<size_t>(t)] += v * static_cast<float>(zp[rows[t] * ldz + col]);
           }
         }
         for (int64_t t = 0; t < task.count; ++t) {
-          E& dst = out[static_cast<int64_t>(yr[task.tok_begin + t]) * ldy + task.y_col + r];
+          E& dst = out[static_cast<int64_t>(rows[t]) * ldy + task.y_col + r];
           dst = static_cast<E>(static_cast<float>(dst) + acc[static_cast<size_t>(t)]);
         }
       }
@@ -214,40 +214,31 @@ void ApplyCpu(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
 
 }  // namespace
 
-void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
+void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
                    const torch::Tensor& y_rows, torch::Tensor& y) {
-  TORCH_CHECK(zt.dim() == 2 && zt.scalar_type() == y.scalar_type(),
-              "SpectrumApply: zt must be [n, tokens] in y's dtype");
-  TORCH_CHECK(y.dim() == 2 && y.stride(1) == 1, "SpectrumApply: y must be 2-D with unit column "
-              "stride");
+  TORCH_CHECK(z.dim() == 2 && z.scalar_type() == y.scalar_type() && z.stride(1) == 1 &&
+                  z.size(0) == y.size(0),
+              "SpectrumApply: z must be [y rows, n] in y's dtype with unit column stride");
+  TORCH_CHECK(y.dim() == 2 && y.stride(1) == 1,
+              "SpectrumApply: y must be 2-D with unit column stride");
   TORCH_CHECK(y_rows.dim() == 1 && y_rows.scalar_type() == torch::kInt32 &&
                   y_rows.device() == y.device() && y_rows.is_contiguous(),
               "SpectrumApply: y_rows must be contiguous int32 on y's device");
-  TORCH_CHECK(zt.device() == y.device(), "SpectrumApply: zt and y must share a device");
+  TORCH_CHECK(z.device() == y.device(), "SpectrumApply: z and y must share a device");
   if (tasks.empty()) return;
-  torch::Tensor z = zt;
-  if (!z.is_contiguous() || z.size(1) % 4 != 0) {
-    // The kernel reads tokens in aligned groups of 4.
-    torch::Tensor padded = torch::zeros({z.size(0), (z.size(1) + 3) / 4 * 4}, z.options());
-    padded.narrow(1, 0, z.size(1)).copy_(z);
-    z = padded;
-  }
   for (const SpectrumTask& t : tasks) {
     TORCH_CHECK(t.spectrum != nullptr, "SpectrumApply: task without a spectrum");
     const PackedSpectrum& f = *t.spectrum;
-    TORCH_CHECK(f.n == zt.size(0), "SpectrumApply: spectrum width ", f.n, " != zt rows ",
-                zt.size(0));
+    TORCH_CHECK(f.n == z.size(1), "SpectrumApply: spectrum width ", f.n, " != z's ", z.size(1));
     TORCH_CHECK(f.values.scalar_type() == y.scalar_type(), "SpectrumApply: spectrum values are ",
                 c10::toString(f.values.scalar_type()), ", y is ", c10::toString(y.scalar_type()));
     TORCH_CHECK(f.values.device() == y.device(), "SpectrumApply: spectrum on ",
                 f.values.device(), ", y on ", y.device());
     TORCH_CHECK(t.y_col >= 0 && t.y_col + f.rows <= y.size(1), "SpectrumApply: columns [",
                 t.y_col, ", ", t.y_col + f.rows, ") exceed y's ", y.size(1));
-    TORCH_CHECK(t.count >= 0 && t.tok_begin >= 0 && t.tok_begin % 4 == 0 &&
-                    t.tok_begin + t.count <= zt.size(1) && t.tok_begin + t.count <= y_rows.size(0),
+    TORCH_CHECK(t.count >= 0 && t.tok_begin >= 0 && t.tok_begin + t.count <= y_rows.size(0),
                 "SpectrumApply: tokens [", t.tok_begin, ", ", t.tok_begin + t.count,
-                ") do not fit zt (", zt.size(1), ") and y_rows (", y_rows.size(0),
-                ") or start unaligned");
+                ") exceed y_rows (", y_rows.size(0), ")");
   }
   if (y.is_cpu()) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "SpectrumApplyCpu",
@@ -258,13 +249,14 @@ void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tas
   TORCH_CHECK(y.is_cuda(), "SpectrumApply: unsupported device ", y.device());
   TORCH_CHECK(y.scalar_type() != torch::kFloat64, "SpectrumApply: float64 is CPU only");
   std::vector<cuda::SpectrumApplyTask> device_tasks;
+  device_tasks.reserve(tasks.size());
   for (const SpectrumTask& t : tasks) {
     const PackedSpectrum& f = *t.spectrum;
     if (t.count == 0 || f.rows == 0) continue;
     device_tasks.push_back({f.row_ptr.data_ptr<int32_t>(), f.gaps.data_ptr<uint8_t>(),
                             f.values.data_ptr(), static_cast<int32_t>(f.rows),
-                            static_cast<int32_t>(f.n), static_cast<int32_t>(t.y_col), static_cast<int32_t>(t.tok_begin),
-                            static_cast<int32_t>(t.count)});
+                            static_cast<int32_t>(f.n), static_cast<int32_t>(t.y_col),
+                            static_cast<int32_t>(t.tok_begin), static_cast<int32_t>(t.count)});
   }
   const cudaError_t err = cuda::LaunchSpectrumApply(
       device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr(), z.stride(0),

@@ -13,11 +13,12 @@
 // zero terms only, so they change no result.
 //
 // SpectrumApply computes, for a list of tasks {F, y_col, tok_begin, count},
-//   y[y_rows[p], y_col + r] += Σ_c F[r, c] · zt[c, p]
+//   y[y_rows[p], y_col + r] += Σ_c F[r, c] · z[y_rows[p], c]
 //       for every row r of F and p in [tok_begin, tok_begin + count)
-// with zt = FWHT(x)ᵀ of the tokens ([n, ldz], in y's dtype): one launch serves
-// the q/k/v (or gate/up) slots of every adapter in a batch. The CUDA kernel
-// stages each chunk of up to 8 tokens of zt in shared memory and gives each
+// with z = FWHT(x) of the step's rows ([M, n], in y's dtype): one launch
+// serves the q/k/v (or gate/up) slots of every adapter in a batch, each task
+// naming its tokens' rows through y_rows. The CUDA kernel stages each chunk
+// of up to 8 tokens of z in shared memory, transposed, and gives each
 // row of F to one warp (8 entries per lane, column steps by a warp scan, the
 // next row's entries prefetched), which keeps one float32 sum per token per
 // lane, reduce-scatters them across the warp at the end of the row and adds
@@ -72,17 +73,17 @@ torch::Tensor UnpackSpectrum(const PackedSpectrum& f);
 struct SpectrumTask {
   const PackedSpectrum* spectrum;
   int64_t y_col = 0;      // row r of F adds to column y_col + r of y
-  int64_t tok_begin = 0;  // first token column of zt; a multiple of 4
+  int64_t tok_begin = 0;  // the task's tokens are rows y_rows[tok_begin ..]
   int64_t count = 0;      // tokens
 };
 
-// The product above. zt: [n, ldz] on y's device in y's dtype; y: [M, cols]
-// with unit column stride, the dtype of every task's values; y_rows:
-// int32 [>= tok_begin + count of every task] on y's device, values in [0, M).
-// Every spectrum has n == zt.size(0) and y_col + rows <= cols. Throws
-// c10::Error when a precondition that can be checked without reading device
-// memory fails.
-void SpectrumApply(const torch::Tensor& zt, const std::vector<SpectrumTask>& tasks,
+// The product above. z: [M, n] with unit column stride, on y's device in y's
+// dtype; y: [M, cols] with unit column stride, the dtype of every task's
+// values; y_rows: contiguous int32 [>= tok_begin + count of every task] on
+// y's device, values in [0, M). Every spectrum has n == z.size(1) and y_col +
+// rows <= cols. Throws c10::Error when a precondition that can be checked
+// without reading device memory fails.
+void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
                    const torch::Tensor& y_rows, torch::Tensor& y);
 
 }  // namespace qwha::kernels

@@ -2,22 +2,22 @@
 // LibTorch.
 //
 // A block works on one task and one chunk of TM (4 or 8) tokens. It first
-// copies that chunk of zt ([n, TM], at most 176 KiB in bfloat16) into shared
-// memory: every entry of F then reads its TM token values from there instead
-// of a 32-byte L2 sector per entry. Blocks of a task split its rows; a warp takes
-// rows w, w + W, ... (W warps in the task's blocks), loads their bounds 32 at
-// a time (one row per lane) and keeps the first 256 entries of its next two
-// rows in flight (raw registers, decoded on use) while it works on one. Per 256 entries, lane l decodes
-// entries 8l .. 8l + 7: one 8-byte load of their column steps, 16 or 32 bytes
-// of values; its running column is a warp inclusive scan of the per-lane step
-// sums plus the carry of the previous 256 entries. (The first version, 4
-// entries per lane and 8 warps per SM, kept too few bytes of F in flight and
-// reached ~370 GB/s; so did one that gathered zt from L2.) At the
-// end of a row the 32 × TM float32 sums are reduce-scattered across the warp
+// copies that chunk's rows of z = FWHT(x) into shared memory, transposed
+// ([n, TM], at most 176 KiB in bfloat16), so every entry of F reads its TM
+// token values with one shared-memory load (instead of a 32-byte L2 sector
+// per entry) and no gather or transpose of x is needed on the host side.
+// Blocks of a task split its rows; a warp takes rows w, w + W, ... (W warps
+// in the task's blocks), loads their bounds 32 at a time (one row per lane)
+// and keeps the first 256 entries of its next two rows in flight (raw
+// registers, decoded on use) while it works on one. Per 256 entries, lane l
+// decodes entries 8l .. 8l + 7: one 8-byte load of their column steps, 16 or
+// 32 bytes of values; its running column is a warp inclusive scan of the
+// per-lane step sums plus the carry of the previous 256 entries. At the end
+// of a row the 32 × TM float32 sums are reduce-scattered across the warp
 // (TM − 1 shuffles, then xor shuffles), leaving each token's total in one
 // lane, which adds it to y with an atomic add (nothing waits on it). Where the
 // chunk does not fit in shared memory (float32 with a large n) the entries
-// read zt from global memory instead.
+// read z from global memory instead.
 #include <cstdint>
 #include <vector>
 
@@ -71,24 +71,29 @@ __device__ __forceinline__ void Copy4(const E* src, E* dst) {
   }
 }
 
-// acc[t] += v · z[t] for the chunk's tokens. From shared memory every token
-// (garbage past `valid` only feeds sums that are never written); from global
-// memory only t < valid (z is aligned to 4 elements).
-template <int TM, bool kShared, typename E>
-__device__ __forceinline__ void Accumulate(float (&acc)[TM], float v, const E* z, int valid) {
+// acc[t] += v · z[t] for the chunk's TM tokens, z from shared memory
+// (values past the chunk's real tokens are garbage that only feeds sums that
+// are never written).
+template <int TM, typename E>
+__device__ __forceinline__ void AccumulateShared(float (&acc)[TM], float v, const E* z) {
 #pragma unroll
   for (int q = 0; q < TM / 4; ++q) {
-    if (kShared || 4 * q + 4 <= valid) {
-      float zq[4];
-      Load4<!kShared>(z + 4 * q, zq);
+    float zq[4];
+    Load4<false>(z + 4 * q, zq);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[4 * q + i] += v * zq[i];
-    } else if (4 * q < valid) {
+    for (int i = 0; i < 4; ++i) acc[4 * q + i] += v * zq[i];
+  }
+}
+
+// The same from global memory: token t's value of column col at
+// z[row_offset[t] + col], for t < valid.
+template <int TM, typename E>
+__device__ __forceinline__ void AccumulateGlobal(float (&acc)[TM], float v, const E* z,
+                                                 const int64_t (&row_offset)[TM], int col,
+                                                 int valid) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        if (4 * q + i < valid) acc[4 * q + i] += v * ToF(z[4 * q + i]);
-      }
-    }
+  for (int t = 0; t < TM; ++t) {
+    if (t < valid) acc[t] += v * ToF(__ldg(z + row_offset[t] + col));
   }
 }
 
@@ -165,27 +170,29 @@ __device__ __forceinline__ void DecodeValues(const Raw8& raw, float v[8]) {
 
 template <int TM, bool kShared, typename E>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ zt, int64_t ldz,
+    SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
   const int tok0 = static_cast<int>(blockIdx.z) * TM;
   if (tok0 >= task.count) return;  // uniform over the block
   const int valid = min(TM, task.count - tok0);
-  const E* zsrc = zt + task.tok_begin + tok0;
-  int64_t zstride = ldz;
+  const int32_t* rows_of = y_rows + task.tok_begin + tok0;  // the chunk's rows of z and y
+  E* zs = reinterpret_cast<E*>(shared_raw);
+  int64_t row_offset[TM];
   if constexpr (kShared) {
-    // zs[c · TM + t] = zt[c, tok_begin + tok0 + t] for the 4-token groups
-    // that hold real tokens (the rest stays unset).
-    E* zs = reinterpret_cast<E*>(shared_raw);
-    const int groups = (valid + 3) / 4;
-    for (int i = threadIdx.x; i < task.n * groups; i += blockDim.x) {
-      const int c = i / groups, q = i - c * groups;
-      Copy4(zsrc + static_cast<int64_t>(c) * ldz + 4 * q, zs + c * TM + 4 * q);
+    // zs[c · TM + t] = z[rows_of[t], c]: consecutive threads read consecutive
+    // columns of one token's row.
+    for (int i = threadIdx.x; i < valid * task.n; i += blockDim.x) {
+      const int t = i / task.n, c = i - t * task.n;
+      zs[c * TM + t] = z[static_cast<int64_t>(__ldg(rows_of + t)) * ldz + c];
     }
     __syncthreads();
-    zsrc = zs;
-    zstride = TM;
+  } else {
+#pragma unroll
+    for (int t = 0; t < TM; ++t) {
+      row_offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
+    }
   }
   const int lane = threadIdx.x & 31;
   const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
@@ -241,7 +248,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
           DecodeValues<E>(cur, v);
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
-            Accumulate<TM, kShared>(acc, v[i], zsrc + (start + col[i]) * zstride, valid);
+            if constexpr (kShared) {
+              AccumulateShared<TM>(acc, v[i], zs + (start + col[i]) * TM);
+            } else {
+              AccumulateGlobal<TM>(acc, v[i], z, row_offset, start + col[i], valid);
+            }
           }
         }
       }
@@ -253,8 +264,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
       for (int o = 16 / TM; o >= 1; o >>= 1) acc[0] += __shfl_xor_sync(kFull, acc[0], o);
       if ((lane & (32 / TM - 1)) == 0 && tok < valid) {
-        const int p = task.tok_begin + tok0 + tok;
-        AtomicAddTo(y + static_cast<int64_t>(__ldg(y_rows + p)) * ldy + task.y_col + r, acc[0]);
+        AtomicAddTo(y + static_cast<int64_t>(__ldg(rows_of + tok)) * ldy + task.y_col + r, acc[0]);
       }
       begin = b1, end = e1, cur = next1;
       b1 = b2, e1 = e2, next1 = next2;
@@ -283,6 +293,7 @@ template <int TM, bool kShared, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
                         const void* zt, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                         int sms, cudaStream_t stream) {
+  static int configured_shared = 48 * 1024;  // per instantiation; raised once, never lowered
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
   // About two blocks per SM over the launch, fewer where each warp would get
@@ -292,10 +303,14 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
   auto kernel = SpectrumApplyKernel<TM, kShared, E>;
-  if (smem > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (static_cast<int>(smem) > configured_shared) {
+    // Raise the limit once to the device's maximum (a call per launch costs
+    // host time on every step of serving).
+    const int limit = Limits().shared;
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
     if (err != cudaSuccess) return err;
+    configured_shared = limit;
   }
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(count),
                   static_cast<unsigned>(chunks));

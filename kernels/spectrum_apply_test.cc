@@ -121,33 +121,27 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
     dense.push_back(Dense64(idx, values, s.rows, n, 0.5).to(dtype).to(torch::kFloat64));
     spectra.push_back(*std::move(f));
     begin.push_back(tokens);
-    tokens += (s.count + 3) / 4 * 4;
+    tokens += s.count;
     col.push_back(cols);
     cols += s.rows + 3;
   }
-  // y rows: a random permutation of the real tokens (padding slots point at row 0).
-  int64_t real = 0;
-  for (const TaskSpec& s : specs) real += s.count;
-  torch::Tensor perm = torch::randperm(real, torch::kInt64);
-  torch::Tensor y_rows = torch::zeros({tokens}, torch::kInt32);
-  int64_t k = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    for (int64_t t = 0; t < specs[i].count; ++t) y_rows[begin[i] + t] = perm[k++].item<int64_t>();
-  }
-  torch::Tensor zt = torch::randn({n, tokens}, torch::kFloat64).to(dtype);
+  // Each task's tokens are rows of z and y taken from a random permutation.
+  const int64_t real = tokens;
+  torch::Tensor y_rows = torch::randperm(real, torch::kInt64).to(torch::kInt32);
+  torch::Tensor z = torch::randn({real, n}, torch::kFloat64).to(dtype);
   torch::Tensor y0 = torch::randn({real, cols}, torch::kFloat64).to(dtype);
 
   torch::Tensor expected = y0.to(torch::kFloat64).clone();
   std::vector<SpectrumTask> tasks;
   for (size_t i = 0; i < specs.size(); ++i) {
     tasks.push_back({&spectra[i], col[i], begin[i], specs[i].count});
-    torch::Tensor z = zt.narrow(1, begin[i], specs[i].count).to(torch::kFloat64);
-    torch::Tensor delta = torch::matmul(dense[i], z).t();  // [count, rows]
     torch::Tensor rows = y_rows.narrow(0, begin[i], specs[i].count).to(torch::kInt64);
+    torch::Tensor zi = z.index_select(0, rows).to(torch::kFloat64);  // [count, n]
+    torch::Tensor delta = torch::matmul(zi, dense[i].t());           // [count, rows]
     expected.narrow(1, col[i], specs[i].rows).index_add_(0, rows, delta);
   }
   torch::Tensor y = y0.to(dev);
-  SpectrumApply(zt.to(dev), tasks, y_rows.to(dev), y);
+  SpectrumApply(z.to(dev), tasks, y_rows.to(dev), y);
   const torch::Tensor got = y.cpu().to(torch::kFloat64);
   const double scale = expected.abs().max().item<double>();
   EXPECT_LE((got - expected).abs().max().item<double>(), tol * scale);
@@ -166,7 +160,7 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
     }
     std::vector<SpectrumTask> cpu_tasks = tasks;
     for (size_t i = 0; i < tasks.size(); ++i) cpu_tasks[i].spectrum = &cpu_spectra[i];
-    SpectrumApply(zt, cpu_tasks, y_rows, y_cpu);
+    SpectrumApply(z, cpu_tasks, y_rows, y_cpu);
     EXPECT_LE((got - y_cpu.to(torch::kFloat64)).abs().max().item<double>(), tol * scale);
   }
 }
@@ -189,16 +183,21 @@ TEST(SpectrumApplyTest, MismatchesAreErrors) {
   auto f = PackSpectrum(idx, torch::ones({3}), 4, 8, 1.0, torch::kFloat32, torch::kCPU);
   ASSERT_TRUE(f.ok());
   torch::Tensor y = torch::zeros({2, 4});
-  torch::Tensor rows = torch::zeros({4}, torch::kInt32);
-  EXPECT_THROW(SpectrumApply(torch::zeros({16, 4}), {{&*f, 0, 0, 2}}, rows, y), c10::Error);
-  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 1, 0, 2}}, rows, y), c10::Error);
-  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 0, 2, 2}}, rows, y), c10::Error);
+  torch::Tensor rows = torch::tensor({1, 0}, torch::kInt32);
+  EXPECT_THROW(SpectrumApply(torch::zeros({2, 16}), {{&*f, 0, 0, 2}}, rows, y), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({2, 8}), {{&*f, 1, 0, 2}}, rows, y), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({2, 8}), {{&*f, 0, 1, 2}}, rows, y), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({3, 8}), {{&*f, 0, 0, 2}}, rows, y), c10::Error);
   torch::Tensor y16 = torch::zeros({2, 4}, torch::kBFloat16);
-  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}), {{&*f, 0, 0, 2}}, rows, y16), c10::Error);
-  EXPECT_THROW(SpectrumApply(torch::zeros({8, 4}, torch::kBFloat16), {{&*f, 0, 0, 2}}, rows, y),
+  EXPECT_THROW(SpectrumApply(torch::zeros({2, 8}), {{&*f, 0, 0, 2}}, rows, y16), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({2, 8}, torch::kBFloat16), {{&*f, 0, 0, 2}}, rows, y),
                c10::Error);
-  SpectrumApply(torch::ones({8, 4}), {{&*f, 0, 0, 2}}, rows, y);
-  EXPECT_EQ(y[0][0].item<float>(), 2.f);  // row 0 holds column 1 only; both tokens add to y row 0
+  // F row 0 holds column 1 only: y[r, 0] = z[r, 1] for both tokens' rows.
+  SpectrumApply(torch::tensor({{0., 3., 0., 0., 0., 0., 0., 0.}, {0., 5., 0., 0., 0., 0., 0., 0.}})
+                    .to(torch::kFloat32),
+                {{&*f, 0, 0, 2}}, rows, y);
+  EXPECT_EQ(y[0][0].item<float>(), 3.f);
+  EXPECT_EQ(y[1][0].item<float>(), 5.f);
 }
 
 }  // namespace

@@ -124,7 +124,7 @@ int64_t TensorBytes(const torch::Tensor& t) {
 }
 
 torch::Tensor SpectrumInput(const torch::Tensor& x) {
-  return kernels::Fwht(x, 1.0, /*transpose=*/true).t().contiguous();
+  return kernels::Fwht(x, 1.0, /*transpose=*/true);
 }
 
 absl::StatusOr<AdapterFileContents> ReadAdapterFiles(const std::string& dir) {
@@ -253,10 +253,10 @@ absl::StatusOr<std::unique_ptr<ServingAdapter>> ServingAdapter::Create(
 }
 
 torch::Tensor ServingAdapter::ApplyDelta(int64_t index, const torch::Tensor& x,
-                                         const torch::Tensor& xh_t) const {
+                                         const torch::Tensor& xh) const {
   const SlotDelta& d = slot(index);
   if (d.kind == SlotDelta::Kind::kSpectrum) {
-    const torch::Tensor z = xh_t.defined() ? xh_t : SpectrumInput(x);
+    const torch::Tensor z = xh.defined() ? xh : SpectrumInput(x);
     const int64_t m = x.size(0);
     torch::Tensor y = torch::zeros({m, d.spectrum.rows}, x.options());
     const torch::Tensor rows =

@@ -91,12 +91,11 @@ class ServingAdapter {
   // The correction of slot `index` (kind kNone when the slot has none).
   const SlotDelta& slot(int64_t index) const { return slots_.at(static_cast<size_t>(index)); }
 
-  // Δ for rows x [m, in] (in the serving dtype) of slot `index` ([m, out]). For spectrum
-  // slots `xh_t` may carry FWHT(x)ᵀ [n, m] already computed for these
-  // rows (shared by q/k/v and gate/up); pass an undefined tensor otherwise.
-  // (It is in x's dtype: SpectrumInput(x).)
-  // Precondition: slot(index).kind != kNone.
-  torch::Tensor ApplyDelta(int64_t index, const torch::Tensor& x, const torch::Tensor& xh_t) const;
+  // Δ for rows x [m, in] (in the serving dtype) of slot `index` ([m, out]).
+  // For spectrum slots `xh` may carry SpectrumInput(x) already computed for
+  // these rows (shared by q/k/v and gate/up); pass an undefined tensor
+  // otherwise. Precondition: slot(index).kind != kNone.
+  torch::Tensor ApplyDelta(int64_t index, const torch::Tensor& x, const torch::Tensor& xh) const;
 
   // Calls fn on every tensor the adapter owns (memory accounting and tests
   // that check storage is released).
@@ -113,7 +112,7 @@ class ServingAdapter {
 // Bytes of a tensor's storage.
 int64_t TensorBytes(const torch::Tensor& t);
 
-// FWHT(x)ᵀ: [n, m] in x's dtype (float32 sums, one rounding) for rows x [m, n]:
+// FWHT(x): [m, n] in x's dtype (float32 sums, one rounding) for rows x [m, n]:
 // the shared first half of the spectrum product.
 torch::Tensor SpectrumInput(const torch::Tensor& x);
 

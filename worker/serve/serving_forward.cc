@@ -55,10 +55,7 @@ void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, in
       offset += slots_[static_cast<size_t>(base + k)].out_features;
     }
   }
-  if (!tasks.empty()) {
-    kernels::SpectrumApply(SpectrumInput(x.index_select(0, rows.spectrum_gather)), tasks,
-                           rows.spectrum_rows, y);
-  }
+  if (!tasks.empty()) kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, y);
   // LoRA adapters, group by group.
   for (const Rows::Group& g : rows.groups) {
     if (g.tok_begin >= 0) continue;
@@ -196,19 +193,17 @@ torch::Tensor ServingModel::Forward(const std::vector<StepSegment>& segments, Kv
     rows.single_length = LongTensor(single_length, device_);
     rows.single_leading = leading;
   }
-  std::vector<int64_t> spectrum_gather;
+  std::vector<int32_t> spectrum_rows;
   for (auto& [adapter, list] : by_adapter) {
     const bool all = static_cast<int64_t>(list.size()) == rows.count;
     rows.groups.push_back({adapter, LongTensor(list, device_), all});
     if (adapters::IsSpectrumType(adapter->type())) {
-      rows.groups.back().tok_begin = static_cast<int64_t>(spectrum_gather.size());
-      spectrum_gather.insert(spectrum_gather.end(), list.begin(), list.end());
-      spectrum_gather.resize((spectrum_gather.size() + 3) / 4 * 4, 0);
+      rows.groups.back().tok_begin = static_cast<int64_t>(spectrum_rows.size());
+      spectrum_rows.insert(spectrum_rows.end(), list.begin(), list.end());
     }
   }
-  if (!spectrum_gather.empty()) {
-    rows.spectrum_gather = LongTensor(spectrum_gather, device_);
-    rows.spectrum_rows = rows.spectrum_gather.to(torch::kInt32);
+  if (!spectrum_rows.empty()) {
+    rows.spectrum_rows = torch::tensor(spectrum_rows, torch::kInt32).to(device_);
   }
 
   for (int64_t id : ids) {

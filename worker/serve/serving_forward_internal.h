@@ -46,18 +46,15 @@ struct ServingModel::Rows {
     const ServingAdapter* adapter;
     torch::Tensor rows;  // [m] int64
     bool all = false;    // every row of the step
-    // Spectrum adapters: the group's tokens are columns [tok_begin,
-    // tok_begin + m) of the step's FWHT'd input (spectrum_gather order).
+    // Spectrum adapters: the group's rows are spectrum_rows[tok_begin,
+    // tok_begin + m); -1 for other adapters.
     int64_t tok_begin = -1;
   };
   std::vector<Group> groups;
 
-  // The rows of every spectrum-adapter group, group after group, each group
-  // starting at a multiple of 4 (padding repeats row 0): x.index_select by
-  // spectrum_gather, FWHT, transpose gives kernels::SpectrumApply's zt, and
-  // spectrum_rows maps its token columns back to rows of y.
-  torch::Tensor spectrum_gather;  // [padded] int64 (undefined: no spectrum group)
-  torch::Tensor spectrum_rows;    // [padded] int32
+  // The rows of every spectrum-adapter group, group after group
+  // (kernels::SpectrumApply's y_rows); undefined when no group has one.
+  torch::Tensor spectrum_rows;  // int32
 };
 
 }  // namespace qwha::serve
