@@ -182,10 +182,41 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   int64_t row_offset[TM];
   if constexpr (kShared) {
     // zs[c · TM + t] = z[rows_of[t], c]: consecutive threads read consecutive
-    // columns of one token's row.
-    for (int i = threadIdx.x; i < valid * task.n; i += blockDim.x) {
-      const int t = i / task.n, c = i - t * task.n;
-      zs[c * TM + t] = z[static_cast<int64_t>(__ldg(rows_of + t)) * ldz + c];
+    // 16-byte pieces of one token's row, four pieces in flight per thread.
+    constexpr int kU = 16 / static_cast<int>(sizeof(E));  // elements per piece
+    const int n = task.n;
+    if (n % kU == 0 && (ldz * static_cast<int64_t>(sizeof(E))) % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(z) % 16 == 0) {
+      const int pieces = n / kU;
+      const int total = valid * pieces;
+      for (int first = threadIdx.x; first < total; first += 4 * blockDim.x) {
+        uint4 buf[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int i = first + j * static_cast<int>(blockDim.x);
+          if (i < total) {
+            const int t = i / pieces, u = i - t * pieces;
+            buf[j] = __ldg(reinterpret_cast<const uint4*>(
+                             z + static_cast<int64_t>(__ldg(rows_of + t)) * ldz) +
+                         u);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int i = first + j * static_cast<int>(blockDim.x);
+          if (i < total) {
+            const int t = i / pieces, u = i - t * pieces;
+            const E* e = reinterpret_cast<const E*>(&buf[j]);
+#pragma unroll
+            for (int k = 0; k < kU; ++k) zs[(u * kU + k) * TM + t] = e[k];
+          }
+        }
+      }
+    } else {
+      for (int i = threadIdx.x; i < valid * n; i += blockDim.x) {
+        const int t = i / n, c = i - t * n;
+        zs[c * TM + t] = z[static_cast<int64_t>(__ldg(rows_of + t)) * ldz + c];
+      }
     }
     __syncthreads();
   } else {
