@@ -181,41 +181,28 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   E* zs = reinterpret_cast<E*>(shared_raw);
   int64_t row_offset[TM];
   if constexpr (kShared) {
-    // zs[c · TM + t] = z[rows_of[t], c]: consecutive threads read consecutive
-    // 16-byte pieces of one token's row, four pieces in flight per thread.
-    constexpr int kU = 16 / static_cast<int>(sizeof(E));  // elements per piece
-    const int n = task.n;
-    if (n % kU == 0 && (ldz * static_cast<int64_t>(sizeof(E))) % 16 == 0 &&
-        reinterpret_cast<uintptr_t>(z) % 16 == 0) {
-      const int pieces = n / kU;
-      const int total = valid * pieces;
-      for (int first = threadIdx.x; first < total; first += 4 * blockDim.x) {
-        uint4 buf[4];
+    // zs[c · TM + t] = z[rows_of[t], c]. A thread takes column c (consecutive
+    // threads, consecutive columns: coalesced reads of each token's row), reads
+    // its TM values and writes them with one store of TM elements, so that
+    // consecutive threads write consecutive shared-memory words. (Writing
+    // element by element from 16-byte row pieces put all 32 lanes of a store
+    // in one bank.)
+    int64_t offset[TM];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int i = first + j * static_cast<int>(blockDim.x);
-          if (i < total) {
-            const int t = i / pieces, u = i - t * pieces;
-            buf[j] = __ldg(reinterpret_cast<const uint4*>(
-                             z + static_cast<int64_t>(__ldg(rows_of + t)) * ldz) +
-                         u);
-          }
+    for (int t = 0; t < TM; ++t) {
+      offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
+    }
+    for (int c = threadIdx.x; c < task.n; c += blockDim.x) {
+      alignas(16) E vals[TM];
+#pragma unroll
+      for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
+      if constexpr (TM * sizeof(E) == 8) {
+        *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals);
+      } else {
+#pragma unroll
+        for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
+          reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals)[q];
         }
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int i = first + j * static_cast<int>(blockDim.x);
-          if (i < total) {
-            const int t = i / pieces, u = i - t * pieces;
-            const E* e = reinterpret_cast<const E*>(&buf[j]);
-#pragma unroll
-            for (int k = 0; k < kU; ++k) zs[(u * kU + k) * TM + t] = e[k];
-          }
-        }
-      }
-    } else {
-      for (int i = threadIdx.x; i < valid * n; i += blockDim.x) {
-        const int t = i / n, c = i - t * n;
-        zs[c * TM + t] = z[static_cast<int64_t>(__ldg(rows_of + t)) * ldz + c];
       }
     }
     __syncthreads();
