@@ -192,30 +192,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     for (int t = 0; t < TM; ++t) {
       offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
-    // Four columns per thread and pass, all their loads issued before any store.
-    constexpr int kCols = 4;
-    const int step = static_cast<int>(blockDim.x);
-    for (int c0 = threadIdx.x; c0 < task.n; c0 += kCols * step) {
-      alignas(16) E vals[kCols][TM];
+    for (int c = threadIdx.x; c < task.n; c += blockDim.x) {
+      alignas(16) E vals[TM];
 #pragma unroll
-      for (int h = 0; h < kCols; ++h) {
-        const int c = c0 + h * step;
+      for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
+      if constexpr (TM * sizeof(E) == 8) {
+        *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals);
+      } else {
 #pragma unroll
-        for (int t = 0; t < TM; ++t) {
-          vals[h][t] = c < task.n && t < valid ? z[offset[t] + c] : FromF<E>(0.f);
-        }
-      }
-#pragma unroll
-      for (int h = 0; h < kCols; ++h) {
-        const int c = c0 + h * step;
-        if (c >= task.n) break;
-        if constexpr (TM * sizeof(E) == 8) {
-          *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals[h]);
-        } else {
-#pragma unroll
-          for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
-            reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals[h])[q];
-          }
+        for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
+          reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals)[q];
         }
       }
     }
