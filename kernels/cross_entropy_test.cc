@@ -10,14 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/test_devices.h"
+
 namespace qwha::kernels {
 namespace {
-
-std::vector<torch::Device> Devices() {
-  std::vector<torch::Device> d = {torch::kCPU};
-  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
-  return d;
-}
 
 // float64 loss and grad_scale · (softmax − onehot) of x (float64 [n, V]).
 std::pair<torch::Tensor, torch::Tensor> Reference(const torch::Tensor& x, const torch::Tensor& y,

@@ -7,14 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/test_devices.h"
+
 namespace qwha::kernels {
 namespace {
-
-std::vector<torch::Device> Devices() {
-  std::vector<torch::Device> d = {torch::kCPU};
-  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
-  return d;
-}
 
 torch::Tensor RandomCodes(int64_t rows, int64_t cols, int bits) {
   return torch::randint(0, 1 << bits, {rows, cols}, torch::kInt64);

@@ -11,15 +11,10 @@
 #include <vector>
 
 #include "kernels/hadamard_k.h"
+#include "kernels/test_devices.h"
 
 namespace qwha::kernels {
 namespace {
-
-std::vector<torch::Device> Devices() {
-  std::vector<torch::Device> d = {torch::kCPU};
-  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
-  return d;
-}
 
 // Sylvester H_m (float64) by recursion.
 torch::Tensor RefSylvester(int64_t m) {

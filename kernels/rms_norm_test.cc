@@ -9,14 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/test_devices.h"
+
 namespace qwha::kernels {
 namespace {
-
-std::vector<torch::Device> Devices() {
-  std::vector<torch::Device> d = {torch::kCPU};
-  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
-  return d;
-}
 
 // Rounds float64 values to `dtype` and back.
 torch::Tensor Round(const torch::Tensor& t, torch::ScalarType dtype) {

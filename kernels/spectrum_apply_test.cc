@@ -9,14 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/test_devices.h"
+
 namespace qwha::kernels {
 namespace {
-
-std::vector<torch::Device> Devices() {
-  std::vector<torch::Device> d = {torch::kCPU};
-  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
-  return d;
-}
 
 // Sorted unique flat indices with rows of very different fill: row 0 empty,
 // row 1 full, row 2 only column n - 1 (a long step), the rest random with

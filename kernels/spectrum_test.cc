@@ -7,14 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/test_devices.h"
+
 namespace qwha::kernels {
 namespace {
-
-std::vector<torch::Device> Devices() {
-  std::vector<torch::Device> d = {torch::kCPU};
-  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA, 0);
-  return d;
-}
 
 // count unique flat indices into [0, rows*n).
 torch::Tensor RandomIndex(int64_t rows, int64_t n, int64_t count) {
