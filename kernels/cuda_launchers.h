@@ -1,7 +1,7 @@
 // Host-side launchers of the CUDA kernels (fwht_cuda.cu, dequant_cuda.cu,
-// spectrum_cuda.cu, spectrum_apply_cuda.cu, cross_entropy_cuda.cu, rms_norm_cuda.cu). Plain C++: raw device pointers,
-// sizes, a dtype tag and a stream; no LibTorch. The tensor-level checks live in the .cc callers,
-// which establish every precondition listed here.
+// spectrum_cuda.cu, spectrum_apply_cuda.cu, cross_entropy_cuda.cu, rms_norm_cuda.cu). Plain C++:
+// raw device pointers, sizes, a dtype tag and a stream; no LibTorch. The tensor-level checks live
+// in the .cc callers, which establish every precondition listed here.
 //
 // Every launcher enqueues its work on `stream` and returns cudaSuccess, or the
 // first error from a CUDA API call or from cudaGetLastError() after a launch.

@@ -47,9 +47,7 @@ int64_t RowEntries(const int64_t* cols, int64_t k) {
 
 }  // namespace
 
-int64_t PackedSpectrum::bytes() const {
-  return Storage(row_ptr) + Storage(gaps) + Storage(values);
-}
+int64_t PackedSpectrum::bytes() const { return Storage(row_ptr) + Storage(gaps) + Storage(values); }
 
 int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
                                  torch::ScalarType value_dtype) {
@@ -63,12 +61,13 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
                                             double scale, torch::ScalarType value_dtype,
                                             const torch::Device& device) {
   if (!SupportedValueDtype(value_dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PackSpectrum: value dtype must be float32, bfloat16 or float16, got ",
-        c10::toString(value_dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PackSpectrum: value dtype must be float32, bfloat16 or float16, got ",
+                     c10::toString(value_dtype)));
   }
   if (rows < 0 || n < 1 || rows * n >= (int64_t{1} << 62)) {
-    return absl::InvalidArgumentError(absl::StrCat("PackSpectrum: bad shape [", rows, ", ", n, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PackSpectrum: bad shape [", rows, ", ", n, "]"));
   }
   if (!flat_index.defined() || !values.defined() || flat_index.dim() != 1 || values.dim() != 1 ||
       flat_index.size(0) != values.size(0) || flat_index.scalar_type() != torch::kInt64 ||
@@ -86,9 +85,9 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
                                                      " is outside [0, ", rows * n, ")"));
     }
     if (t > 0 && idx[t] <= idx[t - 1]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "PackSpectrum: indices must be strictly increasing; ", idx[t], " at ", t,
-          " follows ", idx[t - 1]));
+      return absl::InvalidArgumentError(
+          absl::StrCat("PackSpectrum: indices must be strictly increasing; ", idx[t], " at ", t,
+                       " follows ", idx[t - 1]));
     }
   }
   // Input entries of row r: [first[r], first[r + 1]); packed: [offsets[r], offsets[r + 1]).
@@ -139,7 +138,8 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
             for (; step > kMaxStep; step -= kMaxStep) gp[e++] = static_cast<uint8_t>(kMaxStep);
             gp[e] = static_cast<uint8_t>(step);
             // float64 product, then the tensor library's rounding (via float32).
-            dst[e++] = static_cast<scalar_t>(static_cast<float>(static_cast<double>(src[t]) * scale));
+            dst[e++] =
+                static_cast<scalar_t>(static_cast<float>(static_cast<double>(src[t]) * scale));
             prev = col;
           }
         }
@@ -232,10 +232,10 @@ void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& task
     TORCH_CHECK(f.n == z.size(1), "SpectrumApply: spectrum width ", f.n, " != z's ", z.size(1));
     TORCH_CHECK(f.values.scalar_type() == y.scalar_type(), "SpectrumApply: spectrum values are ",
                 c10::toString(f.values.scalar_type()), ", y is ", c10::toString(y.scalar_type()));
-    TORCH_CHECK(f.values.device() == y.device(), "SpectrumApply: spectrum on ",
-                f.values.device(), ", y on ", y.device());
-    TORCH_CHECK(t.y_col >= 0 && t.y_col + f.rows <= y.size(1), "SpectrumApply: columns [",
-                t.y_col, ", ", t.y_col + f.rows, ") exceed y's ", y.size(1));
+    TORCH_CHECK(f.values.device() == y.device(), "SpectrumApply: spectrum on ", f.values.device(),
+                ", y on ", y.device());
+    TORCH_CHECK(t.y_col >= 0 && t.y_col + f.rows <= y.size(1), "SpectrumApply: columns [", t.y_col,
+                ", ", t.y_col + f.rows, ") exceed y's ", y.size(1));
     TORCH_CHECK(t.count >= 0 && t.tok_begin >= 0 && t.tok_begin + t.count <= y_rows.size(0),
                 "SpectrumApply: tokens [", t.tok_begin, ", ", t.tok_begin + t.count,
                 ") exceed y_rows (", y_rows.size(0), ")");
@@ -262,8 +262,8 @@ void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& task
       device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr(), z.stride(0),
       y.data_ptr(), y.stride(0), y_rows.data_ptr<int32_t>(), ToCudaDType(y.scalar_type()),
       at::cuda::getCurrentCUDAStream(y.device().index()).stream());
-  TORCH_CHECK(err == cudaSuccess, "qwha::kernels::SpectrumApply: CUDA launch failed: ",
-              cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess,
+              "qwha::kernels::SpectrumApply: CUDA launch failed: ", cudaGetErrorString(err));
 #else
   TORCH_CHECK(false, "SpectrumApply: this build has no CUDA kernels (device ", y.device(), ")");
 #endif

@@ -38,8 +38,8 @@ struct TaskBatch {
 // 4 consecutive elements as floats; kGlobal: through the read-only cache.
 template <bool kGlobal>
 __device__ __forceinline__ void Load4(const float* p, float v[4]) {
-  const float4 x = kGlobal ? __ldg(reinterpret_cast<const float4*>(p))
-                           : *reinterpret_cast<const float4*>(p);
+  const float4 x =
+      kGlobal ? __ldg(reinterpret_cast<const float4*>(p)) : *reinterpret_cast<const float4*>(p);
   v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
 }
 
@@ -118,7 +118,9 @@ __device__ __forceinline__ void AtomicAddTo(float* p, float v) { atomicAdd(p, v)
 __device__ __forceinline__ void AtomicAddTo(__nv_bfloat16* p, float v) {
   atomicAdd(p, __float2bfloat16_rn(v));
 }
-__device__ __forceinline__ void AtomicAddTo(__half* p, float v) { atomicAdd(p, __float2half_rn(v)); }
+__device__ __forceinline__ void AtomicAddTo(__half* p, float v) {
+  atomicAdd(p, __float2half_rn(v));
+}
 
 // The raw steps and values of 8 entries, as loaded: decoding waits until the
 // entries are used, so that a prefetch does not stall the warp on its load.
@@ -355,7 +357,8 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
       max_rows = max_rows > tasks[j].rows ? max_rows : tasks[j].rows;
       max_tokens = max_tokens > tasks[j].count ? max_tokens : tasks[j].count;
     }
-    const bool shared = static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
+    const bool shared =
+        static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
     const cudaError_t err =
         shared ? LaunchBatch<TM, true, E>(batch, count, n, max_rows, max_tokens, zt, ldz, y, ldy,
                                           y_rows, limits.sms, stream)
@@ -367,9 +370,8 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
 }
 
 template <typename E>
-cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const void* zt,
-                        int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                        cudaStream_t stream) {
+cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const void* zt, int64_t ldz,
+                        void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
   // Tasks of at most 4 tokens take the 4-token kernel; the rest go in chunks
   // of 8 tokens, one block per chunk.
   std::vector<SpectrumApplyTask> b4, b8;

@@ -66,8 +66,7 @@ TEST(SpectrumApplyTest, PackingKeepsEveryEntryAndRespectsTheBound) {
         EXPECT_GE(rp[3].item<int>() - rp[2].item<int>(), 1 + (n - 2) / 255);
         // Values are rounded once to the dtype: the dense form equals the
         // rounded float64 definition exactly.
-        torch::Tensor expected =
-            Dense64(idx, values, rows, n, 0.25).to(dtype).to(torch::kFloat32);
+        torch::Tensor expected = Dense64(idx, values, rows, n, 0.25).to(dtype).to(torch::kFloat32);
         EXPECT_TRUE(torch::equal(UnpackSpectrum(*f).cpu(), expected)) << n << " " << dtype;
         EXPECT_LE(f->bytes(), PackedSpectrumBytesBound(idx.size(0), rows, n, dtype));
         EXPECT_EQ(f->bytes(), 4 * (rows + 1) + f->values.size(0) * (1 + c10::elementSize(dtype)));
@@ -90,9 +89,9 @@ TEST(SpectrumApplyTest, PackingRefusesBadInput) {
             std::string::npos);
   EXPECT_FALSE(bad(torch::tensor({0, 5}, torch::kInt64), v).ok());
   EXPECT_FALSE(bad(torch::tensor({0, 5, 6}, torch::kInt32), v).ok());
-  EXPECT_NE(bad(torch::tensor({0, 5, 6}, torch::kInt64), v, torch::kFloat64).message().find(
-                "dtype"),
-            std::string::npos);
+  EXPECT_NE(
+      bad(torch::tensor({0, 5, 6}, torch::kInt64), v, torch::kFloat64).message().find("dtype"),
+      std::string::npos);
 }
 
 struct TaskSpec {
@@ -163,7 +162,7 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
 
 TEST(SpectrumApplyTest, BatchedProductMatchesFloat64Reference) {
   torch::manual_seed(7);
-  const std::vector<TaskSpec> specs = {{33, 1}, {64, 3}, {17, 4}, {40, 5}, {8, 8},
+  const std::vector<TaskSpec> specs = {{33, 1}, {64, 3},  {17, 4},  {40, 5},  {8, 8},
                                        {50, 9}, {29, 16}, {31, 17}, {12, 32}, {70, 45}};
   for (torch::Device dev : Devices()) {
     CheckApply(dev, torch::kFloat32, 96, specs, 1e-5);

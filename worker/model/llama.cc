@@ -288,9 +288,8 @@ torch::Tensor LlamaModel::DecoderLayer(int64_t index, const torch::Tensor& h,
                                        const torch::Tensor& allowed, bool plain_causal,
                                        KvCache* cache) const {
   const Layer& layer = *layers_[static_cast<size_t>(index)];
-  torch::Tensor out =
-      h + Attention(layer, index, RmsNorm(h, layer.input_norm), cos, sin, allowed, plain_causal,
-                    cache);
+  torch::Tensor out = h + Attention(layer, index, RmsNorm(h, layer.input_norm), cos, sin, allowed,
+                                    plain_causal, cache);
   return out + Mlp(layer, RmsNorm(out, layer.post_norm));
 }
 
@@ -363,8 +362,7 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
 
 torch::Tensor LlamaModel::CheckpointedLayer(int64_t index, const torch::Tensor& h,
                                             const torch::Tensor& cos, const torch::Tensor& sin,
-                                            const torch::Tensor& allowed,
-                                            bool plain_causal) const {
+                                            const torch::Tensor& allowed, bool plain_causal) const {
   std::vector<torch::Tensor> params;
   for (const LinearSlot* slot : layers_[static_cast<size_t>(index)]->Slots()) {
     if (slot->adapter() == nullptr) continue;

@@ -559,7 +559,8 @@ void AttachPerturbedAdapters(LlamaModel& model) {
   for (LinearSlot* slot : model.LinearSlots()) {
     torch::Tensor w = slot->weight();
     adapters::AdapterConfig acfg;
-    acfg.type = index % 2 == 0 ? adapters::AdapterType::kQwhaDataFree : adapters::AdapterType::kLora;
+    acfg.type =
+        index % 2 == 0 ? adapters::AdapterType::kQwhaDataFree : adapters::AdapterType::kLora;
     acfg.rank = 2;
     acfg.seed = static_cast<uint64_t>(index++);
     torch::Tensor base = w;
@@ -578,8 +579,8 @@ void AttachPerturbedAdapters(LlamaModel& model) {
       torch::NoGradGuard no_grad;
       for (auto& p : (*adapter)->TrainableParameters()) p.add_(0.05 * torch::randn_like(p));
     }
-    (*adapter)->To(slot->device(), model.dtype() == torch::kFloat64 ? torch::kFloat64
-                                                                     : torch::kFloat32);
+    (*adapter)->To(slot->device(),
+                   model.dtype() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
     ASSERT_TRUE(slot->AttachAdapter(std::move(*adapter)).ok());
   }
 }
@@ -595,9 +596,8 @@ std::pair<double, std::vector<torch::Tensor>> LossAndGradients(LlamaModel& model
     }
   }
   torch::Tensor logits = model.Forward(ids);
-  torch::Tensor loss = (logits.to(torch::kFloat64).logsumexp(-1) -
-                        logits.to(torch::kFloat64).select(-1, 3))
-                           .mean();
+  torch::Tensor loss =
+      (logits.to(torch::kFloat64).logsumexp(-1) - logits.to(torch::kFloat64).select(-1, 3)).mean();
   loss.backward();
   std::vector<torch::Tensor> grads;
   for (const auto& p : params) {

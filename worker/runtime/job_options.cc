@@ -123,9 +123,9 @@ absl::Status ConvertTraining(const qwha::v1::TrainingConfig& t, const torch::Dev
     return Invalid("training.learning_rate",
                    absl::StrCat("must be finite and >= 0, got ", t.learning_rate()));
   }
-  out.train.lr = t.learning_rate() != 0                ? t.learning_rate()
+  out.train.lr = t.learning_rate() != 0                       ? t.learning_rate()
                  : adapters::IsSpectrumType(out.adapter.type) ? kDefaultSpectrumLearningRate
-                                                       : kDefaultLoraLearningRate;
+                                                              : kDefaultLoraLearningRate;
   if (!std::isfinite(t.weight_decay()) || t.weight_decay() < 0) {
     return Invalid("training.weight_decay",
                    absl::StrCat("must be finite and >= 0, got ", t.weight_decay()));

@@ -416,8 +416,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < counts.size(); ++i) {
       const double ratio = best[i].step_ms / best[0].step_ms;
       if (counts[i] == 8 && batch >= 32) ratio8 = ratio;
-      std::printf("%-6lld %-9s %14.1f %10.2f %10.1f %12.2f %12.2f\n",
-                  static_cast<long long>(batch),
+      std::printf("%-6lld %-9s %14.1f %10.2f %10.1f %12.2f %12.2f\n", static_cast<long long>(batch),
                   counts[i] == 0 ? "base" : absl::StrCat(counts[i], " QWHA").c_str(),
                   best[i].decode_tokens_per_s, best[i].step_ms, best[i].ttft_ms, ratio,
                   best[i].ttft_ms / best[0].ttft_ms);

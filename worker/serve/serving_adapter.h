@@ -43,8 +43,8 @@ struct SlotDelta {
   enum class Kind { kNone, kSpectrum, kLora };
   Kind kind = Kind::kNone;
   kernels::PackedSpectrum spectrum;  // kSpectrum: F [out, n], values · s/n, serving dtype
-  torch::Tensor lora_a;    // kLora: [r, in], serving dtype
-  torch::Tensor lora_b;    // kLora: scale · B [out, r], serving dtype
+  torch::Tensor lora_a;              // kLora: [r, in], serving dtype
+  torch::Tensor lora_b;              // kLora: scale · B [out, r], serving dtype
 };
 
 // The adapter files a job produces (worker/pipeline/recipe.h): the state of
