@@ -18,6 +18,7 @@
 // lane, which adds it to y with an atomic add (nothing waits on it). Where the
 // chunk does not fit in shared memory (float32 with a large n) the entries
 // read z from global memory instead.
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -311,9 +312,10 @@ DeviceLimits Limits() {
 
 template <int TM, bool kShared, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
-                        const void* zt, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
+                        const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                         int sms, cudaStream_t stream) {
-  static int configured_shared = 48 * 1024;  // per instantiation; raised once, never lowered
+  // Per instantiation; raised once, never lowered (launchers may run concurrently).
+  static std::atomic<int> configured_shared{48 * 1024};
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
   // About two blocks per SM over the launch, fewer where each warp would get
@@ -323,24 +325,24 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
   auto kernel = SpectrumApplyKernel<TM, kShared, E>;
-  if (static_cast<int>(smem) > configured_shared) {
+  if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
     // Raise the limit once to the device's maximum (a call per launch costs
     // host time on every step of serving).
     const int limit = Limits().shared;
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
     if (err != cudaSuccess) return err;
-    configured_shared = limit;
+    configured_shared.store(limit, std::memory_order_relaxed);
   }
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(count),
                   static_cast<unsigned>(chunks));
-  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(zt), ldz,
+  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
                                                       static_cast<E*>(y), ldy, y_rows);
   return cudaGetLastError();
 }
 
 template <int TM, typename E>
-cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void* zt, int64_t ldz,
+cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void* z, int64_t ldz,
                          void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
   static const DeviceLimits limits = Limits();
   // Batches of up to kMaxTasks tasks of one width n (the shared-memory size).
@@ -360,9 +362,9 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     const bool shared =
         static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
     const cudaError_t err =
-        shared ? LaunchBatch<TM, true, E>(batch, count, n, max_rows, max_tokens, zt, ldz, y, ldy,
+        shared ? LaunchBatch<TM, true, E>(batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
                                           y_rows, limits.sms, stream)
-               : LaunchBatch<TM, false, E>(batch, count, n, max_rows, max_tokens, zt, ldz, y, ldy,
+               : LaunchBatch<TM, false, E>(batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
                                            y_rows, limits.sms, stream);
     if (err != cudaSuccess) return err;
   }
@@ -370,7 +372,7 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
 }
 
 template <typename E>
-cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const void* zt, int64_t ldz,
+cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const void* z, int64_t ldz,
                         void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
   // Tasks of at most 4 tokens take the 4-token kernel; the rest go in chunks
   // of 8 tokens, one block per chunk.
@@ -381,23 +383,23 @@ cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const voi
     (t.count <= 4 ? b4 : b8).push_back(t);
   }
   cudaError_t err = cudaSuccess;
-  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, zt, ldz, y, ldy, y_rows, stream))) return err;
-  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, zt, ldz, y, ldy, y_rows, stream))) return err;
+  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, z, ldz, y, ldy, y_rows, stream))) return err;
+  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, z, ldz, y, ldy, y_rows, stream))) return err;
   return cudaSuccess;
 }
 
 }  // namespace
 
-cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* zt,
+cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                                 DType dtype, cudaStream_t stream) {
   switch (dtype) {
     case DType::kFloat32:
-      return LaunchTyped<float>(tasks, num_tasks, zt, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<float>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
     case DType::kBFloat16:
-      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, zt, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
     case DType::kFloat16:
-      return LaunchTyped<__half>(tasks, num_tasks, zt, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<__half>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
     default:
       return cudaErrorInvalidValue;
   }
