@@ -33,14 +33,15 @@ int64_t Storage(const torch::Tensor& t) {
 }
 
 // Entries a row takes: its k entries, one filler per step beyond 255, then
-// padding to a multiple of 8. cols [k], increasing.
-int64_t RowEntries(const int64_t* cols, int64_t k) {
+// padding to a multiple of 8. idx [k]: the row's flat indices, increasing,
+// from row_start = row · n.
+int64_t RowEntries(const int64_t* idx, int64_t k, int64_t row_start) {
   int64_t entries = k;
-  int64_t prev = 0;
+  int64_t prev = row_start;
   for (int64_t i = 0; i < k; ++i) {
-    const int64_t step = cols[i] - prev;
+    const int64_t step = idx[i] - prev;
     if (step > kMaxStep) entries += (step - 1) / kMaxStep;
-    prev = cols[i];
+    prev = idx[i];
   }
   return (entries + 7) / 8 * 8;
 }
@@ -99,12 +100,9 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
     }
   });
   at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
-    std::vector<int64_t> cols;
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = first[static_cast<size_t>(r)], e = first[static_cast<size_t>(r) + 1];
-      cols.resize(static_cast<size_t>(e - b));
-      for (int64_t t = b; t < e; ++t) cols[static_cast<size_t>(t - b)] = idx[t] - r * n;
-      offsets[static_cast<size_t>(r) + 1] = RowEntries(cols.data(), e - b);
+      offsets[static_cast<size_t>(r) + 1] = RowEntries(idx + b, e - b, r * n);
     }
   });
   for (int64_t r = 0; r < rows; ++r) {
