@@ -80,7 +80,18 @@ struct SpectrumApplyTask {
   int32_t y_col;      // row r adds to column y_col + r of y
   int32_t tok_begin;  // first token: y_rows[tok_begin]
   int32_t count;      // tokens, >= 1
+  int32_t entries;    // row_ptr[rows]: packed entries (picks the lanes per row)
 };
+
+// Launch shape of LaunchSpectrumApply, for benchmarks that sweep it:
+// lanes_per_row 8, 16 or 32 (0: from the tasks' mean entries per row) and
+// resident blocks aimed at per SM (0: 2). Process-wide; not for concurrent
+// use with launches.
+struct SpectrumApplyTuning {
+  int lanes_per_row = 0;
+  int blocks_per_sm = 0;
+};
+void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 
 // For every task (host array of num_tasks) and row r, token p in [tok_begin,
 // tok_begin + count): y[y_rows[p], y_col + r] += Σ_c F[r, c] · z[y_rows[p], c]

@@ -8,13 +8,16 @@
 // per entry) and no gather or transpose of x is needed on the host side.
 // Blocks of a task split its rows; a warp takes rows w, w + W, ... (W warps
 // in the task's blocks), loads their bounds 32 at a time (one row per lane)
-// and keeps the first 256 entries of its next two rows in flight (raw
-// registers, decoded on use) while it works on one. Per 256 entries, lane l
-// decodes entries 8l .. 8l + 7: one 8-byte load of their column steps, 16 or
-// 32 bytes of values; its running column is a warp inclusive scan of the
-// per-lane step sums plus the carry of the previous 256 entries. At the end
-// of a row the 32 × TM float32 sums are reduce-scattered across the warp
-// (TM − 1 shuffles, then xor shuffles), leaving each token's total in one
+// and works on P = 32 / S of them at once, S lanes (a segment) per row, with
+// S = 8, 16 or 32 picked per launch from the mean row length (QWHA rows hold
+// 64-256 entries, so a whole warp per row left most lanes idle). The next
+// two steps' entries are in flight (raw registers, decoded on use) while one
+// step is worked on. Per window of 8·S entries, lane l of a segment decodes
+// entries 8l .. 8l + 7: one 8-byte load of their column steps, 16 or 32
+// bytes of values; its running column is a segment inclusive scan of the
+// per-lane step sums plus the carry of the previous windows. At the end of a
+// row the S × TM float32 sums are reduce-scattered across the segment
+// (xor shuffles), leaving each token's total in one
 // lane, which adds it to y with an atomic add (nothing waits on it). Where the
 // chunk does not fit in shared memory (float32 with a large n) the entries
 // read z from global memory instead.
@@ -171,7 +174,7 @@ __device__ __forceinline__ void DecodeValues(const Raw8& raw, float v[8]) {
   }
 }
 
-template <int TM, bool kShared, typename E>
+template <int TM, int S, bool kShared, typename E>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows) {
@@ -215,7 +218,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       row_offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
   }
+  // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
+  constexpr int P = 32 / S;
   const int lane = threadIdx.x & 31;
+  const int sub = lane / S;  // the lane's row of the P
+  const int sl = lane % S;   // the lane's place in its segment
   const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   const int warps = gridDim.x * kWarpsPerBlock;
   for (int first = warp; first < task.rows; first += 32 * warps) {
@@ -227,28 +234,35 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       my_end = __ldg(task.row_ptr + my_row + 1);
     }
     const int rows_here = min(32, (task.rows - first + warps - 1) / warps);
-    // Rows k, k + 1, k + 2 of this group are in flight while row k is worked on.
+    // The segment's row of the step that starts at row k of this group; the
+    // rows of the next two steps are in flight while one step is worked on.
     auto bounds = [&](int k, int& b, int& e) {
-      b = __shfl_sync(kFull, my_begin, k & 31);
-      e = __shfl_sync(kFull, my_end, k & 31);
-      if (k >= rows_here) b = e = 0;
+      const int kk = k + sub;
+      b = __shfl_sync(kFull, my_begin, kk & 31);
+      e = __shfl_sync(kFull, my_end, kk & 31);
+      if (kk >= rows_here) b = e = 0;
     };
     int begin, end, b1, e1, b2, e2;
     bounds(0, begin, end);
-    bounds(1, b1, e1);
-    bounds(2, b2, e2);
-    Raw8 cur = LoadRaw8<E>(task, begin + 8 * lane, end);
-    Raw8 next1 = LoadRaw8<E>(task, b1 + 8 * lane, e1);
-    Raw8 next2 = LoadRaw8<E>(task, b2 + 8 * lane, e2);
-    for (int k = 0; k < rows_here; ++k) {
-      const int r = first + k * warps;
+    bounds(P, b1, e1);
+    bounds(2 * P, b2, e2);
+    Raw8 cur = LoadRaw8<E>(task, begin + 8 * sl, end);
+    Raw8 next1 = LoadRaw8<E>(task, b1 + 8 * sl, e1);
+    Raw8 next2 = LoadRaw8<E>(task, b2 + 8 * sl, e2);
+    for (int k = 0; k < rows_here; k += P) {
+      const int r = first + (k + sub) * warps;
       float acc[TM];
 #pragma unroll
       for (int t = 0; t < TM; ++t) acc[t] = 0.f;
+      // Windows of 8·S entries: as many as the longest of the step's P rows
+      // needs (shuffles below involve the whole warp).
+      int windows = (end - begin + 8 * S - 1) / (8 * S);
+#pragma unroll
+      for (int o = 16; o >= S; o >>= 1) windows = max(windows, __shfl_xor_sync(kFull, windows, o));
       int carry = 0;
-      for (int e = begin; e < end; e += 256) {
-        const int mine = e + 8 * lane;
-        if (e != begin) cur = LoadRaw8<E>(task, mine, end);
+      for (int w = 0; w < windows; ++w) {
+        const int mine = begin + w * 8 * S + 8 * sl;
+        if (w != 0) cur = LoadRaw8<E>(task, mine, end);
         int col[8];
         col[0] = static_cast<int>(cur.g.x & 255u);
 #pragma unroll
@@ -256,14 +270,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
           const uint32_t word = i < 4 ? cur.g.x : cur.g.y;
           col[i] = col[i - 1] + static_cast<int>((word >> (8 * (i & 3))) & 255u);
         }
+        // Inclusive scan of the per-lane step sums within the segment.
         int incl = col[7];
 #pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-          const int up = __shfl_up_sync(kFull, incl, o);
-          if (lane >= o) incl += up;
+        for (int o = 1; o < S; o <<= 1) {
+          const int up = __shfl_up_sync(kFull, incl, o, S);
+          if (sl >= o) incl += up;
         }
         const int start = carry + incl - col[7];
-        carry += __shfl_sync(kFull, incl, 31);
+        carry += __shfl_sync(kFull, incl, S - 1, S);
         if (mine < end) {
           float v[8];
           DecodeValues<E>(cur, v);
@@ -277,20 +292,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
           }
         }
       }
-      // Reduce-scatter: at offset o, a lane keeps the half of its sums that
-      // its bit o selects and adds the partner's copy of that half.
+      // Reduce-scatter within the segment: at offset o, a lane keeps the half
+      // of its sums that its bit o selects and adds the partner's copy of it.
       int tok = 0;
-      ReduceScatterStep<TM / 2, 16>(acc, lane, tok);
-      // Lanes that differ only in the bits below 32 / TM hold the same token.
+      ReduceScatterStep<TM / 2, S / 2>(acc, lane, tok);
+      // Lanes that differ only in the bits below S / TM hold the same token.
 #pragma unroll
-      for (int o = 16 / TM; o >= 1; o >>= 1) acc[0] += __shfl_xor_sync(kFull, acc[0], o);
-      if ((lane & (32 / TM - 1)) == 0 && tok < valid) {
+      for (int o = S / (2 * TM); o >= 1; o >>= 1) acc[0] += __shfl_xor_sync(kFull, acc[0], o);
+      if ((sl & (S / TM - 1)) == 0 && tok < valid && k + sub < rows_here) {
         AtomicAddTo(y + static_cast<int64_t>(__ldg(rows_of + tok)) * ldy + task.y_col + r, acc[0]);
       }
       begin = b1, end = e1, cur = next1;
       b1 = b2, e1 = e2, next1 = next2;
-      bounds(k + 3, b2, e2);
-      next2 = LoadRaw8<E>(task, b2 + 8 * lane, e2);
+      bounds(k + 3 * P, b2, e2);
+      next2 = LoadRaw8<E>(task, b2 + 8 * sl, e2);
     }
   }
 }
@@ -310,7 +325,11 @@ DeviceLimits Limits() {
   return d;
 }
 
-template <int TM, bool kShared, typename E>
+// Benchmark overrides of the launch shape (SetSpectrumApplyTuning).
+std::atomic<int> tuned_lanes{0};
+std::atomic<int> tuned_blocks_per_sm{0};
+
+template <int TM, int S, bool kShared, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
                         const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                         int sms, cudaStream_t stream) {
@@ -318,13 +337,17 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   static std::atomic<int> configured_shared{48 * 1024};
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
-  // About two blocks per SM over the launch, fewer where each warp would get
-  // less than two rows.
-  const int row_blocks = (max_rows + 2 * kWarpsPerBlock - 1) / (2 * kWarpsPerBlock);
-  int blocks = (2 * sms + count * chunks - 1) / (count * chunks);
+  // About `per_sm` blocks per SM over the launch, fewer where each warp would
+  // get less than two steps of 32 / S rows.
+  const int per_sm = tuned_blocks_per_sm.load(std::memory_order_relaxed) > 0
+                         ? tuned_blocks_per_sm.load(std::memory_order_relaxed)
+                         : 2;
+  const int rows_per_block = 2 * (32 / S) * kWarpsPerBlock;
+  const int row_blocks = (max_rows + rows_per_block - 1) / rows_per_block;
+  int blocks = (per_sm * sms + count * chunks - 1) / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
-  auto kernel = SpectrumApplyKernel<TM, kShared, E>;
+  auto kernel = SpectrumApplyKernel<TM, S, kShared, E>;
   if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
     // Raise the limit once to the device's maximum (a call per launch costs
     // host time on every step of serving).
@@ -339,6 +362,27 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
                                                       static_cast<E*>(y), ldy, y_rows);
   return cudaGetLastError();
+}
+
+// Lanes per row: the smallest segment whose window (8 entries a lane) holds
+// the batch's mean row, between 8 and 32, unless a benchmark set one.
+int LanesPerRow(const TaskBatch& batch, int count) {
+  const int tuned = tuned_lanes.load(std::memory_order_relaxed);
+  if (tuned == 8 || tuned == 16 || tuned == 32) return tuned;
+  int64_t entries = 0, rows = 0;
+  for (int i = 0; i < count; ++i) entries += batch.t[i].entries, rows += batch.t[i].rows;
+  const int64_t mean = rows > 0 ? (entries + rows - 1) / rows : 0;
+  return mean <= 64 ? 8 : mean <= 128 ? 16 : 32;
+}
+
+template <int TM, int S, typename E>
+cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
+                        int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
+                        const int32_t* y_rows, int sms, cudaStream_t stream) {
+  return shared ? LaunchBatch<TM, S, true, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
+                                              ldy, y_rows, sms, stream)
+                : LaunchBatch<TM, S, false, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
+                                               ldy, y_rows, sms, stream);
 }
 
 template <int TM, typename E>
@@ -361,11 +405,14 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     }
     const bool shared =
         static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
+    const int lanes = LanesPerRow(batch, count);
     const cudaError_t err =
-        shared ? LaunchBatch<TM, true, E>(batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
-                                          y_rows, limits.sms, stream)
-               : LaunchBatch<TM, false, E>(batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
-                                           y_rows, limits.sms, stream);
+        lanes == 8    ? LaunchShape<TM, 8, E>(shared, batch, count, n, max_rows, max_tokens, z,
+                                              ldz, y, ldy, y_rows, limits.sms, stream)
+        : lanes == 16 ? LaunchShape<TM, 16, E>(shared, batch, count, n, max_rows, max_tokens, z,
+                                               ldz, y, ldy, y_rows, limits.sms, stream)
+                      : LaunchShape<TM, 32, E>(shared, batch, count, n, max_rows, max_tokens, z,
+                                               ldz, y, ldy, y_rows, limits.sms, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
@@ -389,6 +436,11 @@ cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const voi
 }
 
 }  // namespace
+
+void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
+  tuned_lanes.store(tuning.lanes_per_row, std::memory_order_relaxed);
+  tuned_blocks_per_sm.store(tuning.blocks_per_sm, std::memory_order_relaxed);
+}
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,

@@ -102,14 +102,14 @@ struct TaskSpec {
 // rows (as requests of different adapters are in a decode batch), token
 // counts that hit every bucket and the > 32 loop, output columns at offsets.
 void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
-                const std::vector<TaskSpec>& specs, double tol) {
-  SCOPED_TRACE(c10::str(dev, " ", dtype, " n=", n));
+                const std::vector<TaskSpec>& specs, double tol, double density = 0.05) {
+  SCOPED_TRACE(c10::str(dev, " ", dtype, " n=", n, " density=", density));
   std::vector<PackedSpectrum> spectra;
   std::vector<torch::Tensor> dense;
   int64_t tokens = 0, cols = 0;
   std::vector<int64_t> begin, col;
   for (const TaskSpec& s : specs) {
-    torch::Tensor idx = MixedIndex(s.rows, n, 0.05);
+    torch::Tensor idx = MixedIndex(s.rows, n, density);
     torch::Tensor values = torch::randn({idx.size(0)}, torch::kFloat64);
     auto f = PackSpectrum(idx, values, s.rows, n, 0.5, dtype, dev);
     ASSERT_TRUE(f.ok()) << f.status();
@@ -170,6 +170,13 @@ TEST(SpectrumApplyTest, BatchedProductMatchesFloat64Reference) {
     // Half-precision y: one rounding of y + Δ to the dtype.
     CheckApply(dev, torch::kBFloat16, 640, specs, 1e-2);
     CheckApply(dev, torch::kFloat16, 640, specs, 2e-3);
+    // Mean rows of ~32, ~100 and ~200 entries: the CUDA kernel's 8-, 16- and
+    // 32-lane segments per row.
+    CheckApply(dev, torch::kBFloat16, 1024, specs, 1e-2, 0.1);
+    CheckApply(dev, torch::kFloat32, 4096, specs, 1e-5, 0.05);
+    // float32 chunks of 8 tokens of 8192 columns exceed shared memory: the
+    // kernel reads z from global memory.
+    CheckApply(dev, torch::kFloat32, 8192, specs, 1e-5, 0.02);
   }
 }
 
