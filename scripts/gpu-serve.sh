@@ -13,7 +13,7 @@ build="${QWHA_BUILD_DIR:-build-gpu}"
 python="${PYTHON:-python3}"
 export LD_LIBRARY_PATH="$PWD/.deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
-tests="${QWHA_GPU_TESTS:-^(spectrum_apply_test|fwht_test|llama_test|trainer_test)$}"
+tests="${QWHA_GPU_TESTS:-^(spectrum_apply_test|serving_graph_test|fwht_test|llama_test|trainer_test)$}"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 prefix="$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
@@ -21,7 +21,8 @@ if ! cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
       -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc >"$out/cmake.log" 2>&1; then
   tail -40 "$out/cmake.log"; exit 1
 fi
-targets=(qwha-serve-bench qwha-train spectrum_apply_test fwht_test llama_test trainer_test)
+targets=(qwha-serve-bench qwha-train spectrum_apply_test serving_graph_test fwht_test llama_test
+  trainer_test)
 if ! cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$out/build.log" 2>&1; then
   grep -E "error|FAILED" "$out/build.log" | head -40
   exit 1

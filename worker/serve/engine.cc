@@ -1,7 +1,15 @@
 #include "worker/serve/engine.h"
 
+#include <torch/cuda.h>
+
 #include <algorithm>
 #include <chrono>
+#include <optional>
+
+#ifdef QWHA_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 #include "worker/serve/kv_pool.h"
@@ -78,6 +86,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ServingModel* model
   }
   try {
     engine->pool_ = std::make_unique<KvPool>(*model, options.max_batch, options.max_seq_len);
+    engine->pool_->set_cuda_graphs(options.cuda_graphs);
   } catch (const c10::Error& e) {
     return absl::ResourceExhaustedError(absl::StrCat("KV cache of ", options.max_batch, " x ",
                                                      options.max_seq_len,
@@ -162,6 +171,16 @@ EngineStats Engine::stats() const {
 }
 
 void Engine::Run() {
+#ifdef QWHA_WITH_CUDA
+  // Steps run on a stream of their own (CUDA graphs cannot be captured on the
+  // default stream); what other threads enqueued before (the KV pool's
+  // zeros) is complete first. Adapters are complete when loaded.
+  std::optional<c10::cuda::CUDAStreamGuard> stream;
+  if (model_->device().is_cuda()) {
+    torch::cuda::synchronize(model_->device().index());
+    stream.emplace(c10::cuda::getStreamFromPool(false, model_->device().index()));
+  }
+#endif
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);

@@ -47,6 +47,8 @@ struct EngineOptions {
   int64_t max_batch = 32;             // running requests (KV slots)
   int64_t max_seq_len = 1024;         // prompt + completion tokens per request
   int64_t max_prefill_tokens = 2048;  // prompt tokens per step (all requests)
+  // CUDA models: decode steps replay captured CUDA graphs (docs/serving.md).
+  bool cuda_graphs = true;
   // Tokens that end a completion (FinishReason::kEos); empty: the model
   // config's eos ids and the tokenizer's.
   std::vector<int64_t> eos_token_ids;

@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace qwha::serve {
@@ -40,11 +41,29 @@ class KvPool {
   // (the engine compacts running requests into the lowest slots).
   void Move(int64_t from, int64_t to, int64_t length);
 
+  // Whether ServingModel::Forward may run this pool's decode steps as CUDA
+  // graphs (docs/serving.md; off by default, the engine turns it on). Only
+  // CUDA models on a non-default stream use them.
+  bool cuda_graphs() const { return cuda_graphs_; }
+  void set_cuda_graphs(bool on) { cuda_graphs_ = on; }
+  // ServingModel::Forward's per-pool state (its captured steps), opaque here;
+  // released with the pool.
+  std::shared_ptr<void>& forward_state() { return forward_state_; }
+  // Decode steps captured as CUDA graphs, and replays of captured ones.
+  struct GraphStats {
+    int64_t captured = 0;
+    int64_t replayed = 0;
+  };
+  GraphStats& graph_stats() { return graph_stats_; }
+
  private:
   int64_t slots_;
   int64_t max_len_;
   std::vector<torch::Tensor> keys_;
   std::vector<torch::Tensor> values_;
+  bool cuda_graphs_ = false;
+  std::shared_ptr<void> forward_state_;
+  GraphStats graph_stats_;
 };
 
 }  // namespace qwha::serve

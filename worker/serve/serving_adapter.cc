@@ -1,6 +1,9 @@
 #include "worker/serve/serving_adapter.h"
 
+#include <torch/cuda.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -249,6 +252,11 @@ absl::StatusOr<std::unique_ptr<ServingAdapter>> ServingAdapter::Create(
     }
   }
   out->ForEachTensor([&](const torch::Tensor& t) { out->memory_bytes_ += TensorBytes(t); });
+  static std::atomic<uint64_t> next_serial{1};
+  out->serial_ = next_serial.fetch_add(1);
+  // Ready on every stream when Create returns: the engine reads the tensors
+  // from its own stream, not the one they were converted on.
+  if (model.device().is_cuda()) torch::cuda::synchronize(model.device().index());
   return out;
 }
 

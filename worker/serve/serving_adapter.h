@@ -86,6 +86,9 @@ class ServingAdapter {
   ServingAdapter& operator=(const ServingAdapter&) = delete;
 
   const std::string& digest() const { return digest_; }
+  // Unique among the ServingAdapters of this process, never reused: the
+  // engine's captured decode steps name the adapters they baked in by it.
+  uint64_t serial() const { return serial_; }
   adapters::AdapterType type() const { return type_; }
   int64_t memory_bytes() const { return memory_bytes_; }
   // The correction of slot `index` (kind kNone when the slot has none).
@@ -104,6 +107,7 @@ class ServingAdapter {
  private:
   ServingAdapter() = default;
   std::string digest_;
+  uint64_t serial_ = 0;
   adapters::AdapterType type_ = adapters::AdapterType::kQwha;
   std::vector<SlotDelta> slots_;
   int64_t memory_bytes_ = 0;

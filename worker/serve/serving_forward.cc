@@ -2,22 +2,28 @@
 // adapters and KV slots. Numerically the transformers LLaMA (as
 // worker/model/llama.cc computes it: RMSNorm and softmax in float32, the rest
 // in the model dtype), with every projection's adapter applied unmerged.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
+#include <tuple>
+
+#ifdef QWHA_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/version.h>
+#endif
 
 #include "kernels/rms_norm.h"
 #include "kernels/spectrum_apply.h"
 #include "worker/serve/kv_pool.h"
 #include "worker/serve/serving_adapter.h"
 #include "worker/serve/serving_forward_internal.h"
+#include "worker/adapters/adapter.h"
 
 namespace qwha::serve {
 namespace {
-
-torch::Tensor LongTensor(const std::vector<int64_t>& v, const torch::Device& device) {
-  return torch::tensor(v, torch::kInt64).to(device);
-}
 
 // x · cos + rotate_half(x) · sin with per-row tables (rope.h's ApplyRope).
 torch::Tensor Rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
@@ -149,67 +155,117 @@ torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const tor
   return out;
 }
 
-torch::Tensor ServingModel::Forward(const std::vector<StepSegment>& segments, KvPool* pool) const {
+int64_t ServingModel::StepPlan::buffer_size() const {
+  int64_t size = 3 * count() + static_cast<int64_t>(last.size()) +
+                 3 * static_cast<int64_t>(single_rows.size()) +
+                 (static_cast<int64_t>(spectrum_rows.size()) + 1) / 2;
+  for (const Group& g : groups) size += static_cast<int64_t>(g.rows.size());
+  return size;
+}
+
+void ServingModel::StepPlan::Fill(int64_t* out) const {
+  for (const std::vector<int64_t>* list :
+       {&ids, &slot, &position, &last, &single_rows, &single_slots, &single_length}) {
+    out = std::copy(list->begin(), list->end(), out);
+  }
+  for (const Group& g : groups) out = std::copy(g.rows.begin(), g.rows.end(), out);
+  if (!spectrum_rows.empty()) {
+    out[(spectrum_rows.size() - 1) / 2] = 0;  // the odd count's padding
+    std::memcpy(out, spectrum_rows.data(), spectrum_rows.size() * sizeof(int32_t));
+  }
+}
+
+ServingModel::StepPlan ServingModel::Plan(const std::vector<StepSegment>& segments,
+                                          const KvPool& pool) const {
   TORCH_CHECK(!segments.empty(), "Forward: no segments");
-  const torch::NoGradGuard no_grad;
-  Rows rows;
-  std::vector<int64_t> ids, slot, position, last, single_rows, single_slots, single_length;
+  StepPlan plan;
   std::map<const ServingAdapter*, std::vector<int64_t>> by_adapter;
   bool leading = true;
   for (const StepSegment& seg : segments) {
     const int64_t t = static_cast<int64_t>(seg.tokens.size());
     TORCH_CHECK(t > 0, "Forward: empty segment");
-    TORCH_CHECK(seg.slot >= 0 && seg.slot < pool->slots(), "Forward: slot ", seg.slot,
+    TORCH_CHECK(seg.slot >= 0 && seg.slot < pool.slots(), "Forward: slot ", seg.slot,
                 " out of range");
-    TORCH_CHECK(seg.start >= 0 && seg.start + t <= std::min(pool->max_len(), max_seq_len_),
+    TORCH_CHECK(seg.start >= 0 && seg.start + t <= std::min(pool.max_len(), max_seq_len_),
                 "Forward: positions up to ", seg.start + t, " exceed the context length");
-    const int64_t first = static_cast<int64_t>(ids.size());
+    const int64_t first = plan.count();
     for (int64_t i = 0; i < t; ++i) {
-      ids.push_back(seg.tokens[static_cast<size_t>(i)]);
-      slot.push_back(seg.slot);
-      position.push_back(seg.start + i);
+      const int64_t id = seg.tokens[static_cast<size_t>(i)];
+      TORCH_CHECK(id >= 0 && id < config_.vocab_size, "Forward: token id ", id, " out of range");
+      plan.ids.push_back(id);
+      plan.slot.push_back(seg.slot);
+      plan.position.push_back(seg.start + i);
       if (seg.adapter != nullptr) by_adapter[seg.adapter].push_back(first + i);
     }
-    last.push_back(first + t - 1);
+    plan.last.push_back(first + t - 1);
     if (t == 1) {
-      leading = leading && first == static_cast<int64_t>(single_rows.size()) &&
-                seg.slot == static_cast<int64_t>(single_rows.size());
-      single_rows.push_back(first);
-      single_slots.push_back(seg.slot);
-      single_length.push_back(seg.start + 1);
-      rows.single_max_length = std::max(rows.single_max_length, seg.start + 1);
+      const auto d = static_cast<int64_t>(plan.single_rows.size());
+      leading = leading && first == d && seg.slot == d;
+      plan.single_rows.push_back(first);
+      plan.single_slots.push_back(seg.slot);
+      plan.single_length.push_back(seg.start + 1);
+      plan.single_max_length = std::max(plan.single_max_length, seg.start + 1);
     } else {
-      rows.spans.push_back({first, t, seg.slot, seg.start});
+      plan.spans.push_back({first, t, seg.slot, seg.start});
     }
   }
-  rows.count = static_cast<int64_t>(ids.size());
-  rows.slot = LongTensor(slot, device_);
-  rows.position = LongTensor(position, device_);
-  rows.last = LongTensor(last, device_);
-  rows.single_count = static_cast<int64_t>(single_rows.size());
-  if (rows.single_count > 0) {
-    rows.single_rows = LongTensor(single_rows, device_);
-    rows.single_slots = LongTensor(single_slots, device_);
-    rows.single_length = LongTensor(single_length, device_);
-    rows.single_leading = leading;
-  }
-  std::vector<int32_t> spectrum_rows;
+  plan.single_leading = !plan.single_rows.empty() && leading;
   for (auto& [adapter, list] : by_adapter) {
-    const bool all = static_cast<int64_t>(list.size()) == rows.count;
-    rows.groups.push_back({adapter, LongTensor(list, device_), all});
+    StepPlan::Group g{adapter, std::move(list)};
+    g.all = static_cast<int64_t>(g.rows.size()) == plan.count();
     if (adapters::IsSpectrumType(adapter->type())) {
-      rows.groups.back().tok_begin = static_cast<int64_t>(spectrum_rows.size());
-      spectrum_rows.insert(spectrum_rows.end(), list.begin(), list.end());
+      g.tok_begin = static_cast<int64_t>(plan.spectrum_rows.size());
+      for (int64_t r : g.rows) plan.spectrum_rows.push_back(static_cast<int32_t>(r));
     }
+    plan.groups.push_back(std::move(g));
   }
-  if (!spectrum_rows.empty()) {
-    rows.spectrum_rows = torch::tensor(spectrum_rows, torch::kInt32).to(device_);
-  }
+  return plan;
+}
 
-  for (int64_t id : ids) {
-    TORCH_CHECK(id >= 0 && id < config_.vocab_size, "Forward: token id ", id, " out of range");
+ServingModel::Rows ServingModel::Upload(const StepPlan& plan, const torch::Tensor& inputs) const {
+  Rows rows;
+  int64_t offset = 0;
+  auto take = [&](size_t n) {
+    const torch::Tensor view = inputs.narrow(0, offset, static_cast<int64_t>(n));
+    offset += static_cast<int64_t>(n);
+    return view;
+  };
+  rows.count = plan.count();
+  rows.ids = take(plan.ids.size());
+  rows.slot = take(plan.slot.size());
+  rows.position = take(plan.position.size());
+  rows.last = take(plan.last.size());
+  const size_t singles = plan.single_rows.size();
+  rows.single_count = static_cast<int64_t>(singles);
+  rows.single_rows = take(singles);
+  rows.single_slots = take(singles);
+  rows.single_length = take(singles);
+  rows.single_max_length = plan.single_max_length;
+  rows.single_leading = plan.single_leading;
+  rows.spans = plan.spans;
+  for (const StepPlan::Group& g : plan.groups) {
+    rows.groups.push_back({g.adapter, take(g.rows.size()), g.all, g.tok_begin});
   }
-  const torch::Tensor token_ids = LongTensor(ids, device_);
+  if (!plan.spectrum_rows.empty()) {
+    const auto m = static_cast<int64_t>(plan.spectrum_rows.size());
+    rows.spectrum_rows = take(static_cast<size_t>((m + 1) / 2)).view(torch::kInt32).narrow(0, 0, m);
+  }
+  return rows;
+}
+
+torch::Tensor ServingModel::Forward(const std::vector<StepSegment>& segments, KvPool* pool) const {
+  const torch::NoGradGuard no_grad;
+  const StepPlan plan = Plan(segments, *pool);
+  if (plan.spans.empty() && pool->cuda_graphs() && device_.is_cuda()) {
+    return ForwardCaptured(plan, pool);
+  }
+  torch::Tensor host = torch::empty({plan.buffer_size()}, torch::kInt64);
+  plan.Fill(host.data_ptr<int64_t>());
+  return Run(Upload(plan, host.to(device_)), pool);
+}
+
+torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
+  const torch::Tensor& token_ids = rows.ids;
   const torch::Tensor cos = rope_cos_.index_select(0, rows.position);
   const torch::Tensor sin = rope_sin_.index_select(0, rows.position);
   const int64_t n = rows.count;
@@ -249,6 +305,144 @@ torch::Tensor ServingModel::Forward(const std::vector<StepSegment>& segments, Kv
   }
   torch::Tensor hl = RmsNorm(h.index_select(0, rows.last), final_norm_);
   return torch::matmul(hl, lm_head_.t()).to(torch::kFloat32);
+}
+
+
+// ---------------------------------------------------------------------------
+// Captured decode steps. A decode step (one token per request) of a given
+// shape issues the same kernels on the same buffers every time: the batch
+// size, the keys read per slot (rounded up to a multiple of kLenBucket), the
+// slot layout and which adapter versions correct how many rows. Such a step
+// is captured once as a CUDA graph, with every index list read from one
+// device buffer, and replayed after copying the step's lists into it: one
+// launch instead of ~50 LibTorch ops per layer, so the host no longer sets
+// the pace of decoding. Adapters are named by serial, never by address, so a
+// graph can never run with an adapter that replaced another at the same
+// address; graphs of unloaded adapters are never replayed again and age out
+// of the cache (they hold no adapter memory, only their activations).
+#ifdef QWHA_WITH_CUDA
+namespace {
+
+constexpr int64_t kLenBucket = 64;
+constexpr size_t kMaxGraphs = 8;
+
+struct GraphKey {
+  int64_t count = 0, len = 0;
+  bool leading = false;
+  std::vector<uint64_t> groups;  // per group: adapter serial, rows, all
+
+  bool operator<(const GraphKey& o) const {
+    return std::tie(count, len, leading, groups) < std::tie(o.count, o.len, o.leading, o.groups);
+  }
+};
+
+struct CapturedStep {
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+  torch::Tensor inputs;  // the step's index lists (device int64), read by the graph
+  torch::Tensor logits;  // the graph's output
+  uint64_t last_use = 0;
+};
+
+struct GraphState {
+  bool warmed = false;  // an eager decode step ran on this stream (lazy inits done)
+  bool broken = false;  // a capture failed: eager from then on
+  uint64_t clock = 0;
+  std::map<GraphKey, CapturedStep> steps;
+};
+
+}  // namespace
+#endif  // QWHA_WITH_CUDA
+
+torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) const {
+  auto eager = [&](int64_t len) {
+    torch::Tensor host = torch::empty({plan.buffer_size()}, torch::kInt64);
+    plan.Fill(host.data_ptr<int64_t>());
+    Rows rows = Upload(plan, host.to(device_));
+    rows.single_max_length = len;
+    return Run(rows, pool);
+  };
+#ifdef QWHA_WITH_CUDA
+  // Capture needs a stream other than the default one (the engine has its own).
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device_.index());
+  if (stream == c10::cuda::getDefaultCUDAStream(device_.index())) {
+    return eager(plan.single_max_length);
+  }
+  if (!pool->forward_state()) pool->forward_state() = std::make_shared<GraphState>();
+  GraphState& state = *static_cast<GraphState*>(pool->forward_state().get());
+  GraphKey key;
+  key.count = plan.count();
+  key.len = std::min(pool->max_len(), (plan.single_max_length + kLenBucket - 1) / kLenBucket *
+                                          kLenBucket);
+  key.leading = plan.single_leading;
+  for (const StepPlan::Group& g : plan.groups) {
+    key.groups.push_back(g.adapter->serial());
+    key.groups.push_back(static_cast<uint64_t>(g.rows.size()));
+    key.groups.push_back(g.all ? 1 : 0);
+  }
+  if (state.broken || !state.warmed) {
+    // The first decode step runs eagerly: cuBLAS handles and workspaces,
+    // kernel attributes and the allocator's blocks of this stream are set up
+    // outside any capture.
+    state.warmed = true;
+    return eager(key.len);
+  }
+  torch::Tensor host = torch::empty({plan.buffer_size()}, torch::kInt64);
+  plan.Fill(host.data_ptr<int64_t>());
+  auto it = state.steps.find(key);
+  if (it != state.steps.end()) {
+    CapturedStep& step = it->second;
+    step.last_use = ++state.clock;
+    step.inputs.copy_(host);
+    step.graph->replay();
+    ++pool->graph_stats().replayed;
+    return step.logits.clone();
+  }
+  if (state.steps.size() >= kMaxGraphs) {
+    auto oldest = std::min_element(state.steps.begin(), state.steps.end(), [](const auto& a,
+                                                                              const auto& b) {
+      return a.second.last_use < b.second.last_use;
+    });
+    state.steps.erase(oldest);
+  }
+  CapturedStep step;
+  step.inputs = host.to(device_);
+  Rows rows = Upload(plan, step.inputs);
+  rows.single_max_length = key.len;
+  step.graph = std::make_unique<at::cuda::CUDAGraph>();
+  try {
+#if TORCH_VERSION_MAJOR >= 2
+    // Thread-local: other threads (adapter loads) may allocate meanwhile.
+    step.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+#else
+    step.graph->capture_begin();
+#endif
+    try {
+      step.logits = Run(rows, pool);
+    } catch (...) {
+      try {
+        step.graph->capture_end();
+      } catch (const c10::Error&) {
+      }
+      throw;
+    }
+    step.graph->capture_end();
+  } catch (const c10::Error& e) {
+    (void)cudaGetLastError();
+    state.broken = true;
+    TORCH_WARN("ServingModel: capturing a decode step as a CUDA graph failed; decoding eagerly "
+               "from now on: ",
+               e.what_without_backtrace());
+    return eager(plan.single_max_length);
+  }
+  step.last_use = ++state.clock;
+  step.graph->replay();
+  ++pool->graph_stats().captured;
+  torch::Tensor logits = step.logits.clone();
+  state.steps.emplace(std::move(key), std::move(step));
+  return logits;
+#else
+  return eager(plan.single_max_length);
+#endif
 }
 
 }  // namespace qwha::serve

@@ -24,6 +24,7 @@ struct ServingModel::Layer {
 // corrects.
 struct ServingModel::Rows {
   int64_t count = 0;       // N: tokens in the step
+  torch::Tensor ids;       // [N] int64: token ids
   torch::Tensor slot;      // [N] int64: KV slot of each row
   torch::Tensor position;  // [N] int64: position of each row
   torch::Tensor last;      // [segments] int64: each segment's last row
@@ -33,6 +34,9 @@ struct ServingModel::Rows {
   torch::Tensor single_slots;   // [D] int64
   torch::Tensor single_length;  // [D] int64: keys visible (position + 1)
   int64_t single_count = 0;
+  // Keys the batch reads per slot: at least the longest request's length
+  // (a captured step rounds it up; positions past a request's length are
+  // masked).
   int64_t single_max_length = 0;
   bool single_leading = false;  // rows 0..D-1 in slots 0..D-1: no gathers
 
@@ -55,6 +59,31 @@ struct ServingModel::Rows {
   // The rows of every spectrum-adapter group, group after group
   // (kernels::SpectrumApply's y_rows); undefined when no group has one.
   torch::Tensor spectrum_rows;  // int32
+};
+
+// A step's layout on the host (ServingModel::Plan), before any device work.
+// Every index list of a step goes to the device in one copy (Upload); a
+// captured step copies it into the same buffer before each replay.
+struct ServingModel::StepPlan {
+  std::vector<int64_t> ids, slot, position, last;
+  std::vector<int64_t> single_rows, single_slots, single_length;
+  int64_t single_max_length = 0;
+  bool single_leading = false;
+  std::vector<Rows::Span> spans;
+  struct Group {
+    const ServingAdapter* adapter;
+    std::vector<int64_t> rows;
+    bool all = false;
+    int64_t tok_begin = -1;  // as Rows::Group
+  };
+  std::vector<Group> groups;
+  std::vector<int32_t> spectrum_rows;
+
+  int64_t count() const { return static_cast<int64_t>(ids.size()); }
+  // Elements of the int64 buffer Upload fills (int32 lists take half).
+  int64_t buffer_size() const;
+  // Fills `out` (buffer_size() elements) with every list, in Upload's layout.
+  void Fill(int64_t* out) const;
 };
 
 }  // namespace qwha::serve

@@ -117,10 +117,19 @@ class ServingModel {
  private:
   struct Layer;
   struct Rows;
+  struct StepPlan;
   ServingModel() = default;
   // Takes the HF-named tensors (projections already deq(Q) where quantized).
   absl::Status Build(std::map<std::string, torch::Tensor> tensors,
                      const std::set<std::string>& quantized);
+  // Forward's parts: the host layout of a step (checks the preconditions),
+  // its index lists on the device (views of `inputs`, which holds
+  // plan.buffer_size() int64 elements already filled), the layers, and the
+  // CUDA-graph path of decode steps (serving_forward.cc).
+  StepPlan Plan(const std::vector<StepSegment>& segments, const KvPool& pool) const;
+  Rows Upload(const StepPlan& plan, const torch::Tensor& inputs) const;
+  torch::Tensor Run(const Rows& rows, KvPool* pool) const;
+  torch::Tensor ForwardCaptured(const StepPlan& plan, KvPool* pool) const;
   void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
                  torch::Tensor& y) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
