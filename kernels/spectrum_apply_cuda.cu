@@ -8,15 +8,16 @@
 // per entry) and no gather or transpose of x is needed on the host side.
 // Blocks of a task split its rows; a warp takes rows w, w + W, ... (W warps
 // in the task's blocks), loads their bounds 32 at a time (one row per lane)
-// and works on P = 32 / S of them at once, S lanes (a segment) per row, with
-// S = 8, 16 or 32 picked per launch from the mean row length (QWHA rows hold
-// 64-256 entries, so a whole warp per row left most lanes idle). The next
-// two steps' entries are in flight (raw registers, decoded on use) while one
-// step is worked on. Per window of 8·S entries, lane l of a segment decodes
-// entries 8l .. 8l + 7: one 8-byte load of their column steps, 16 or 32
-// bytes of values; its running column is a segment inclusive scan of the
-// per-lane step sums plus the carry of the previous windows. At the end of a
-// row the S × TM float32 sums are reduce-scattered across the segment
+// and works on P = 32 / S of them at once, S lanes (a segment) per row and
+// K entries per lane (S = 8, K = 16 for QWHA's rows of 64-256 entries; the
+// launch-shape sweep of qwha-serve-bench showed that rows in flight matter
+// more than busy lanes). The next two steps' entries are in flight (raw
+// registers, decoded on use) while one step is worked on. Per window of K·S
+// entries, lane l of a segment decodes entries K·l .. K·l + K − 1: 8-byte
+// loads of their column steps, 16 or 32 bytes of values per 8; its running
+// column is a segment inclusive scan of the per-lane step sums plus the carry
+// of the previous windows. At the end of a row the S × TM float32 sums are
+// reduce-scattered across the segment
 // (xor shuffles), leaving each token's total in one
 // lane, which adds it to y with an atomic add (nothing waits on it). Where the
 // chunk does not fit in shared memory (float32 with a large n) the entries
@@ -174,7 +175,21 @@ __device__ __forceinline__ void DecodeValues(const Raw8& raw, float v[8]) {
   }
 }
 
-template <int TM, int S, bool kShared, typename E>
+// A lane's K (8 or 16) consecutive entries, raw.
+template <int K>
+struct RawK {
+  Raw8 part[K / 8];
+};
+
+template <int K, typename E>
+__device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int pos, int end) {
+  RawK<K> raw;
+#pragma unroll
+  for (int q = 0; q < K / 8; ++q) raw.part[q] = LoadRaw8<E>(task, pos + 8 * q, end);
+  return raw;
+}
+
+template <int TM, int S, int K, bool kShared, typename E>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows) {
@@ -246,48 +261,53 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     bounds(0, begin, end);
     bounds(P, b1, e1);
     bounds(2 * P, b2, e2);
-    Raw8 cur = LoadRaw8<E>(task, begin + 8 * sl, end);
-    Raw8 next1 = LoadRaw8<E>(task, b1 + 8 * sl, e1);
-    Raw8 next2 = LoadRaw8<E>(task, b2 + 8 * sl, e2);
+    RawK<K> cur = LoadRawK<K, E>(task, begin + K * sl, end);
+    RawK<K> next1 = LoadRawK<K, E>(task, b1 + K * sl, e1);
+    RawK<K> next2 = LoadRawK<K, E>(task, b2 + K * sl, e2);
     for (int k = 0; k < rows_here; k += P) {
       const int r = first + (k + sub) * warps;
       float acc[TM];
 #pragma unroll
       for (int t = 0; t < TM; ++t) acc[t] = 0.f;
-      // Windows of 8·S entries: as many as the longest of the step's P rows
+      // Windows of K·S entries: as many as the longest of the step's P rows
       // needs (shuffles below involve the whole warp).
-      int windows = (end - begin + 8 * S - 1) / (8 * S);
+      int windows = (end - begin + K * S - 1) / (K * S);
 #pragma unroll
       for (int o = 16; o >= S; o >>= 1) windows = max(windows, __shfl_xor_sync(kFull, windows, o));
       int carry = 0;
       for (int w = 0; w < windows; ++w) {
-        const int mine = begin + w * 8 * S + 8 * sl;
-        if (w != 0) cur = LoadRaw8<E>(task, mine, end);
-        int col[8];
-        col[0] = static_cast<int>(cur.g.x & 255u);
+        const int mine = begin + w * K * S + K * sl;
+        if (w != 0) cur = LoadRawK<K, E>(task, mine, end);
+        int col[K];
 #pragma unroll
-        for (int i = 1; i < 8; ++i) {
-          const uint32_t word = i < 4 ? cur.g.x : cur.g.y;
-          col[i] = col[i - 1] + static_cast<int>((word >> (8 * (i & 3))) & 255u);
+        for (int i = 0; i < K; ++i) {
+          const uint2 g = cur.part[i / 8].g;
+          const uint32_t word = (i & 7) < 4 ? g.x : g.y;
+          const int step = static_cast<int>((word >> (8 * (i & 3))) & 255u);
+          col[i] = i == 0 ? step : col[i - 1] + step;
         }
         // Inclusive scan of the per-lane step sums within the segment.
-        int incl = col[7];
+        int incl = col[K - 1];
 #pragma unroll
         for (int o = 1; o < S; o <<= 1) {
           const int up = __shfl_up_sync(kFull, incl, o, S);
           if (sl >= o) incl += up;
         }
-        const int start = carry + incl - col[7];
+        const int start = carry + incl - col[K - 1];
         carry += __shfl_sync(kFull, incl, S - 1, S);
-        if (mine < end) {
-          float v[8];
-          DecodeValues<E>(cur, v);
 #pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            if constexpr (kShared) {
-              AccumulateShared<TM>(acc, v[i], zs + (start + col[i]) * TM);
-            } else {
-              AccumulateGlobal<TM>(acc, v[i], z, row_offset, start + col[i], valid);
+        for (int q = 0; q < K / 8; ++q) {
+          if (mine + 8 * q < end) {
+            float v[8];
+            DecodeValues<E>(cur.part[q], v);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+              const int c = start + col[8 * q + i];
+              if constexpr (kShared) {
+                AccumulateShared<TM>(acc, v[i], zs + c * TM);
+              } else {
+                AccumulateGlobal<TM>(acc, v[i], z, row_offset, c, valid);
+              }
             }
           }
         }
@@ -305,7 +325,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       begin = b1, end = e1, cur = next1;
       b1 = b2, e1 = e2, next1 = next2;
       bounds(k + 3 * P, b2, e2);
-      next2 = LoadRaw8<E>(task, b2 + 8 * sl, e2);
+      next2 = LoadRawK<K, E>(task, b2 + K * sl, e2);
     }
   }
 }
@@ -327,9 +347,10 @@ DeviceLimits Limits() {
 
 // Benchmark overrides of the launch shape (SetSpectrumApplyTuning).
 std::atomic<int> tuned_lanes{0};
+std::atomic<int> tuned_entries{0};
 std::atomic<int> tuned_blocks_per_sm{0};
 
-template <int TM, int S, bool kShared, typename E>
+template <int TM, int S, int K, bool kShared, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
                         const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                         int sms, cudaStream_t stream) {
@@ -347,7 +368,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   int blocks = (per_sm * sms + count * chunks - 1) / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
-  auto kernel = SpectrumApplyKernel<TM, S, kShared, E>;
+  auto kernel = SpectrumApplyKernel<TM, S, K, kShared, E>;
   if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
     // Raise the limit once to the device's maximum (a call per launch costs
     // host time on every step of serving).
@@ -364,25 +385,45 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   return cudaGetLastError();
 }
 
-// Lanes per row: the smallest segment whose window (8 entries a lane) holds
-// the batch's mean row, between 8 and 32, unless a benchmark set one.
-int LanesPerRow(const TaskBatch& batch, int count) {
-  const int tuned = tuned_lanes.load(std::memory_order_relaxed);
-  if (tuned == 8 || tuned == 16 || tuned == 32) return tuned;
+// The segment shape of a batch: S lanes per row and K entries per lane.
+// Narrow segments keep more rows in flight per warp, which the product needs
+// more than busy lanes (qwha-serve-bench's launch-shape sweep on an H100): 8
+// lanes per row, 16 entries per lane where the mean row has more than 64
+// entries, so that a QWHA row of 64-128 entries is one prefetched window.
+struct Shape {
+  int lanes, entries;
+};
+
+Shape PickShape(const TaskBatch& batch, int count) {
   int64_t entries = 0, rows = 0;
   for (int i = 0; i < count; ++i) entries += batch.t[i].entries, rows += batch.t[i].rows;
   const int64_t mean = rows > 0 ? (entries + rows - 1) / rows : 0;
-  return mean <= 64 ? 8 : mean <= 128 ? 16 : 32;
+  Shape shape{8, mean > 64 ? 16 : 8};
+  const int lanes = tuned_lanes.load(std::memory_order_relaxed);
+  const int per_lane = tuned_entries.load(std::memory_order_relaxed);
+  if (lanes == 8 || lanes == 16 || lanes == 32) shape.lanes = lanes;
+  if (per_lane == 8 || per_lane == 16) shape.entries = per_lane;
+  return shape;
 }
 
-template <int TM, int S, typename E>
+template <int TM, int S, int K, typename E>
 cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
                         const int32_t* y_rows, int sms, cudaStream_t stream) {
-  return shared ? LaunchBatch<TM, S, true, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
-                                              ldy, y_rows, sms, stream)
-                : LaunchBatch<TM, S, false, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
-                                               ldy, y_rows, sms, stream);
+  return shared ? LaunchBatch<TM, S, K, true, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
+                                                 ldy, y_rows, sms, stream)
+                : LaunchBatch<TM, S, K, false, E>(batch, count, n, max_rows, max_tokens, z, ldz,
+                                                  y, ldy, y_rows, sms, stream);
+}
+
+template <int TM, int S, typename E>
+cudaError_t LaunchLanes(int entries, bool shared, const TaskBatch& batch, int count, int n,
+                        int max_rows, int max_tokens, const void* z, int64_t ldz, void* y,
+                        int64_t ldy, const int32_t* y_rows, int sms, cudaStream_t stream) {
+  return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens,
+                                                   z, ldz, y, ldy, y_rows, sms, stream)
+                       : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens,
+                                                  z, ldz, y, ldy, y_rows, sms, stream);
 }
 
 template <int TM, typename E>
@@ -405,14 +446,16 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     }
     const bool shared =
         static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
-    const int lanes = LanesPerRow(batch, count);
+    const Shape shape = PickShape(batch, count);
     const cudaError_t err =
-        lanes == 8    ? LaunchShape<TM, 8, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                              ldz, y, ldy, y_rows, limits.sms, stream)
-        : lanes == 16 ? LaunchShape<TM, 16, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                               ldz, y, ldy, y_rows, limits.sms, stream)
-                      : LaunchShape<TM, 32, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                               ldz, y, ldy, y_rows, limits.sms, stream);
+        shape.lanes == 8
+            ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                    z, ldz, y, ldy, y_rows, limits.sms, stream)
+        : shape.lanes == 16
+            ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                     z, ldz, y, ldy, y_rows, limits.sms, stream)
+            : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                     z, ldz, y, ldy, y_rows, limits.sms, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
@@ -439,6 +482,7 @@ cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const voi
 
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_lanes.store(tuning.lanes_per_row, std::memory_order_relaxed);
+  tuned_entries.store(tuning.entries_per_lane, std::memory_order_relaxed);
   tuned_blocks_per_sm.store(tuning.blocks_per_sm, std::memory_order_relaxed);
 }
 

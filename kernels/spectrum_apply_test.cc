@@ -5,11 +5,16 @@
 #include "kernels/spectrum_apply.h"
 
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <string>
 #include <vector>
 
 #include "kernels/test_devices.h"
+
+#ifdef QWHA_WITH_CUDA
+#include "kernels/cuda_launchers.h"
+#endif
 
 namespace qwha::kernels {
 namespace {
@@ -179,6 +184,25 @@ TEST(SpectrumApplyTest, BatchedProductMatchesFloat64Reference) {
     CheckApply(dev, torch::kFloat32, 8192, specs, 1e-5, 0.02);
   }
 }
+
+#ifdef QWHA_WITH_CUDA
+// Every launch shape the CUDA kernel has (lanes per row × entries per lane),
+// not only the ones picked for these row lengths.
+TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(8);
+  const std::vector<TaskSpec> specs = {{33, 1}, {64, 3}, {40, 5}, {50, 9}, {31, 17}};
+  for (int lanes : {8, 16, 32}) {
+    for (int entries : {8, 16}) {
+      SCOPED_TRACE(c10::str("lanes ", lanes, " entries ", entries));
+      cuda::SetSpectrumApplyTuning({lanes, 0, entries});
+      CheckApply(torch::kCUDA, torch::kBFloat16, 1024, specs, 1e-2, 0.1);
+      CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
+    }
+  }
+  cuda::SetSpectrumApplyTuning({});
+}
+#endif
 
 TEST(SpectrumApplyTest, MismatchesAreErrors) {
   torch::Tensor idx = torch::tensor({1, 9, 20}, torch::kInt64);

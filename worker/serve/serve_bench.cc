@@ -281,27 +281,38 @@ void KernelSideBySide(const serve::ServingModel& base,
             scale);
   }
 #ifdef QWHA_SERVE_BENCH_CUDA_STATS
-  // The packed product's launch shape, swept on the same layer: lanes per row
-  // (0: picked from the mean row length) and blocks aimed at per SM.
-  std::printf("kernel launch shapes (one layer, us):");
-  for (int lanes : {0, 8, 16, 32}) {
-    for (int per_sm : {2, 4}) {
-      kernels::cuda::SetSpectrumApplyTuning({lanes, per_sm});
-      double t = 0;
-      for (int64_t k = 0; k < serve::kSlotsPerLayer; ++k) {
-        const serve::SlotInfo& s = base.slots()[static_cast<size_t>(k)];
-        const torch::Tensor z = torch::randn({tokens, s.in_features}, opts).to(base.dtype());
-        std::vector<kernels::SpectrumTask> tasks;
-        for (int64_t a = 0; a < count; ++a) {
-          tasks.push_back({&adapters[static_cast<size_t>(a)]->slot(k).spectrum, 0, a * per, per});
-        }
-        torch::Tensor y = torch::zeros({tokens, s.out_features}, opts.dtype(base.dtype()));
-        t += Seconds([&] { kernels::SpectrumApply(z, tasks, y_rows, y); }, device, 20);
+  // The packed product's launch shape, swept on the same layer: lanes per
+  // row, entries per lane (0: as picked from the mean row length) and blocks
+  // aimed at per SM (0: the default, 2).
+  std::printf("kernel launch shapes (one layer, us; per slot q k v o gate up down):\n");
+  for (const kernels::cuda::SpectrumApplyTuning& tuning :
+       std::vector<kernels::cuda::SpectrumApplyTuning>{{0, 0, 0},
+                                                       {0, 1, 0},
+                                                       {0, 3, 0},
+                                                       {8, 0, 8},
+                                                       {8, 0, 16},
+                                                       {16, 0, 8},
+                                                       {16, 0, 16},
+                                                       {32, 0, 8},
+                                                       {32, 0, 16}}) {
+    kernels::cuda::SetSpectrumApplyTuning(tuning);
+    double total = 0;
+    std::string per_slot;
+    for (int64_t k = 0; k < serve::kSlotsPerLayer; ++k) {
+      const serve::SlotInfo& s = base.slots()[static_cast<size_t>(k)];
+      const torch::Tensor z = torch::randn({tokens, s.in_features}, opts).to(base.dtype());
+      std::vector<kernels::SpectrumTask> tasks;
+      for (int64_t a = 0; a < count; ++a) {
+        tasks.push_back({&adapters[static_cast<size_t>(a)]->slot(k).spectrum, 0, a * per, per});
       }
-      std::printf(" lanes %d x %d/SM %.1f;", lanes, per_sm, 1e6 * t);
+      torch::Tensor y = torch::zeros({tokens, s.out_features}, opts.dtype(base.dtype()));
+      const double t = Seconds([&] { kernels::SpectrumApply(z, tasks, y_rows, y); }, device, 20);
+      total += t;
+      per_slot += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
     }
+    std::printf("  lanes %2d entries %2d blocks/SM %d: %7.1f  (%s )\n", tuning.lanes_per_row,
+                tuning.entries_per_lane, tuning.blocks_per_sm, 1e6 * total, per_slot.c_str());
   }
-  std::printf("\n");
   kernels::cuda::SetSpectrumApplyTuning({});
 #endif
   std::printf(
