@@ -200,79 +200,28 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int32_t* rows_of = y_rows + task.tok_begin + tok0;  // the chunk's rows of z and y
   E* zs = reinterpret_cast<E*>(shared_raw);
   int64_t row_offset[TM];
-  // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
-  constexpr int P = 32 / S;
-  const int lane = threadIdx.x & 31;
-  const int sub = lane / S;  // the lane's row of the P
-  const int sl = lane % S;   // the lane's place in its segment
-  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  const int warps = gridDim.x * kWarpsPerBlock;
-  // The warp's groups of rows: first + k · warps, k < 32, for first = warp,
-  // warp + 32 · warps, ...; lane k holds the bounds of the k-th row.
-  int first = warp;
-  int my_begin = 0, my_end = 0, rows_here = 0;
-  int begin = 0, end = 0, b1 = 0, e1 = 0, b2 = 0, e2 = 0;
-  RawK<K> cur{}, next1{}, next2{};
-  // The segment's row of the step that starts at row k of the group; the
-  // rows of the next two steps are in flight while one step is worked on.
-  auto bounds = [&](int k, int& b, int& e) {
-    const int kk = k + sub;
-    b = __shfl_sync(kFull, my_begin, kk & 31);
-    e = __shfl_sync(kFull, my_end, kk & 31);
-    if (kk >= rows_here) b = e = 0;
-  };
-  auto start_group = [&] {
-    const int my_row = first + lane * warps;
-    my_begin = my_end = 0;
-    if (my_row < task.rows) {
-      my_begin = __ldg(task.row_ptr + my_row);
-      my_end = __ldg(task.row_ptr + my_row + 1);
-    }
-    rows_here = min(32, (task.rows - first + warps - 1) / warps);
-    bounds(0, begin, end);
-    bounds(P, b1, e1);
-    bounds(2 * P, b2, e2);
-    cur = LoadRawK<K, E>(task, begin + K * sl, end);
-    next1 = LoadRawK<K, E>(task, b1 + K * sl, e1);
-    next2 = LoadRawK<K, E>(task, b2 + K * sl, e2);
-  };
-  // The first group's entries are requested before the chunk is staged, so
-  // that their latency overlaps the staging.
-  if (first < task.rows) start_group();
   if constexpr (kShared) {
-    // zs[c · TM + t] = z[rows_of[t], c]. A thread takes columns c, c + B, ...
-    // (B threads; consecutive threads, consecutive columns: coalesced reads
-    // of each token's row), U of them at a time with all their loads issued
-    // before any store, and writes each column's TM values with one store, so
-    // that consecutive threads write consecutive shared-memory words.
-    constexpr int U = 8;
+    // zs[c · TM + t] = z[rows_of[t], c]. A thread takes column c (consecutive
+    // threads, consecutive columns: coalesced reads of each token's row), reads
+    // its TM values and writes them with one store of TM elements, so that
+    // consecutive threads write consecutive shared-memory words. (Writing
+    // element by element from 16-byte row pieces put all 32 lanes of a store
+    // in one bank.)
     int64_t offset[TM];
 #pragma unroll
     for (int t = 0; t < TM; ++t) {
       offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
-    const int step = static_cast<int>(blockDim.x);
-    for (int c0 = threadIdx.x; c0 < task.n; c0 += U * step) {
-      alignas(16) E vals[U][TM];
+    for (int c = threadIdx.x; c < task.n; c += blockDim.x) {
+      alignas(16) E vals[TM];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + u * step;
+      for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
+      if constexpr (TM * sizeof(E) == 8) {
+        *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals);
+      } else {
 #pragma unroll
-        for (int t = 0; t < TM; ++t) {
-          vals[u][t] = t < valid && c < task.n ? __ldg(z + offset[t] + c) : FromF<E>(0.f);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + u * step;
-        if (c >= task.n) break;
-        if constexpr (TM * sizeof(E) == 8) {
-          *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals[u]);
-        } else {
-#pragma unroll
-          for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
-            reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals[u])[q];
-          }
+        for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
+          reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals)[q];
         }
       }
     }
@@ -283,8 +232,37 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       row_offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
   }
-  for (; first < task.rows; first += 32 * warps) {
-    if (first != warp) start_group();
+  // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
+  constexpr int P = 32 / S;
+  const int lane = threadIdx.x & 31;
+  const int sub = lane / S;  // the lane's row of the P
+  const int sl = lane % S;   // the lane's place in its segment
+  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int warps = gridDim.x * kWarpsPerBlock;
+  for (int first = warp; first < task.rows; first += 32 * warps) {
+    // Rows first + k · warps, k < 32: lane k holds the bounds of the k-th.
+    const int my_row = first + lane * warps;
+    int my_begin = 0, my_end = 0;
+    if (my_row < task.rows) {
+      my_begin = __ldg(task.row_ptr + my_row);
+      my_end = __ldg(task.row_ptr + my_row + 1);
+    }
+    const int rows_here = min(32, (task.rows - first + warps - 1) / warps);
+    // The segment's row of the step that starts at row k of this group; the
+    // rows of the next two steps are in flight while one step is worked on.
+    auto bounds = [&](int k, int& b, int& e) {
+      const int kk = k + sub;
+      b = __shfl_sync(kFull, my_begin, kk & 31);
+      e = __shfl_sync(kFull, my_end, kk & 31);
+      if (kk >= rows_here) b = e = 0;
+    };
+    int begin, end, b1, e1, b2, e2;
+    bounds(0, begin, end);
+    bounds(P, b1, e1);
+    bounds(2 * P, b2, e2);
+    RawK<K> cur = LoadRawK<K, E>(task, begin + K * sl, end);
+    RawK<K> next1 = LoadRawK<K, E>(task, b1 + K * sl, e1);
+    RawK<K> next2 = LoadRawK<K, E>(task, b2 + K * sl, e2);
     for (int k = 0; k < rows_here; k += P) {
       const int r = first + (k + sub) * warps;
       float acc[TM];
@@ -417,7 +395,7 @@ struct Shape {
 };
 
 Shape PickShape(const TaskBatch& batch, int count) {
-  (void)batch, (void)count;  // every row length measured preferred one shape
+  (void)batch, (void)count;  // every QWHA row length measured preferred one shape
   Shape shape{8, 8};
   const int lanes = tuned_lanes.load(std::memory_order_relaxed);
   const int per_lane = tuned_entries.load(std::memory_order_relaxed);
