@@ -10,14 +10,12 @@
 // in the task's blocks), loads their bounds 32 at a time (one row per lane)
 // and works on P = 32 / S of them at once, S lanes (a segment) per row and
 // K entries per lane (S = 8, K = 8 by default: the launch-shape sweep of
-// qwha-serve-bench showed that rows in flight matter more than busy lanes). The next two steps' entries are in flight (raw
-// registers, decoded on use) while one step is worked on. Per window of K·S
-// entries, lane l of a segment decodes entries K·l .. K·l + K − 1: 8-byte
-// loads of their column steps, 16 or 32 bytes of values per 8; its running
-// column is a segment inclusive scan of the per-lane step sums plus the carry
-// of the previous windows. At the end of a row the S × TM float32 sums are
-// reduce-scattered across the segment
-// (xor shuffles), leaving each token's total in one
+// qwha-serve-bench showed that rows in flight matter more than busy lanes). The next two steps'
+// entries are in flight (raw registers, decoded on use) while one step is worked on. Per window of
+// K·S entries, lane l of a segment decodes entries K·l .. K·l + K − 1: 8-byte loads of their column
+// steps, 16 or 32 bytes of values per 8; its running column is a segment inclusive scan of the
+// per-lane step sums plus the carry of the previous windows. At the end of a row the S × TM float32
+// sums are reduce-scattered across the segment (xor shuffles), leaving each token's total in one
 // lane, which adds it to y with an atomic add (nothing waits on it). Where the
 // chunk does not fit in shared memory (float32 with a large n) the entries
 // read z from global memory instead.
@@ -410,18 +408,18 @@ cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, i
                         const int32_t* y_rows, int sms, cudaStream_t stream) {
   return shared ? LaunchBatch<TM, S, K, true, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
                                                  ldy, y_rows, sms, stream)
-                : LaunchBatch<TM, S, K, false, E>(batch, count, n, max_rows, max_tokens, z, ldz,
-                                                  y, ldy, y_rows, sms, stream);
+                : LaunchBatch<TM, S, K, false, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
+                                                  ldy, y_rows, sms, stream);
 }
 
 template <int TM, int S, typename E>
 cudaError_t LaunchLanes(int entries, bool shared, const TaskBatch& batch, int count, int n,
                         int max_rows, int max_tokens, const void* z, int64_t ldz, void* y,
                         int64_t ldy, const int32_t* y_rows, int sms, cudaStream_t stream) {
-  return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens,
-                                                   z, ldz, y, ldy, y_rows, sms, stream)
-                       : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens,
-                                                  z, ldz, y, ldy, y_rows, sms, stream);
+  return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens, z,
+                                                   ldz, y, ldy, y_rows, sms, stream)
+                       : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens, z,
+                                                  ldz, y, ldy, y_rows, sms, stream);
 }
 
 template <int TM, typename E>
@@ -447,8 +445,8 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     const Shape shape = PickShape(batch, count);
     const cudaError_t err =
         shape.lanes == 8
-            ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                    z, ldz, y, ldy, y_rows, limits.sms, stream)
+            ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, z,
+                                    ldz, y, ldy, y_rows, limits.sms, stream)
         : shape.lanes == 16
             ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
                                      z, ldz, y, ldy, y_rows, limits.sms, stream)

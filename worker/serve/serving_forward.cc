@@ -17,10 +17,10 @@
 
 #include "kernels/rms_norm.h"
 #include "kernels/spectrum_apply.h"
+#include "worker/adapters/adapter.h"
 #include "worker/serve/kv_pool.h"
 #include "worker/serve/serving_adapter.h"
 #include "worker/serve/serving_forward_internal.h"
-#include "worker/adapters/adapter.h"
 
 namespace qwha::serve {
 namespace {
@@ -307,7 +307,6 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
   return torch::matmul(hl, lm_head_.t()).to(torch::kFloat32);
 }
 
-
 // ---------------------------------------------------------------------------
 // Captured decode steps. A decode step (one token per request) of a given
 // shape issues the same kernels on the same buffers every time: the batch
@@ -371,8 +370,8 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
   GraphState& state = *static_cast<GraphState*>(pool->forward_state().get());
   GraphKey key;
   key.count = plan.count();
-  key.len = std::min(pool->max_len(), (plan.single_max_length + kLenBucket - 1) / kLenBucket *
-                                          kLenBucket);
+  key.len = std::min(pool->max_len(),
+                     (plan.single_max_length + kLenBucket - 1) / kLenBucket * kLenBucket);
   key.leading = plan.single_leading;
   for (const StepPlan::Group& g : plan.groups) {
     key.groups.push_back(g.adapter->serial());
@@ -398,10 +397,9 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
     return step.logits.clone();
   }
   if (state.steps.size() >= kMaxGraphs) {
-    auto oldest = std::min_element(state.steps.begin(), state.steps.end(), [](const auto& a,
-                                                                              const auto& b) {
-      return a.second.last_use < b.second.last_use;
-    });
+    auto oldest = std::min_element(
+        state.steps.begin(), state.steps.end(),
+        [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
     state.steps.erase(oldest);
   }
   CapturedStep step;
@@ -429,9 +427,10 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
   } catch (const c10::Error& e) {
     (void)cudaGetLastError();
     state.broken = true;
-    TORCH_WARN("ServingModel: capturing a decode step as a CUDA graph failed; decoding eagerly "
-               "from now on: ",
-               e.what_without_backtrace());
+    TORCH_WARN(
+        "ServingModel: capturing a decode step as a CUDA graph failed; decoding eagerly "
+        "from now on: ",
+        e.what_without_backtrace());
     return eager(plan.single_max_length);
   }
   step.last_use = ++state.clock;

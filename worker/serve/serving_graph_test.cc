@@ -55,7 +55,8 @@ struct GpuBase {
   // Writes a random adapter and loads it (a new ServingAdapter each call).
   std::unique_ptr<AdapterLoader> Load(AdapterType type, uint64_t seed) {
     const std::string dir = testing::TempDir("graph_" + std::to_string(seed));
-    EXPECT_TRUE(testing::WriteAdapterDir(testing::RandomAdapters(*model, type, seed), type, dir).ok());
+    EXPECT_TRUE(
+        testing::WriteAdapterDir(testing::RandomAdapters(*model, type, seed), type, dir).ok());
     auto loader = std::make_unique<AdapterLoader>(serving.get(), dir, "v" + std::to_string(seed));
     EXPECT_TRUE(loader->Load().ok());
     return loader;
@@ -81,8 +82,9 @@ double RelDiff(const torch::Tensor& a, const torch::Tensor& b) {
 // pool's greedy tokens; request `drop` leaves after `drop_at` steps (the
 // slots stop being the leading ones). Returns the largest relative logits
 // difference; `pool_out` gets the graph pool.
-double CompareDecode(const ServingModel& serving, const std::vector<const ServingAdapter*>& adapters,
-                     int64_t steps, size_t drop, int64_t drop_at, std::unique_ptr<KvPool>* pool_out) {
+double CompareDecode(const ServingModel& serving,
+                     const std::vector<const ServingAdapter*>& adapters, int64_t steps, size_t drop,
+                     int64_t drop_at, std::unique_ptr<KvPool>* pool_out) {
   const int64_t n = static_cast<int64_t>(adapters.size());
   auto eager = std::make_unique<KvPool>(serving, n, 160);
   auto graph = std::make_unique<KvPool>(serving, n, 160);
@@ -104,8 +106,10 @@ double CompareDecode(const ServingModel& serving, const std::vector<const Servin
     for (size_t s = 0; s < segments.size(); ++s) {
       const StepSegment& seg = segments[s];
       if (!live[static_cast<size_t>(seg.slot)]) continue;
-      following.push_back({seg.slot, seg.start + static_cast<int64_t>(seg.tokens.size()),
-                           {next[static_cast<int64_t>(s)].item<int64_t>()}, seg.adapter});
+      following.push_back({seg.slot,
+                           seg.start + static_cast<int64_t>(seg.tokens.size()),
+                           {next[static_cast<int64_t>(s)].item<int64_t>()},
+                           seg.adapter});
     }
     segments = std::move(following);
   }
@@ -124,9 +128,8 @@ TEST(ServingGraphTest, CapturedDecodeStepsMatchEagerSteps) {
     auto a = s.Load(AdapterType::kQwha, 1);
     auto b = s.Load(AdapterType::kQwha, 2);
     auto lora = s.Load(AdapterType::kLora, 3);
-    const std::vector<const ServingAdapter*> adapters = {nullptr,        a->adapter(),
-                                                         b->adapter(),   lora->adapter(),
-                                                         a->adapter(),   b->adapter()};
+    const std::vector<const ServingAdapter*> adapters = {
+        nullptr, a->adapter(), b->adapter(), lora->adapter(), a->adapter(), b->adapter()};
     std::unique_ptr<KvPool> pool;
     // 90 steps: lengths cross two 64-position buckets; request 2 leaves at 40.
     const double worst = CompareDecode(*s.serving, adapters, 90, 2, 40, &pool);
@@ -146,7 +149,8 @@ TEST(ServingGraphTest, AReloadedAdapterVersionIsNeverReplayedWithTheOldGraph) {
   KvPool graph(*s.serving, 2, 160), eager(*s.serving, 2, 160);
   graph.set_cuda_graphs(true);
   auto run = [&](const ServingAdapter* adapter, KvPool* pool) {
-    std::vector<StepSegment> prefill = {{0, 0, Tokens(8, 5), adapter}, {1, 0, Tokens(5, 6), adapter}};
+    std::vector<StepSegment> prefill = {{0, 0, Tokens(8, 5), adapter},
+                                        {1, 0, Tokens(5, 6), adapter}};
     (void)s.serving->Forward(prefill, pool);
     torch::Tensor last;
     for (int64_t step = 0; step < 4; ++step) {
