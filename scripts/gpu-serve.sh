@@ -3,7 +3,9 @@
 # the CUDA PyTorch install), run those tests, then qwha-serve-bench; logs under OUTDIR.
 #   scripts/gpu-serve.sh OUTDIR [qwha-serve-bench flags...]
 # Needs .deps/ from scripts/fetch-gpu-deps.sh when the machine lacks Abseil, nlohmann-json or
-# GoogleTest. QWHA_GPU_TESTS overrides the ctest regex of the tests to run.
+# GoogleTest. QWHA_GPU_TESTS overrides the ctest regex of the tests to run. With QWHA_NCU set
+# (Nsight Compute arguments, e.g. "--kernel-name regex:SpectrumApply --launch-count 7"), only the
+# benchmark is built and it runs under ncu, whose report goes to OUTDIR/ncu.txt.
 set -uo pipefail
 out="${1:?usage: scripts/gpu-serve.sh OUTDIR [bench flags...]}"
 shift
@@ -23,11 +25,19 @@ if ! cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
 fi
 targets=(qwha-serve-bench qwha-train spectrum_apply_test serving_graph_test fwht_test llama_test
   trainer_test)
+if [[ -n "${QWHA_NCU:-}" ]]; then targets=(qwha-serve-bench); fi
 if ! cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$out/build.log" 2>&1; then
   grep -E "error|FAILED" "$out/build.log" | head -40
   exit 1
 fi
 echo "build ok"
+if [[ -n "${QWHA_NCU:-}" ]]; then
+  # shellcheck disable=SC2086  # QWHA_NCU is a list of arguments
+  ncu $QWHA_NCU "$build/qwha-serve-bench" "$@" >"$out/ncu.txt" 2>&1
+  rc=$?
+  grep -vE "^==PROF==" "$out/ncu.txt" | tail -150
+  exit $rc
+fi
 ctest --test-dir "$build" --output-on-failure -R "$tests" >"$out/ctest.log" 2>&1
 test_rc=$?
 grep -E "tests passed|tests failed|\*\*\*Failed|Failed  |Timeout" "$out/ctest.log" | tail -20

@@ -50,6 +50,7 @@ constexpr char kUsage[] = R"(usage: qwha-serve --model DIR [flags]
   --max-seq-len N             prompt + completion tokens per request (default 1024)
   --max-prefill-tokens N      prompt tokens per engine step (default 2048)
   --no-load-on-demand         Generate never loads an adapter that is not loaded
+  --no-cuda-graphs            decode steps op by op (default on CUDA: replayed CUDA graphs)
   --work-dir DIR              downloads (default: a fresh temp directory)
   --port-file FILE            write "<grpc port> <http port>" once serving
 )";
@@ -100,6 +101,10 @@ int main(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") return std::cout << kUsage, 0;
     if (arg == "--no-load-on-demand") {
       cache_options.load_on_demand = false;
+      continue;
+    }
+    if (arg == "--no-cuda-graphs") {
+      engine_options.cuda_graphs = false;
       continue;
     }
     if (i + 1 >= argc) return Usage(arg + ": missing value or unknown flag");
