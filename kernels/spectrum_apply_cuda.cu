@@ -199,27 +199,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
   const int32_t* rows_of = y_rows + task.tok_begin + tok0;  // the chunk's rows of z and y
   E* zs = reinterpret_cast<E*>(shared_raw);
   int64_t row_offset[TM];
-  // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
-  constexpr int P = 32 / S;
-  const int lane = threadIdx.x & 31;
-  const int sub = lane / S;  // the lane's row of the P
-  const int sl = lane % S;   // the lane's place in its segment
-  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  const int warps = gridDim.x * kWarpsPerBlock;
-  // The warp's rows: w, w + W, ... (W warps in the task's blocks), or with
-  // `contiguous` one range of consecutive rows (coalesced bounds, F read in
-  // order).
-  const int per_warp = (task.rows + warps - 1) / warps;
-  const int row_begin = contiguous ? warp * per_warp : warp;
-  const int row_limit = contiguous ? min(task.rows, row_begin + per_warp) : task.rows;
-  const int stride = contiguous ? 1 : warps;
-  // The first group's row bounds are requested before the chunk is staged
-  // (their latency overlaps the staging; the entries follow after it).
-  int first_begin = 0, first_end = 0;
-  if (row_begin + lane * stride < row_limit) {
-    first_begin = __ldg(task.row_ptr + row_begin + lane * stride);
-    first_end = __ldg(task.row_ptr + row_begin + lane * stride + 1);
-  }
   if constexpr (kShared) {
     // zs[c · TM + t] = z[rows_of[t], c]. A thread takes column c (consecutive
     // threads, consecutive columns: coalesced reads of each token's row), reads
@@ -267,16 +246,27 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
       row_offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
   }
+  // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
+  constexpr int P = 32 / S;
+  const int lane = threadIdx.x & 31;
+  const int sub = lane / S;  // the lane's row of the P
+  const int sl = lane % S;   // the lane's place in its segment
+  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int warps = gridDim.x * kWarpsPerBlock;
+  // The warp's rows: w, w + W, ... (W warps in the task's blocks), or with
+  // `contiguous` one range of consecutive rows (coalesced bounds, F read in
+  // order).
+  const int per_warp = (task.rows + warps - 1) / warps;
+  const int row_begin = contiguous ? warp * per_warp : warp;
+  const int row_limit = contiguous ? min(task.rows, row_begin + per_warp) : task.rows;
+  const int stride = contiguous ? 1 : warps;
   for (int first = row_begin; first < row_limit; first += 32 * stride) {
     // Rows first + k · stride, k < 32: lane k holds the bounds of the k-th.
     const int my_row = first + lane * stride;
-    int my_begin = first_begin, my_end = first_end;
-    if (first != row_begin) {
-      my_begin = my_end = 0;
-      if (my_row < row_limit) {
-        my_begin = __ldg(task.row_ptr + my_row);
-        my_end = __ldg(task.row_ptr + my_row + 1);
-      }
+    int my_begin = 0, my_end = 0;
+    if (my_row < row_limit) {
+      my_begin = __ldg(task.row_ptr + my_row);
+      my_end = __ldg(task.row_ptr + my_row + 1);
     }
     const int rows_here = min(32, (row_limit - first + stride - 1) / stride);
     // The segment's row of the step that starts at row k of this group; the
