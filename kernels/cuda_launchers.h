@@ -85,14 +85,12 @@ struct SpectrumApplyTask {
 
 // Launch shape of LaunchSpectrumApply, for benchmarks that sweep it:
 // lanes_per_row 8, 16 or 32, entries_per_lane 8 or 16 (0: picked from the
-// tasks' mean entries per row), blocks aimed at per SM (0: 2) and the rows
-// a warp takes (0: default, 1: strided over the task's warps, 2: one
-// contiguous range). Process-wide; not for concurrent use with launches.
+// tasks' mean entries per row) and blocks aimed at per SM (0: 2).
+// Process-wide; not for concurrent use with launches.
 struct SpectrumApplyTuning {
   int lanes_per_row = 0;
   int blocks_per_sm = 0;
   int entries_per_lane = 0;
-  int row_order = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 

@@ -187,10 +187,9 @@ __device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int p
 }
 
 template <int TM, int S, int K, bool kShared, typename E>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
-                        E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
-                        int contiguous) {
+                        E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
   const int tok0 = static_cast<int>(blockIdx.z) * TM;
@@ -211,31 +210,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     for (int t = 0; t < TM; ++t) {
       offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
-    // U columns per thread at a time, every load issued before any store.
-    constexpr int U = 4;
-    const int step = static_cast<int>(blockDim.x);
-    for (int c0 = threadIdx.x; c0 < task.n; c0 += U * step) {
-      alignas(16) E vals[U][TM];
+    for (int c = threadIdx.x; c < task.n; c += blockDim.x) {
+      alignas(16) E vals[TM];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + u * step;
+      for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
+      if constexpr (TM * sizeof(E) == 8) {
+        *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals);
+      } else {
 #pragma unroll
-        for (int t = 0; t < TM; ++t) {
-          vals[u][t] = t < valid && c < task.n ? z[offset[t] + c] : FromF<E>(0.f);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + u * step;
-        if (c < task.n) {
-          if constexpr (TM * sizeof(E) == 8) {
-            *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals[u]);
-          } else {
-#pragma unroll
-            for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
-              reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals[u])[q];
-            }
-          }
+        for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
+          reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals)[q];
         }
       }
     }
@@ -253,22 +237,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
   const int sl = lane % S;   // the lane's place in its segment
   const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   const int warps = gridDim.x * kWarpsPerBlock;
-  // The warp's rows: w, w + W, ... (W warps in the task's blocks), or with
-  // `contiguous` one range of consecutive rows (coalesced bounds, F read in
-  // order).
-  const int per_warp = (task.rows + warps - 1) / warps;
-  const int row_begin = contiguous ? warp * per_warp : warp;
-  const int row_limit = contiguous ? min(task.rows, row_begin + per_warp) : task.rows;
-  const int stride = contiguous ? 1 : warps;
-  for (int first = row_begin; first < row_limit; first += 32 * stride) {
-    // Rows first + k · stride, k < 32: lane k holds the bounds of the k-th.
-    const int my_row = first + lane * stride;
+  for (int first = warp; first < task.rows; first += 32 * warps) {
+    // Rows first + k · warps, k < 32: lane k holds the bounds of the k-th.
+    const int my_row = first + lane * warps;
     int my_begin = 0, my_end = 0;
-    if (my_row < row_limit) {
+    if (my_row < task.rows) {
       my_begin = __ldg(task.row_ptr + my_row);
       my_end = __ldg(task.row_ptr + my_row + 1);
     }
-    const int rows_here = min(32, (row_limit - first + stride - 1) / stride);
+    const int rows_here = min(32, (task.rows - first + warps - 1) / warps);
     // The segment's row of the step that starts at row k of this group; the
     // rows of the next two steps are in flight while one step is worked on.
     auto bounds = [&](int k, int& b, int& e) {
@@ -285,7 +262,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     RawK<K> next1 = LoadRawK<K, E>(task, b1 + K * sl, e1);
     RawK<K> next2 = LoadRawK<K, E>(task, b2 + K * sl, e2);
     for (int k = 0; k < rows_here; k += P) {
-      const int r = first + (k + sub) * stride;
+      const int r = first + (k + sub) * warps;
       float acc[TM];
 #pragma unroll
       for (int t = 0; t < TM; ++t) acc[t] = 0.f;
@@ -368,7 +345,6 @@ DeviceLimits Limits() {
 // Benchmark overrides of the launch shape (SetSpectrumApplyTuning).
 std::atomic<int> tuned_lanes{0};
 std::atomic<int> tuned_entries{0};
-std::atomic<int> tuned_row_order{0};
 std::atomic<int> tuned_blocks_per_sm{0};
 
 template <int TM, int S, int K, bool kShared, typename E>
@@ -401,9 +377,8 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   }
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(count),
                   static_cast<unsigned>(chunks));
-  const int contiguous = tuned_row_order.load(std::memory_order_relaxed) == 2 ? 1 : 0;
   kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
-                                                      static_cast<E*>(y), ldy, y_rows, contiguous);
+                                                      static_cast<E*>(y), ldy, y_rows);
   return cudaGetLastError();
 }
 
@@ -504,7 +479,6 @@ cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const voi
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_lanes.store(tuning.lanes_per_row, std::memory_order_relaxed);
   tuned_entries.store(tuning.entries_per_lane, std::memory_order_relaxed);
-  tuned_row_order.store(tuning.row_order, std::memory_order_relaxed);
   tuned_blocks_per_sm.store(tuning.blocks_per_sm, std::memory_order_relaxed);
 }
 

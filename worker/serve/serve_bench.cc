@@ -286,15 +286,15 @@ void KernelSideBySide(const serve::ServingModel& base,
   // aimed at per SM (0: the default, 2).
   std::printf("kernel launch shapes (one layer, us; per slot q k v o gate up down):\n");
   for (const kernels::cuda::SpectrumApplyTuning& tuning :
-       std::vector<kernels::cuda::SpectrumApplyTuning>{{0, 0, 0, 0},
-                                                       {0, 0, 0, 2},
-                                                       {0, 3, 0, 0},
-                                                       {0, 3, 0, 2},
-                                                       {0, 4, 0, 2},
-                                                       {8, 0, 16, 0},
-                                                       {8, 0, 16, 2},
-                                                       {16, 0, 8, 0},
-                                                       {16, 0, 8, 2}}) {
+       std::vector<kernels::cuda::SpectrumApplyTuning>{{0, 0, 0},
+                                                       {0, 1, 0},
+                                                       {0, 3, 0},
+                                                       {8, 0, 8},
+                                                       {8, 0, 16},
+                                                       {16, 0, 8},
+                                                       {16, 0, 16},
+                                                       {32, 0, 8},
+                                                       {32, 0, 16}}) {
     kernels::cuda::SetSpectrumApplyTuning(tuning);
     double total = 0;
     std::string per_slot;
@@ -310,9 +310,8 @@ void KernelSideBySide(const serve::ServingModel& base,
       total += t;
       per_slot += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
     }
-    std::printf("  lanes %2d entries %2d blocks/SM %d rows %s: %7.1f  (%s )\n",
-                tuning.lanes_per_row, tuning.entries_per_lane, tuning.blocks_per_sm,
-                tuning.row_order == 2 ? "contiguous" : "strided   ", 1e6 * total, per_slot.c_str());
+    std::printf("  lanes %2d entries %2d blocks/SM %d: %7.1f  (%s )\n", tuning.lanes_per_row,
+                tuning.entries_per_lane, tuning.blocks_per_sm, 1e6 * total, per_slot.c_str());
   }
   kernels::cuda::SetSpectrumApplyTuning({});
 #endif
