@@ -406,6 +406,7 @@ int main(int argc, char** argv) {
   }
   const int64_t estimate = *loaders[0]->EstimateMemory();
   const int64_t with8 = DeviceAllocated(device);
+  const int64_t adapters_bytes = adapters[0]->memory_bytes();
   std::printf(
       "adapter: QWHA rank-%lld budget, %.1f MiB on the device each (estimate %.1f MiB); load %.1f "
       "ms (file → device, mean of 8)\n",
@@ -468,14 +469,19 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // Right around the unload: the runs above leave buffers of their own (the
+  // cuBLAS workspace LibTorch keeps per CUDA stream, one per engine stream).
+  const int64_t before_unload = DeviceAllocated(device);
   adapters.clear();
   for (auto& l : loaders) l->Unload();
   const int64_t after = DeviceAllocated(device);
   if (before >= 0) {
     std::printf(
-        "\nunload: device allocated %.1f MiB with 8 adapters, %.1f MiB after unloading them (%.1f "
-        "MiB before loading)\n",
-        with8 / 1048576.0, after / 1048576.0, before / 1048576.0);
+        "\nunload: device allocated %.1f MiB before loading the adapters, %.1f MiB with 8 loaded; "
+        "%.1f MiB just before unloading them, %.1f MiB after: %.1f MiB freed (loaded size %.1f "
+        "MiB)\n",
+        before / 1048576.0, with8 / 1048576.0, before_unload / 1048576.0, after / 1048576.0,
+        (before_unload - after) / 1048576.0, 8 * adapters_bytes / 1048576.0);
   }
   for (const auto& [graphs, ratio] : ratio8) {
     std::printf(
