@@ -10,9 +10,7 @@
 #include <tuple>
 
 #ifdef QWHA_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
 #endif
@@ -46,20 +44,13 @@ torch::Tensor ServingModel::RmsNorm(const torch::Tensor& x, const torch::Tensor&
   return weight * h.to(x.scalar_type());
 }
 
-namespace {
-
-// The spectrum tasks of one projection group (every slot of every spectrum
-// adapter in the step) and the group's total output columns.
-template <typename RowsT>
-std::vector<kernels::SpectrumTask> SpectrumTasks(const RowsT& rows, int64_t base, int first_kind,
-                                                 int kinds, const std::vector<SlotInfo>& slots,
-                                                 int64_t* columns) {
+void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
+                             const torch::Tensor& x, torch::Tensor& y) const {
+  const int64_t base = layer * kSlotsPerLayer;
+  // Spectrum adapters: one FWHT of the input rows they correct (shared by
+  // q/k/v, gate/up) and one SpectrumApply for every slot of every adapter.
   std::vector<kernels::SpectrumTask> tasks;
-  *columns = 0;
-  for (int k = first_kind; k < first_kind + kinds; ++k) {
-    *columns += slots[static_cast<size_t>(base + k)].out_features;
-  }
-  for (const auto& g : rows.groups) {
+  for (const Rows::Group& g : rows.groups) {
     if (g.tok_begin < 0) continue;
     int64_t offset = 0;
     for (int k = first_kind; k < first_kind + kinds; ++k) {
@@ -67,61 +58,10 @@ std::vector<kernels::SpectrumTask> SpectrumTasks(const RowsT& rows, int64_t base
       if (d.kind == SlotDelta::Kind::kSpectrum) {
         tasks.push_back({&d.spectrum, offset, g.tok_begin, g.rows.size(0)});
       }
-      offset += slots[static_cast<size_t>(base + k)].out_features;
+      offset += slots_[static_cast<size_t>(base + k)].out_features;
     }
   }
-  return tasks;
-}
-
-}  // namespace
-
-ServingModel::SideDeltas ServingModel::StartDeltas(const Rows& rows, int64_t layer, int first_kind,
-                                                   int kinds, const torch::Tensor& x) const {
-  SideDeltas side;
-#ifdef QWHA_WITH_CUDA
-  if (!rows.overlap_deltas || !x.is_cuda()) return side;
-  int64_t columns = 0;
-  const std::vector<kernels::SpectrumTask> tasks =
-      SpectrumTasks(rows, layer * kSlotsPerLayer, first_kind, kinds, slots_, &columns);
-  if (tasks.empty()) return side;
-  const c10::DeviceIndex device = x.device().index();
-  const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream(device);
-  c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, device);
-  if (stream == main) stream = c10::cuda::getStreamFromPool(false, device);
-  side.delta = torch::zeros({x.size(0), columns}, x.options());
-  at::cuda::CUDAEvent ready;
-  ready.record(main);
-  ready.block(stream);
-  {
-    const c10::cuda::CUDAStreamGuard guard(stream);
-    kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, side.delta);
-  }
-  auto done = std::make_shared<at::cuda::CUDAEvent>();
-  done->record(stream);
-  side.done = done;
-#else
-  (void)rows, (void)layer, (void)first_kind, (void)kinds, (void)x;
-#endif
-  return side;
-}
-
-void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                             const torch::Tensor& x, torch::Tensor& y, SideDeltas& started) const {
-  const int64_t base = layer * kSlotsPerLayer;
-  if (started.delta.defined()) {
-#ifdef QWHA_WITH_CUDA
-    static_cast<at::cuda::CUDAEvent*>(started.done.get())
-        ->block(c10::cuda::getCurrentCUDAStream(y.device().index()));
-#endif
-    y.add_(started.delta);
-  } else {
-    // Spectrum adapters: one FWHT of the input rows they correct (shared by
-    // q/k/v, gate/up) and one SpectrumApply for every slot of every adapter.
-    int64_t columns = 0;
-    const std::vector<kernels::SpectrumTask> tasks =
-        SpectrumTasks(rows, base, first_kind, kinds, slots_, &columns);
-    if (!tasks.empty()) kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, y);
-  }
+  if (!tasks.empty()) kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, y);
   // LoRA adapters, group by group.
   for (const Rows::Group& g : rows.groups) {
     if (g.tok_begin >= 0) continue;
@@ -339,32 +279,28 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
     const Layer& layer = *layers_[l];
     const int64_t li = static_cast<int64_t>(l);
     torch::Tensor x = RmsNorm(h, layer.input_norm);
-    SideDeltas side = StartDeltas(rows, li, 0, 3, x);
     torch::Tensor qkv = torch::matmul(x, layer.w_qkv.t());
     if (layer.b_qkv.defined()) qkv.add_(layer.b_qkv);
-    AddDeltas(rows, li, 0, 3, x, qkv, side);
+    AddDeltas(rows, li, 0, 3, x, qkv);
     torch::Tensor q = qkv.narrow(1, 0, heads * d).view({n, heads, d});
     torch::Tensor k = qkv.narrow(1, heads * d, kv_heads * d).view({n, kv_heads, d});
     torch::Tensor v = qkv.narrow(1, (heads + kv_heads) * d, kv_heads * d).view({n, kv_heads, d});
     q = Rope(q, cos, sin);
     k = Rope(k, cos, sin);
     torch::Tensor attn = Attention(rows, li, q, k, v, pool);
-    side = StartDeltas(rows, li, 3, 1, attn);
     torch::Tensor o = torch::matmul(attn, layer.w_o.t());
     if (layer.b_o.defined()) o.add_(layer.b_o);
-    AddDeltas(rows, li, 3, 1, attn, o, side);
+    AddDeltas(rows, li, 3, 1, attn, o);
     h = h + o;
 
     x = RmsNorm(h, layer.post_norm);
-    side = StartDeltas(rows, li, 4, 2, x);
     torch::Tensor gate_up = torch::matmul(x, layer.w_gate_up.t());
     if (layer.b_gate_up.defined()) gate_up.add_(layer.b_gate_up);
-    AddDeltas(rows, li, 4, 2, x, gate_up, side);
+    AddDeltas(rows, li, 4, 2, x, gate_up);
     torch::Tensor a = torch::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
-    side = StartDeltas(rows, li, 6, 1, a);
     torch::Tensor down = torch::matmul(a, layer.w_down.t());
     if (layer.b_down.defined()) down.add_(layer.b_down);
-    AddDeltas(rows, li, 6, 1, a, down, side);
+    AddDeltas(rows, li, 6, 1, a, down);
     h = h + down;
   }
   torch::Tensor hl = RmsNorm(h.index_select(0, rows.last), final_norm_);
@@ -470,7 +406,6 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
   step.inputs = host.to(device_);
   Rows rows = Upload(plan, step.inputs);
   rows.single_max_length = key.len;
-  rows.overlap_deltas = true;
   step.graph = std::make_unique<at::cuda::CUDAGraph>();
   try {
 #if TORCH_VERSION_MAJOR >= 2

@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "worker/serve/serving_model.h"
@@ -60,17 +59,6 @@ struct ServingModel::Rows {
   // The rows of every spectrum-adapter group, group after group
   // (kernels::SpectrumApply's y_rows); undefined when no group has one.
   torch::Tensor spectrum_rows;  // int32
-
-  // CUDA: run each projection group's spectrum corrections (FWHT + product)
-  // on a side stream, concurrently with the group's base GEMM (StartDeltas).
-  bool overlap_deltas = false;
-};
-
-// Spectrum corrections of one projection group running on a side stream
-// (ServingModel::StartDeltas); AddDeltas joins them and adds `delta`.
-struct ServingModel::SideDeltas {
-  torch::Tensor delta;         // [N, group columns], y's dtype; undefined: nothing started
-  std::shared_ptr<void> done;  // the side stream's event (CUDA)
 };
 
 // A step's layout on the host (ServingModel::Plan), before any device work.

@@ -118,7 +118,6 @@ class ServingModel {
   struct Layer;
   struct Rows;
   struct StepPlan;
-  struct SideDeltas;
   ServingModel() = default;
   // Takes the HF-named tensors (projections already deq(Q) where quantized).
   absl::Status Build(std::map<std::string, torch::Tensor> tensors,
@@ -131,13 +130,8 @@ class ServingModel {
   Rows Upload(const StepPlan& plan, const torch::Tensor& inputs) const;
   torch::Tensor Run(const Rows& rows, KvPool* pool) const;
   torch::Tensor ForwardCaptured(const StepPlan& plan, KvPool* pool) const;
-  // Each projection group's adapter corrections: StartDeltas launches the
-  // spectrum part on a side stream (CUDA, rows.overlap_deltas; otherwise it
-  // does nothing), AddDeltas adds everything to y (joining what was started).
-  SideDeltas StartDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                         const torch::Tensor& x) const;
   void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
-                 torch::Tensor& y, SideDeltas& started) const;
+                 torch::Tensor& y) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
   torch::Tensor Attention(const Rows& rows, int64_t layer, const torch::Tensor& q,
                           const torch::Tensor& k, const torch::Tensor& v, KvPool* pool) const;
