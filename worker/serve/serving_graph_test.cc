@@ -45,11 +45,7 @@ struct GpuBase {
     c.head_dim = 64;
     c.vocab_size = 512;
     model = model::LlamaModel::RandomInit(c, 11, torch::kCUDA, dtype);
-    for (model::LinearSlot* slot : model->LinearSlots()) {
-      auto q = quant::QuantizeRtn(slot->weight().to(torch::kFloat32), testing::TestQuant());
-      TORCH_CHECK(q.ok(), q.status().ToString());
-      TORCH_CHECK(slot->SetQuantizedWeight(*std::move(q)).ok());
-    }
+    testing::QuantizeAll(*model);
     serving = *ServingModel::FromModel(*model, testing::TestQuant(), {}, 256);
   }
   // Writes a random adapter and loads it (a new ServingAdapter each call).

@@ -44,12 +44,16 @@ std::unique_ptr<model::LlamaModel> QuantizedModel(const std::string& which) {
     c.sliding_layers = {true, true};
     model = model::LlamaModel::RandomInit(c, 7, torch::kCPU, torch::kFloat32);
   }
-  for (model::LinearSlot* slot : model->LinearSlots()) {
+  QuantizeAll(*model);
+  return model;
+}
+
+void QuantizeAll(model::LlamaModel& model) {
+  for (model::LinearSlot* slot : model.LinearSlots()) {
     auto q = quant::QuantizeRtn(slot->weight().to(torch::kFloat32), TestQuant());
     TORCH_CHECK(q.ok(), q.status().ToString());
     TORCH_CHECK(slot->SetQuantizedWeight(*std::move(q)).ok());
   }
-  return model;
 }
 
 AdapterSet RandomAdapters(const model::LlamaModel& model, adapters::AdapterType type,

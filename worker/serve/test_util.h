@@ -22,6 +22,9 @@ namespace qwha::serve::testing {
 // The RTN config every helper quantizes with (4 bits, group 32).
 quant::QuantConfig TestQuant();
 
+// Quantizes every projection of `model` in place with TestQuant().
+void QuantizeAll(model::LlamaModel& model);
+
 // "llama2": tests/fixtures/model/llama2 (a transformers checkpoint).
 // "window": a random qwen2-style model with q/k/v biases, GQA and a sliding
 // window of 6 on every layer. Float32 on the CPU, every projection quantized
