@@ -259,9 +259,15 @@ torch::Tensor ServingModel::Forward(const std::vector<StepSegment>& segments, Kv
   if (plan.spans.empty() && pool->cuda_graphs() && device_.is_cuda()) {
     return ForwardCaptured(plan, pool);
   }
+  return RunEager(plan, pool, plan.single_max_length);
+}
+
+torch::Tensor ServingModel::RunEager(const StepPlan& plan, KvPool* pool, int64_t len) const {
   torch::Tensor host = torch::empty({plan.buffer_size()}, torch::kInt64);
   plan.Fill(host.data_ptr<int64_t>());
-  return Run(Upload(plan, host.to(device_)), pool);
+  Rows rows = Upload(plan, host.to(device_));
+  rows.single_max_length = len;
+  return Run(rows, pool);
 }
 
 torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
@@ -353,13 +359,7 @@ struct GraphState {
 #endif  // QWHA_WITH_CUDA
 
 torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) const {
-  auto eager = [&](int64_t len) {
-    torch::Tensor host = torch::empty({plan.buffer_size()}, torch::kInt64);
-    plan.Fill(host.data_ptr<int64_t>());
-    Rows rows = Upload(plan, host.to(device_));
-    rows.single_max_length = len;
-    return Run(rows, pool);
-  };
+  auto eager = [&](int64_t len) { return RunEager(plan, pool, len); };
 #ifdef QWHA_WITH_CUDA
   // Capture needs a stream other than the default one (the engine has its own).
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device_.index());

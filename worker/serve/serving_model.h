@@ -129,6 +129,8 @@ class ServingModel {
   StepPlan Plan(const std::vector<StepSegment>& segments, const KvPool& pool) const;
   Rows Upload(const StepPlan& plan, const torch::Tensor& inputs) const;
   torch::Tensor Run(const Rows& rows, KvPool* pool) const;
+  // Upload + Run, the batch reading `len` keys per slot (>= the longest).
+  torch::Tensor RunEager(const StepPlan& plan, KvPool* pool, int64_t len) const;
   torch::Tensor ForwardCaptured(const StepPlan& plan, KvPool* pool) const;
   void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
                  torch::Tensor& y) const;
