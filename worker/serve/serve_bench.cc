@@ -483,7 +483,16 @@ int main(int argc, char** argv) {
         before / 1048576.0, with8 / 1048576.0, before_unload / 1048576.0, after / 1048576.0,
         (before_unload - after) / 1048576.0, 8 * adapters_bytes / 1048576.0);
   }
+  // The target is judged on the steps the engine runs by default: graphs on
+  // CUDA. Eager steps on CUDA are set by the host's dispatch (the adapters'
+  // GPU work hides behind it), so their ratio is printed but judges nothing.
   for (const auto& [graphs, ratio] : ratio8) {
+    if (!graphs && ratio8.count(true) > 0) {
+      std::printf(
+          "eager steps (host-bound, not a measure of the adapters' cost): 8 adapters %.2fx\n",
+          ratio);
+      continue;
+    }
     std::printf(
         "target (%s steps): batch >= 32 with 8 adapters at <= 1.30x the base's decode step time: "
         "%.2fx %s\n",
