@@ -80,12 +80,11 @@ struct SpectrumApplyTask {
   int32_t y_col;      // row r adds to column y_col + r of y
   int32_t tok_begin;  // first token: y_rows[tok_begin]
   int32_t count;      // tokens, >= 1
-  int32_t entries;    // row_ptr[rows]: packed entries (picks the lanes per row)
 };
 
 // Launch shape of LaunchSpectrumApply, for benchmarks that sweep it:
-// lanes_per_row 8, 16 or 32, entries_per_lane 8 or 16 (0: picked from the
-// tasks' mean entries per row) and blocks aimed at per SM (0: 2).
+// lanes_per_row 8, 16 or 32, entries_per_lane 8 or 16 (0: the default, 8 and
+// 8) and blocks aimed at per SM (0: 2).
 // Process-wide; not for concurrent use with launches.
 struct SpectrumApplyTuning {
   int lanes_per_row = 0;

@@ -392,9 +392,8 @@ struct Shape {
   int lanes, entries;
 };
 
-Shape PickShape(const TaskBatch& batch, int count) {
-  (void)batch, (void)count;  // every QWHA row length measured preferred one shape
-  Shape shape{8, 8};
+Shape PickShape() {
+  Shape shape{8, 8};  // every QWHA row length measured preferred it
   const int lanes = tuned_lanes.load(std::memory_order_relaxed);
   const int per_lane = tuned_entries.load(std::memory_order_relaxed);
   if (lanes == 8 || lanes == 16 || lanes == 32) shape.lanes = lanes;
@@ -442,7 +441,7 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     }
     const bool shared =
         static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
-    const Shape shape = PickShape(batch, count);
+    const Shape shape = PickShape();
     const cudaError_t err =
         shape.lanes == 8
             ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, z,

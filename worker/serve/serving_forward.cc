@@ -359,12 +359,11 @@ struct GraphState {
 #endif  // QWHA_WITH_CUDA
 
 torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) const {
-  auto eager = [&](int64_t len) { return RunEager(plan, pool, len); };
 #ifdef QWHA_WITH_CUDA
   // Capture needs a stream other than the default one (the engine has its own).
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(device_.index());
   if (stream == c10::cuda::getDefaultCUDAStream(device_.index())) {
-    return eager(plan.single_max_length);
+    return RunEager(plan, pool, plan.single_max_length);
   }
   if (!pool->forward_state()) pool->forward_state() = std::make_shared<GraphState>();
   GraphState& state = *static_cast<GraphState*>(pool->forward_state().get());
@@ -383,7 +382,7 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
     // kernel attributes and the allocator's blocks of this stream are set up
     // outside any capture.
     state.warmed = true;
-    return eager(key.len);
+    return RunEager(plan, pool, key.len);
   }
   torch::Tensor host = torch::empty({plan.buffer_size()}, torch::kInt64);
   plan.Fill(host.data_ptr<int64_t>());
@@ -431,7 +430,7 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
         "ServingModel: capturing a decode step as a CUDA graph failed; decoding eagerly "
         "from now on: ",
         e.what_without_backtrace());
-    return eager(plan.single_max_length);
+    return RunEager(plan, pool, plan.single_max_length);
   }
   step.last_use = ++state.clock;
   step.graph->replay();
@@ -440,7 +439,7 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
   state.steps.emplace(std::move(key), std::move(step));
   return logits;
 #else
-  return eager(plan.single_max_length);
+  return RunEager(plan, pool, plan.single_max_length);
 #endif
 }
 
