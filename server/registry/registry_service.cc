@@ -72,11 +72,13 @@ std::function<absl::StatusOr<v1::BaseModel>(const std::vector<v1::FileInfo>&)> R
 
 RegistryServiceImpl::RegistryServiceImpl(RegistryStore* store, RegistryOptions options,
                                          AuthHook auth,
-                                         std::shared_ptr<prometheus::Registry> metrics)
+                                         std::shared_ptr<prometheus::Registry> metrics,
+                                         InferenceServerDirectory* servers)
     : store_(store),
       options_(std::move(options)),
       auth_(std::move(auth)),
-      metrics_(std::move(metrics)) {
+      metrics_(std::move(metrics)),
+      servers_(servers) {
   metrics_.RefreshBytes(*store_);
 }
 
@@ -363,6 +365,34 @@ grpc::Status RegistryServiceImpl::DeleteDataset(grpc::ServerContext* context,
   absl::Status s = store_->DeleteDataset(request->id());
   if (s.ok()) metrics_.RefreshBytes(*store_);
   return ToGrpc(s);
+}
+
+// ---- inference servers ----
+
+grpc::Status RegistryServiceImpl::RegisterInferenceServer(
+    grpc::ServerContext* context, const v1::RegisterInferenceServerRequest* request,
+    v1::RegisterInferenceServerResponse* response) {
+  if (absl::Status s = Authorize(context); !s.ok()) return ToGrpc(s);
+  if (servers_ == nullptr) {
+    return ToGrpc(absl::UnimplementedError("this registry takes no inference servers"));
+  }
+  auto registered = servers_->Register(*request);
+  if (!registered.ok()) return ToGrpc(registered.status());
+  *response = *std::move(registered);
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryServiceImpl::ListInferenceServers(
+    grpc::ServerContext* context, const v1::ListInferenceServersRequest* request,
+    v1::ListInferenceServersResponse* response) {
+  if (absl::Status s = Authorize(context); !s.ok()) return ToGrpc(s);
+  if (servers_ == nullptr) {
+    return ToGrpc(absl::UnimplementedError("this registry takes no inference servers"));
+  }
+  auto servers = servers_->List(request->base_model_digest());
+  if (!servers.ok()) return ToGrpc(servers.status());
+  for (v1::InferenceServer& server : *servers) *response->add_servers() = std::move(server);
+  return grpc::Status::OK;
 }
 
 }  // namespace qwha::registry

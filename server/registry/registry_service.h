@@ -30,6 +30,9 @@
 //  - ListAdapters: page_size 0 means 50, above 1000 means 1000, negative is
 //    INVALID_ARGUMENT.
 //  - Lists of models and datasets are newest first.
+//  - RegisterInferenceServer / ListInferenceServers go to the
+//    InferenceServerDirectory given at construction (UNIMPLEMENTED without
+//    one); its header says what is checked.
 //
 // Thread safety: gRPC calls the methods concurrently; the service is safe for
 // that. The store must outlive the service.
@@ -45,6 +48,7 @@
 
 #include "absl/status/status.h"
 #include "qwha/v1/registry.grpc.pb.h"
+#include "server/registry/inference_servers.h"
 #include "server/registry/registry_metrics.h"
 #include "server/registry/registry_store.h"
 
@@ -68,9 +72,11 @@ using AuthHook = std::function<absl::Status(grpc::ServerContext*)>;
 
 class RegistryServiceImpl final : public v1::RegistryService::Service {
  public:
-  // Borrows `store`. `auth` may be empty (no check); `metrics` may be null.
+  // Borrows `store` and `servers`. `auth` may be empty (no check); `metrics`
+  // and `servers` may be null.
   RegistryServiceImpl(RegistryStore* store, RegistryOptions options, AuthHook auth,
-                      std::shared_ptr<prometheus::Registry> metrics = nullptr);
+                      std::shared_ptr<prometheus::Registry> metrics = nullptr,
+                      InferenceServerDirectory* servers = nullptr);
   RegistryServiceImpl(const RegistryServiceImpl&) = delete;
   RegistryServiceImpl& operator=(const RegistryServiceImpl&) = delete;
 
@@ -107,6 +113,13 @@ class RegistryServiceImpl final : public v1::RegistryService::Service {
   grpc::Status DeleteDataset(grpc::ServerContext* context, const v1::DeleteDatasetRequest* request,
                              v1::DeleteResponse* response) override;
 
+  grpc::Status RegisterInferenceServer(grpc::ServerContext* context,
+                                       const v1::RegisterInferenceServerRequest* request,
+                                       v1::RegisterInferenceServerResponse* response) override;
+  grpc::Status ListInferenceServers(grpc::ServerContext* context,
+                                    const v1::ListInferenceServersRequest* request,
+                                    v1::ListInferenceServersResponse* response) override;
+
  private:
   absl::Status Authorize(grpc::ServerContext* context);
   absl::StatusOr<v1::BaseModel> DoRegisterModel(const v1::RegisterModelRequest& request);
@@ -121,6 +134,7 @@ class RegistryServiceImpl final : public v1::RegistryService::Service {
   const RegistryOptions options_;
   const AuthHook auth_;
   RegistryMetrics metrics_;
+  InferenceServerDirectory* const servers_;
 };
 
 }  // namespace qwha::registry

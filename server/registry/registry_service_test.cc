@@ -301,5 +301,79 @@ TEST_F(DatasetTest, MalformedOversizeAndMisdeclaredUploadsStoreNothing) {
   ExpectNothingStored();
 }
 
+TEST(InferenceServerTest, RegistrationIsValidatedUpsertedAndListedWithLiveness) {
+  RegistryHarness h({});
+  const std::string digest(64, 'a');
+  auto call = [&](const std::string& address, const std::string& base,
+                  v1::RegisterInferenceServerResponse* response = nullptr) {
+    v1::RegisterInferenceServerRequest request;
+    request.set_address(address);
+    request.set_base_model_digest(base);
+    request.mutable_quantization()->set_bits(2);
+    v1::RegisterInferenceServerResponse ignored;
+    return h.stub().RegisterInferenceServer(h.Context().get(), request,
+                                            response ? response : &ignored);
+  };
+  struct Bad {
+    std::string address, digest, field;
+  };
+  for (const Bad& bad : std::vector<Bad>{{"", digest, "address"},
+                                         {"127.0.0.1", digest, "address"},
+                                         {"127.0.0.1:0", digest, "address"},
+                                         {"127.0.0.1:70000", digest, "address"},
+                                         {":7430", digest, "address"},
+                                         {"::1:7430", digest, "address"},
+                                         {"host name:7430", digest, "address"},
+                                         {"127.0.0.1:7430", "", "base_model_digest"},
+                                         {"127.0.0.1:7430", "ABC", "base_model_digest"}}) {
+    grpc::Status s = call(bad.address, bad.digest);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.address;
+    EXPECT_EQ(s.error_message().rfind(bad.field + ":", 0), 0u) << s.error_message();
+  }
+  v1::ListInferenceServersResponse none;
+  ASSERT_TRUE(h.stub()
+                  .ListInferenceServers(h.Context().get(), v1::ListInferenceServersRequest(), &none)
+                  .ok());
+  EXPECT_EQ(none.servers_size(), 0) << "a refused registration stored something";
+
+  v1::RegisterInferenceServerResponse response;
+  ASSERT_TRUE(call("127.0.0.1:7430", digest, &response).ok());
+  EXPECT_EQ(response.heartbeat_seconds(), 10);
+  EXPECT_EQ(response.ttl_seconds(), 30);
+  ASSERT_TRUE(call("[::1]:7431", std::string(64, 'b')).ok());
+  // Registering again is the heartbeat: one row per address, the new digest wins.
+  ASSERT_TRUE(call("127.0.0.1:7430", digest).ok());
+  v1::ListInferenceServersRequest of_a;
+  of_a.set_base_model_digest(digest);
+  v1::ListInferenceServersResponse listed;
+  ASSERT_TRUE(h.stub().ListInferenceServers(h.Context().get(), of_a, &listed).ok());
+  ASSERT_EQ(listed.servers_size(), 1);
+  EXPECT_EQ(listed.servers(0).address(), "127.0.0.1:7430");
+  EXPECT_EQ(listed.servers(0).quantization().bits(), 2);
+  EXPECT_TRUE(listed.servers(0).live());
+
+  // Past the TTL a server is listed but not live.
+  ASSERT_TRUE(h.db()
+                  .Exec("UPDATE inference_servers SET last_seen = last_seen - 31 WHERE address = ?",
+                        {std::string("127.0.0.1:7430")})
+                  .ok());
+  auto live = h.servers().Live(digest);
+  ASSERT_TRUE(live.ok());
+  EXPECT_TRUE(live->empty());
+  listed.Clear();
+  ASSERT_TRUE(h.stub().ListInferenceServers(h.Context().get(), of_a, &listed).ok());
+  ASSERT_EQ(listed.servers_size(), 1);
+  EXPECT_FALSE(listed.servers(0).live());
+  EXPECT_EQ(*h.servers().CountLive(), 1);
+
+  // The token is checked like every other registry call.
+  v1::RegisterInferenceServerRequest request;
+  v1::RegisterInferenceServerResponse ignored;
+  EXPECT_EQ(h.stub()
+                .RegisterInferenceServer(h.Context(/*with_token=*/false).get(), request, &ignored)
+                .error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
 }  // namespace
 }  // namespace qwha::registry

@@ -45,8 +45,9 @@ RegistryHarness::RegistryHarness(RegistryOptions options)
     }
     return absl::OkStatus();
   };
-  service_ =
-      std::make_unique<RegistryServiceImpl>(registry_.get(), std::move(options), auth, metrics_);
+  servers_ = std::make_unique<InferenceServerDirectory>(db_.get(), InferenceServerOptions());
+  service_ = std::make_unique<RegistryServiceImpl>(registry_.get(), std::move(options), auth,
+                                                   metrics_, servers_.get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);

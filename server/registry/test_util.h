@@ -39,6 +39,7 @@ class RegistryHarness {
   BlobStore& blobs() { return *blobs_; }
   store::Db& db() { return *db_; }
   RegistryServiceImpl& service() { return *service_; }
+  InferenceServerDirectory& servers() { return *servers_; }
   const std::shared_ptr<prometheus::Registry>& metrics() const { return metrics_; }
   const std::string& dir() const { return dir_; }
 
@@ -53,6 +54,7 @@ class RegistryHarness {
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<store::Db> db_;
   std::unique_ptr<RegistryStore> registry_;
+  std::unique_ptr<InferenceServerDirectory> servers_;
   std::unique_ptr<RegistryServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::RegistryService::Stub> stub_;

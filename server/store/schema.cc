@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace qwha::store {
@@ -104,7 +105,42 @@ constexpr const char* kTables[] = {
     R"(CREATE INDEX IF NOT EXISTS model_files_sha256 ON model_files(sha256))",
     R"(CREATE INDEX IF NOT EXISTS datasets_sha256 ON datasets(sha256))",
     R"(CREATE INDEX IF NOT EXISTS job_checkpoints_sha256 ON job_checkpoints(sha256))",
+    // Version 2: inference servers and the deployments that push adapters to them.
+    R"(CREATE TABLE IF NOT EXISTS inference_servers(
+         address TEXT PRIMARY KEY,
+         base_model_digest TEXT NOT NULL,
+         quantization BLOB NOT NULL,
+         name TEXT NOT NULL,
+         registered_at REAL NOT NULL,
+         last_seen REAL NOT NULL))",
+    R"(CREATE INDEX IF NOT EXISTS inference_servers_base
+         ON inference_servers(base_model_digest, last_seen))",
+    R"(CREATE TABLE IF NOT EXISTS deployments(
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         job_id TEXT NOT NULL UNIQUE REFERENCES jobs(id) ON DELETE CASCADE,
+         adapter_id TEXT NOT NULL,
+         base_model_digest TEXT NOT NULL,
+         state TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at REAL NOT NULL,
+         created_at REAL NOT NULL,
+         finished_at REAL))",
+    R"(CREATE INDEX IF NOT EXISTS deployments_due ON deployments(state, next_attempt_at))",
+    R"(CREATE TABLE IF NOT EXISTS deployment_targets(
+         deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+         address TEXT NOT NULL,
+         state TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         error TEXT,
+         updated_at REAL NOT NULL,
+         PRIMARY KEY(deployment_id, address)))",
 };
+
+// Schema versions this scheduler opens and upgrades in place. A version only
+// adds tables (created above with IF NOT EXISTS), so upgrading is rewriting
+// the recorded version; a version that changes existing tables would add its
+// statements here.
+constexpr int kOldestUpgradable = 1;
 
 }  // namespace
 
@@ -122,9 +158,16 @@ absl::Status EnsureSchema(Db& db) {
                                  {std::to_string(kSchemaVersion)});
     if (!s.ok()) return s;
   } else if (AsString((*version)[0][0]) != std::to_string(kSchemaVersion)) {
-    return absl::FailedPreconditionError(absl::StrCat("store ", db.path(), ": schema version ",
-                                                      AsString((*version)[0][0]),
-                                                      ", this scheduler needs ", kSchemaVersion));
+    int found = 0;
+    if (!absl::SimpleAtoi(AsString((*version)[0][0]), &found) || found < kOldestUpgradable ||
+        found > kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat("store ", db.path(), ": schema version ",
+                                                        AsString((*version)[0][0]),
+                                                        ", this scheduler needs ", kSchemaVersion));
+    }
+    absl::Status s = (*tx)->Exec("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                                 {std::to_string(kSchemaVersion)});
+    if (!s.ok()) return s;
   }
   return (*tx)->Commit();
 }

@@ -11,6 +11,8 @@
 //   models / model_files                registered base models
 //   datasets                            uploaded JSONL datasets
 //   adapters / adapter_files            adapters produced by jobs
+//   inference_servers                   qwha-serve processes registered for pushes (v2)
+//   deployments / deployment_targets    adapters being pushed to inference servers, per server (v2)
 #pragma once
 
 #include "absl/status/status.h"
@@ -18,11 +20,12 @@
 
 namespace qwha::store {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
-// Creates the tables of an empty database, or checks that an existing one
-// has kSchemaVersion (FailedPrecondition naming both versions otherwise).
-// Idempotent; runs in one transaction.
+// Creates the tables of an empty database; upgrades one of an older version
+// (1) in place to kSchemaVersion; refuses a newer or unknown version
+// (FailedPrecondition naming both versions). Idempotent; runs in one
+// transaction, so a crash leaves either the old or the new schema.
 absl::Status EnsureSchema(Db& db);
 
 // Seconds since the Unix epoch as a double (millisecond resolution).

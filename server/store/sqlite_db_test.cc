@@ -38,6 +38,31 @@ TEST(SqliteDbTest, SchemaIsCreatedOnceAndVersionChecked) {
   EXPECT_NE(std::string(s.message()).find("99"), std::string::npos);
 }
 
+TEST(SqliteDbTest, VersionOneStoreIsUpgradedInPlaceKeepingItsRows) {
+  std::string path = FreshPath("upgrade.db");
+  {
+    // What a version-1 scheduler left: its tables (a job row among them)
+    // and no inference_servers / deployments tables.
+    auto db = Db::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(EnsureSchema(**db).ok());
+    for (const char* table : {"deployment_targets", "deployments", "inference_servers"}) {
+      ASSERT_TRUE((*db)->Exec(std::string("DROP TABLE ") + table).ok());
+    }
+    ASSERT_TRUE((*db)->Exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'").ok());
+    ASSERT_TRUE((*db)->Exec("INSERT INTO blobs(sha256, size, created_at) VALUES('ab', 1, 0)").ok());
+  }
+  auto db = Db::Open(path);
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE(EnsureSchema(**db).ok());
+  auto version = (*db)->Query("SELECT value FROM meta WHERE key = 'schema_version'");
+  ASSERT_TRUE(version.ok());
+  EXPECT_EQ(AsString((*version)[0][0]), std::to_string(kSchemaVersion));
+  EXPECT_EQ(AsInt((*(*db)->Query("SELECT COUNT(*) FROM blobs"))[0][0]), 1);
+  EXPECT_TRUE((*db)->Query("SELECT COUNT(*) FROM deployments").ok());
+  EXPECT_TRUE((*db)->Query("SELECT COUNT(*) FROM inference_servers").ok());
+}
+
 TEST(SqliteDbTest, TransactionsCommitRollBackAndSerialize) {
   auto db = Db::Open(FreshPath("tx.db"));
   ASSERT_TRUE(db.ok());
