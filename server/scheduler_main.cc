@@ -3,6 +3,9 @@
 // adapter downloads over HTTP, and keeps all state in <data-dir>:
 //   <data-dir>/qwha.db     SQLite store (WAL, fsync on commit)
 //   <data-dir>/blobs/      content-addressed files
+// A deployer thread pushes the adapters of jobs with
+// load_on_inference_servers to the registered inference servers
+// (server/scheduler/deployer.h).
 // kill -9 at any time loses nothing: restart with the same --data-dir.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
@@ -23,7 +26,9 @@
 #include "server/api/worker_service.h"
 #include "server/http/http_server.h"
 #include "server/registry/adapter_http.h"
+#include "server/registry/inference_servers.h"
 #include "server/registry/registry_service.h"
+#include "server/scheduler/deployer.h"
 #include "server/store/schema.h"
 #include "worker/io/atomic_file.h"
 
@@ -39,6 +44,11 @@ constexpr char kUsage[] = R"(usage: qwha-scheduler [flags]
   --max-upload-bytes N      largest uploaded file (default 17179869184)
   --max-dataset-bytes N     largest dataset (default 1073741824)
   --port-file FILE          write "<grpc port> <http port>" once serving
+  --inference-heartbeat-seconds N   inference servers re-register this often; unseen for
+                            3 heartbeats, nothing is pushed to them (default 10)
+  --deploy-attempts N       LoadAdapter calls to an unreachable inference server before
+                            its push fails (default 5)
+  --deploy-backoff-seconds X  wait before the 2nd call, doubling after each (default 1)
 )";
 
 struct Flags {
@@ -51,6 +61,9 @@ struct Flags {
   int64_t max_upload_bytes = int64_t{16} << 30;
   int64_t max_dataset_bytes = int64_t{1} << 30;
   std::string port_file;
+  double inference_heartbeat_seconds = 10;
+  int64_t deploy_attempts = 5;
+  double deploy_backoff_seconds = 1;
 };
 
 int Usage(const std::string& error) {
@@ -95,6 +108,15 @@ int main(int argc, char** argv) {
       ok = absl::SimpleAtoi(value, &flags.max_dataset_bytes) && flags.max_dataset_bytes > 0;
     else if (arg == "--port-file")
       flags.port_file = value;
+    else if (arg == "--inference-heartbeat-seconds")
+      ok = absl::SimpleAtod(value, &flags.inference_heartbeat_seconds) &&
+           flags.inference_heartbeat_seconds > 0;
+    else if (arg == "--deploy-attempts")
+      ok = absl::SimpleAtoi(value, &flags.deploy_attempts) && flags.deploy_attempts > 0 &&
+           flags.deploy_attempts <= 100;
+    else if (arg == "--deploy-backoff-seconds")
+      ok = absl::SimpleAtod(value, &flags.deploy_backoff_seconds) &&
+           flags.deploy_backoff_seconds > 0;
     else
       return Usage(absl::StrCat(arg, ": unknown flag"));
     if (!ok) return Usage(absl::StrCat(arg, ": '", value, "' is not a positive number"));
@@ -113,6 +135,10 @@ int main(int argc, char** argv) {
   auto blobs = registry::BlobStore::Open(flags.data_dir + "/blobs");
   if (!blobs.ok()) return std::cerr << blobs.status() << "\n", 1;
   registry::RegistryStore registry_store(db->get(), blobs->get());
+  registry::InferenceServerOptions server_options;
+  server_options.heartbeat_seconds = flags.inference_heartbeat_seconds;
+  server_options.ttl_seconds = 3 * flags.inference_heartbeat_seconds;
+  registry::InferenceServerDirectory inference_servers(db->get(), server_options);
 
   auto prometheus_registry = std::make_shared<prometheus::Registry>();
   api::SchedulerMetrics metrics(prometheus_registry);
@@ -138,8 +164,16 @@ int main(int argc, char** argv) {
   registry::RegistryServiceImpl registry_service(
       &registry_store, registry_options,
       [token](grpc::ServerContext* context) { return api::CheckToken(context, token); },
-      prometheus_registry);
+      prometheus_registry, &inference_servers);
   registry_service_ptr = &registry_service;
+  scheduler::DeployerOptions deployer_options;
+  deployer_options.max_attempts = static_cast<int>(flags.deploy_attempts);
+  deployer_options.initial_backoff_seconds = flags.deploy_backoff_seconds;
+  scheduler::DeployerObserver deployer_observer;
+  deployer_observer.on_load_attempt = [&] { metrics.CountDeploymentAttempt(); };
+  deployer_observer.on_target_done = [&](bool loaded) { metrics.CountDeployment(loaded); };
+  scheduler::Deployer deployer(db->get(), &scheduler, &inference_servers, deployer_options,
+                               deployer_observer);
   api::JobServiceImpl job_service(&scheduler, &metrics, flags.token);
   api::WorkerServiceImpl worker_service(&scheduler, &registry_store, &metrics,
                                         {flags.token, flags.max_upload_bytes});
@@ -187,12 +221,27 @@ int main(int argc, char** argv) {
       if (auto live = scheduler.LiveWorkers(3 * flags.lease_seconds); live.ok()) {
         metrics.SetLiveWorkers(static_cast<double>(*live));
       }
+      if (auto live = inference_servers.CountLive(); live.ok()) {
+        metrics.SetLiveInferenceServers(static_cast<double>(*live));
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   });
+  // Deployments are due when a job succeeds (which wakes WaitForChange) or
+  // when a retry's backoff ends (checked every 0.5 s).
+  std::thread deployer_thread([&] {
+    uint64_t seen = 0;
+    while (!g_stop) {
+      auto worked = deployer.RunDue();
+      if (!worked.ok()) std::cerr << "deployer: " << worked.status() << std::endl;
+      seen = scheduler.WaitForChange(seen, 500);
+    }
+  });
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  deployer.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   housekeeper.join();
+  deployer_thread.join();
   std::cerr << "qwha-scheduler: stopped" << std::endl;
   return 0;
 }

@@ -86,6 +86,22 @@ SchedulerMetrics::SchedulerMetrics(std::shared_ptr<prometheus::Registry> registr
                        .Help("Workers that heartbeat recently.")
                        .Register(*registry_)
                        .Add({});
+  inference_servers_live_ = &prometheus::BuildGauge()
+                                 .Name("qwha_inference_servers_live")
+                                 .Help("Inference servers registered within their TTL.")
+                                 .Register(*registry_)
+                                 .Add({});
+  deployment_attempts_ = &prometheus::BuildCounter()
+                              .Name("qwha_deployment_load_attempts_total")
+                              .Help("LoadAdapter calls made to push adapters to inference servers.")
+                              .Register(*registry_)
+                              .Add({});
+  auto& deployments = prometheus::BuildCounter()
+                          .Name("qwha_deployments_total")
+                          .Help("Adapter pushes to inference servers finished, by result.")
+                          .Register(*registry_);
+  deployments_succeeded_ = &deployments.Add({{"result", "succeeded"}});
+  deployments_failed_ = &deployments.Add({{"result", "failed"}});
 }
 
 void SchedulerMetrics::SetJobs(v1::JobState state, double count) {

@@ -8,6 +8,10 @@
 //   qwha_rpc_requests_total{method,code}           counter
 //   qwha_rpc_duration_seconds{method}              histogram
 //   qwha_workers_live                              gauge, heartbeat within 3 leases
+//   qwha_inference_servers_live                    gauge, registered within their TTL
+//   qwha_deployment_load_attempts_total            counter, LoadAdapter calls to inference servers
+//   qwha_deployments_total{result}                 counter, adapter × server pairs finished:
+//                                                  result = succeeded | failed
 //
 // Thread safety: all members are safe to use concurrently.
 #pragma once
@@ -36,6 +40,11 @@ class SchedulerMetrics {
   void ObservePhase(v1::Phase phase, double seconds);
   void ObserveRpc(const std::string& method, grpc::StatusCode code, double seconds);
   void SetLiveWorkers(double n) { workers_live_->Set(n); }
+  void SetLiveInferenceServers(double n) { inference_servers_live_->Set(n); }
+  void CountDeploymentAttempt() { deployment_attempts_->Increment(); }
+  void CountDeployment(bool succeeded) {
+    (succeeded ? deployments_succeeded_ : deployments_failed_)->Increment();
+  }
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
  private:
@@ -47,6 +56,10 @@ class SchedulerMetrics {
   prometheus::Family<prometheus::Counter>* rpc_requests_;
   prometheus::Family<prometheus::Histogram>* rpc_duration_;
   prometheus::Gauge* workers_live_;
+  prometheus::Gauge* inference_servers_live_;
+  prometheus::Counter* deployment_attempts_;
+  prometheus::Counter* deployments_succeeded_;
+  prometheus::Counter* deployments_failed_;
 };
 
 // Times one RPC: construct at the top of a handler, call Done(status) on

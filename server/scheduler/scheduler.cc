@@ -91,6 +91,12 @@ absl::Status Scheduler::AppendEvent(store::Transaction& tx, JobRow& row, v1::Job
   return SaveJobRow(tx, row);
 }
 
+absl::Status Scheduler::AppendJobLog(store::Transaction& tx, const std::string& job_id,
+                                     const std::string& message) {
+  ASSIGN_OR_RETURN(JobRow row, LoadJob(tx, job_id));
+  return AppendEvent(tx, row, v1::JobEvent::LOG, message);
+}
+
 absl::Status Scheduler::Transition(store::Transaction& tx, JobRow& row, v1::JobState to,
                                    const std::string& message) {
   v1::JobState from = row.job.state();

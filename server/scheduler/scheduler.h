@@ -99,6 +99,9 @@ class Scheduler {
   // or checkpoint files).
   absl::StatusOr<bool> MayRead(const std::string& job_id, const std::string& lease_id,
                                const std::string& sha256);
+  // Records the adapter and moves the job to SUCCEEDED in one commit; with
+  // JobSpec.load_on_inference_servers the same commit queues a pending
+  // deployment of the adapter (deployer.h).
   absl::StatusOr<v1::CompleteJobResponse> Complete(const v1::CompleteJobRequest& request);
   absl::Status Fail(const v1::FailJobRequest& request);
 
@@ -110,6 +113,16 @@ class Scheduler {
   // Jobs per state, for metrics.
   absl::StatusOr<std::vector<std::pair<v1::JobState, int64_t>>> CountByState();
   absl::StatusOr<int64_t> LiveWorkers(double within_seconds);
+
+  // ---- for the deployer (deployer.h) ----
+  // Appends a LOG event to job `job_id` inside the caller's transaction, so
+  // that a deployment's state and its event commit together. NotFound naming
+  // the id. Call NotifyChanged() after the commit.
+  absl::Status AppendJobLog(store::Transaction& tx, const std::string& job_id,
+                            const std::string& message);
+  // Wakes WaitForChange callers (watchers) after a change made outside the
+  // scheduler's own methods.
+  void NotifyChanged() { Notify(); }
 
  private:
   void Notify();

@@ -267,6 +267,19 @@ absl::StatusOr<v1::CompleteJobResponse> Scheduler::Complete(const v1::CompleteJo
   row.job.mutable_progress()->set_phase(v1::UPLOADING);
   RETURN_IF_ERROR(Transition(*tx, row, v1::SUCCEEDED, absl::StrCat("adapter ", stored.id())));
   RETURN_IF_ERROR(tx->Exec("DELETE FROM job_checkpoints WHERE job_id = ?", {row.job.id()}));
+  if (row.job.spec().load_on_inference_servers()) {
+    // Committed with the success, so a crash right after still deploys
+    // (deployer.h picks pending rows up at any later start).
+    const double now = NowSeconds();
+    RETURN_IF_ERROR(
+        tx->Exec("INSERT INTO deployments(job_id, adapter_id, base_model_digest, state, "
+                 "next_attempt_at, created_at) VALUES(?, ?, ?, 'pending', ?, ?)",
+                 {row.job.id(), stored.id(), model.digest(), now, now}));
+    RETURN_IF_ERROR(AppendEvent(
+        *tx, row, v1::JobEvent::LOG,
+        absl::StrCat("deployment: queued; adapter ", stored.id(),
+                     " goes to the live inference servers of base model ", model.digest())));
+  }
   RETURN_IF_ERROR(tx->Commit());
   if (observer_.on_transition) observer_.on_transition(from, v1::SUCCEEDED);
   {
