@@ -2,6 +2,8 @@
 // quantizes it as configured, and serves InferenceService over gRPC (plus
 // health and reflection) and /metrics over HTTP. Adapters come from the
 // scheduler's registry (--registry) or a local directory (--adapter-dir).
+// With --advertise it registers with that scheduler, which then pushes the
+// adapters of jobs with load_on_inference_servers to it.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -26,6 +28,7 @@
 #include "worker/serve/adapter_cache.h"
 #include "worker/serve/engine.h"
 #include "worker/serve/inference_service.h"
+#include "worker/serve/registration.h"
 #include "worker/serve/registry_source.h"
 #include "worker/serve/serve_metrics.h"
 #include "worker/serve/serving_model.h"
@@ -44,6 +47,9 @@ constexpr char kUsage[] = R"(usage: qwha-serve --model DIR [flags]
   --http HOST:PORT            /metrics (default 127.0.0.1:7431)
   --registry HOST:PORT        the scheduler whose RegistryService holds the adapters
   --registry-token TOKEN      its API token (default $QWHA_TOKEN)
+  --advertise HOST[:PORT]     register with the --registry scheduler as reachable at
+                              HOST:PORT (PORT: the gRPC port bound) and heartbeat; the
+                              scheduler then pushes new adapters of this base model here
   --adapter-dir DIR           instead of --registry: adapters as subdirectories of DIR
   --memory-budget-bytes N     adapter memory budget (default 1073741824)
   --max-batch N               running requests (default 32)
@@ -83,6 +89,18 @@ absl::StatusOr<std::string> ModelDirectoryDigest(const std::string& dir) {
   return qwha::io::Sha256OfFileSet(std::move(files));
 }
 
+// The address the scheduler should call: `advertise` as given when it names a
+// port ("host:7430", "[::1]:7430"), else with the bound gRPC `port`.
+std::string AdvertisedAddress(const std::string& advertise, int port) {
+  const size_t colon = advertise.rfind(':');
+  const bool bracketed = !advertise.empty() && advertise[0] == '[';
+  const bool has_port = colon != std::string::npos &&
+                        (bracketed ? colon > advertise.find(']') : advertise.find(':') == colon);
+  if (has_port) return advertise;
+  if (!bracketed && colon != std::string::npos) return absl::StrCat("[", advertise, "]:", port);
+  return absl::StrCat(advertise, ":", port);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,7 +110,7 @@ int main(int argc, char** argv) {
   model_options.quant.group_size = 64;
   std::string device = torch::cuda::is_available() ? "cuda" : "cpu";
   std::string dtype, listen = "127.0.0.1:7430", http_address = "127.0.0.1:7431";
-  std::string registry, adapter_dir, work_dir, port_file;
+  std::string registry, adapter_dir, work_dir, port_file, advertise;
   std::string token = std::getenv("QWHA_TOKEN") ? std::getenv("QWHA_TOKEN") : "";
   serve::AdapterCacheOptions cache_options;
   serve::EngineOptions engine_options;
@@ -134,6 +152,8 @@ int main(int argc, char** argv) {
       registry = value;
     else if (arg == "--registry-token")
       token = value;
+    else if (arg == "--advertise")
+      ok = !(advertise = value).empty();
     else if (arg == "--adapter-dir")
       adapter_dir = value;
     else if (arg == "--memory-budget-bytes")
@@ -155,6 +175,8 @@ int main(int argc, char** argv) {
   if (model_options.model_dir.empty()) return Usage("--model is required");
   if (registry.empty() == adapter_dir.empty())
     return Usage("give exactly one of --registry and --adapter-dir");
+  if (!advertise.empty() && registry.empty())
+    return Usage("--advertise needs --registry (the scheduler to register with)");
   try {
     model_options.device = torch::Device(device);
   } catch (const c10::Error&) {
@@ -215,6 +237,26 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0)
     return std::cerr << "qwha-serve: cannot listen on " << listen << "\n", 1;
+  // Registered before the port file appears, so whoever waits for the file
+  // finds the server registered too.
+  std::unique_ptr<serve::SchedulerRegistration> registration;
+  if (!advertise.empty()) {
+    v1::RegisterInferenceServerRequest request;
+    request.set_address(AdvertisedAddress(advertise, grpc_port));
+    request.set_base_model_digest(*digest);
+    request.mutable_quantization()->set_bits(model_options.quant.bits);
+    request.mutable_quantization()->set_group_size(model_options.quant.group_size);
+    request.mutable_quantization()->set_method("rtn");
+    std::filesystem::path model_path(model_options.model_dir);
+    if (model_path.filename().empty()) model_path = model_path.parent_path();
+    request.set_name(model_path.filename().string());
+    auto started = serve::SchedulerRegistration::Start(
+        grpc::CreateChannel(registry, grpc::InsecureChannelCredentials()), token, request);
+    if (!started.ok()) return std::cerr << "qwha-serve: " << started.status() << "\n", 1;
+    registration = *std::move(started);
+    std::cerr << "qwha-serve: advertised to " << registry << " as " << request.address()
+              << std::endl;
+  }
   if (!port_file.empty()) {
     absl::Status st =
         io::WriteFileAtomically(port_file, absl::StrCat(grpc_port, " ", (*http)->port(), "\n"));
@@ -235,6 +277,7 @@ int main(int argc, char** argv) {
     metrics.SetQueue(stats.running, stats.waiting);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
+  registration.reset();  // no more heartbeats: the scheduler stops pushing after its TTL
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   engine->reset();  // ends every request and drops its adapter pin
   cache.reset();
