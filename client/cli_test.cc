@@ -66,9 +66,26 @@ TEST_F(CliTest, SubmitMergesFileAndFlagsFlagsWinning) {
                                       "labels: {team: nlp, run: a}\n")
                   .ok());
   environment_.env["QWHA_TOKEN"] = "t0k";
-  CliRun run = Qwhactl({"submit", "--file", path, "--bits", "2", "--max-steps", "500", "--lr",
-                        "0.02", "--target-modules", "q_proj, v_proj", "--label", "run=b",
-                        "--priority", "-3", "--name", "exp", "--idempotency-key", "k-1"});
+  CliRun run = Qwhactl({"submit",
+                        "--file",
+                        path,
+                        "--bits",
+                        "2",
+                        "--max-steps",
+                        "500",
+                        "--lr",
+                        "0.02",
+                        "--target-modules",
+                        "q_proj, v_proj",
+                        "--label",
+                        "run=b",
+                        "--priority",
+                        "-3",
+                        "--name",
+                        "exp",
+                        "--idempotency-key",
+                        "k-1",
+                        "--load-on-inference-servers"});
   ASSERT_EQ(run.code, kExitOk) << run.err;
   EXPECT_THAT(run.out, HasSubstr("Submitted job j-1 (QUEUED)"));
   ASSERT_EQ(server_.jobs.submitted.size(), 1u);
@@ -87,6 +104,7 @@ TEST_F(CliTest, SubmitMergesFileAndFlagsFlagsWinning) {
   EXPECT_EQ(spec.labels().at("run"), "b");
   EXPECT_EQ(spec.priority(), -3);
   EXPECT_EQ(spec.name(), "exp");
+  EXPECT_TRUE(spec.load_on_inference_servers());
 }
 
 TEST_F(CliTest, ServerRejectionExitsFive) {

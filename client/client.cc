@@ -174,6 +174,14 @@ absl::StatusOr<qwha::v1::BaseModel> Client::RegisterModel(const std::string& nam
                request);
 }
 
+absl::StatusOr<qwha::v1::ListInferenceServersResponse> Client::ListInferenceServers(
+    const std::string& base_model_digest) {
+  qwha::v1::ListInferenceServersRequest request;
+  request.set_base_model_digest(base_model_digest);
+  return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::ListInferenceServers,
+               request);
+}
+
 absl::StatusOr<qwha::v1::ListModelsResponse> Client::ListModels() {
   return Unary(options_, *stubs_->registry, &qwha::v1::RegistryService::Stub::ListModels,
                qwha::v1::ListModelsRequest());

@@ -142,6 +142,12 @@ class Client {
   absl::StatusOr<qwha::v1::ListDatasetsResponse> ListDatasets();
   absl::Status DeleteDataset(const std::string& id);
 
+  // --- RegistryService: inference servers -----------------------------------
+  // The inference servers registered for adapter pushes (of
+  // `base_model_digest` when non-empty), most recently seen first.
+  absl::StatusOr<qwha::v1::ListInferenceServersResponse> ListInferenceServers(
+      const std::string& base_model_digest = "");
+
  private:
   struct Stubs;
   ClientOptions options_;

@@ -78,6 +78,7 @@ absl::StatusOr<JobSpec> SpecFromFlags(const ParsedFlags& f) {
   if (f.Has("seq-len")) spec.mutable_training()->set_seq_len(f.Int("seq-len"));
   if (f.Has("priority")) spec.set_priority(static_cast<int32_t>(f.Int("priority")));
   if (f.Has("name")) spec.set_name(f.String("name"));
+  if (f.Bool("load-on-inference-servers")) spec.set_load_on_inference_servers(true);
   if (auto status = AddLabels(f, spec.mutable_labels()); !status.ok()) return status;
   if (spec.base_model_id().empty()) {
     return absl::InvalidArgumentError("--model is required (or base_model_id in --file)");
@@ -191,6 +192,9 @@ void PrintJob(const Job& job, std::ostream& out) {
                      ", batch ", OrDefault(t.batch_size()), ", seq len ", OrDefault(t.seq_len()))},
        {"Priority", absl::StrCat(spec.priority())},
        {"Labels", Labels(spec.labels())},
+       {"Deploy", spec.load_on_inference_servers()
+                      ? "on the base model's inference servers when done (see `events`)"
+                      : ""},
        {"Worker", job.worker_id().empty()
                       ? ""
                       : absl::StrCat(job.worker_id(), " (attempt ", job.attempts(), ")")},
@@ -272,7 +276,10 @@ void AddJobCommands(std::vector<Command>* commands) {
        "Submit a fine-tuning job",
        "The job comes from --file (YAML or JSON with the JobSpec field names) and\n"
        "the flags, which override the file. --model and --train-dataset are required\n"
-       "(here or in the file). With --watch, follows the job and exits as `watch`.",
+       "(here or in the file). With --watch, follows the job and exits as `watch`.\n"
+       "With --load-on-inference-servers the scheduler asks every live inference\n"
+       "server registered for the job's base model (qwha-serve --advertise) to load\n"
+       "the adapter once the job succeeded; `qwhactl events ID` shows the outcome.",
        {{"file", FlagType::kString, "JOB.yaml", "job file (YAML or .json)"},
         {"model", FlagType::kString, "ID", "base model id (base_model_id)"},
         {"bits", FlagType::kInt, "N", "quantization bits: 2, 3 or 4"},
@@ -292,6 +299,8 @@ void AddJobCommands(std::vector<Command>* commands) {
         {"label", FlagType::kList, "K=V", "label (repeatable)"},
         {"name", FlagType::kString, "NAME", "name shown in listings"},
         {"idempotency-key", FlagType::kString, "KEY", "a retried submit returns the same job"},
+        {"load-on-inference-servers", FlagType::kBool, "",
+         "when done, load the adapter on the registered inference servers of the base model"},
         {"watch", FlagType::kBool, "", "follow the job until it finishes"}},
        0,
        0,

@@ -1,6 +1,7 @@
 // qwhactl inference commands: serve load | unload | list, and generate —
 // against a qwha-serve InferenceService (--server, default $QWHA_SERVER or
-// 127.0.0.1:7430), not the scheduler.
+// 127.0.0.1:7430), not the scheduler; and serve servers — the scheduler's
+// list of registered inference servers.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -110,6 +111,22 @@ int List(Context& context) {
   return kExitOk;
 }
 
+int Servers(Context& context) {
+  auto servers = context.client().ListInferenceServers(context.flags().String("base-digest"));
+  if (!servers.ok()) return context.Fail(servers.status());
+  if (context.json()) return context.PrintJson(*servers);
+  Table table({"ADDRESS", "NAME", "BASE", "QUANTIZATION", "LIVE", "LAST SEEN"});
+  const auto now = std::chrono::system_clock::now();
+  for (const v1::InferenceServer& s : servers->servers()) {
+    const auto& q = s.quantization();
+    table.AddRow({s.address(), s.name(), Short(s.base_model_digest()),
+                  absl::StrCat(q.bits(), "-bit ", q.method(), ", group ", q.group_size()),
+                  s.live() ? "yes" : "no", Age(s.last_seen_at(), now) + " ago"});
+  }
+  table.Print(context.out());
+  return kExitOk;
+}
+
 const char* ReasonName(v1::FinishReason reason) {
   switch (reason) {
     case v1::FINISH_REASON_LENGTH:
@@ -215,6 +232,17 @@ void AddServeCommands(std::vector<Command>* commands) {
                        0,
                        0,
                        List});
+  commands->push_back(
+      {"serve servers",
+       "[--base-digest DIGEST]",
+       "List the inference servers registered with the scheduler",
+       "Servers started with qwha-serve --advertise register with the scheduler and\n"
+       "heartbeat; jobs submitted with --load-on-inference-servers push their adapter\n"
+       "to the live ones of their base model. Asks the scheduler (--address), not --server.",
+       {{"base-digest", FlagType::kString, "DIGEST", "only servers of this base model digest"}},
+       0,
+       0,
+       Servers});
   commands->push_back(
       {"generate",
        "PROMPT [flags]",
