@@ -3,7 +3,8 @@
 // LoRA); a real qwha-serve process pulls them from the scheduler's registry
 // and serves them, driven over gRPC and qwhactl. Nothing is mocked. The
 // reference for every generation is computed here, in process, from the
-// pulled adapter files merged into the quantized weights.
+// pulled adapter files merged into the quantized weights. The last test has
+// the scheduler push a new adapter to a registered qwha-serve by itself.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -239,6 +240,88 @@ TEST_F(ServeE2eTest, BudgetEvictsTheLeastRecentlyUsedAndReloadsOnDemand) {
   auto [code, output] = h().Qwhactl({"serve", "list", "--server", Server()});
   EXPECT_EQ(code, 0) << output;
   EXPECT_NE(output.find(adapters_.qwha1), std::string::npos) << output;
+}
+
+TEST_F(ServeE2eTest, SucceededJobWithTheOptionIsLoadedOnTheRegisteredServerByItself) {
+  StartServer({"--advertise", "127.0.0.1"});
+  // Registered before its port file appeared.
+  auto [code, servers] = h().Qwhactl({"serve", "servers"});
+  ASSERT_EQ(code, 0) << servers;
+  EXPECT_NE(servers.find(Server()), std::string::npos) << servers;
+  EXPECT_NE(servers.find("yes"), std::string::npos) << servers;
+  ASSERT_EQ(List().adapters_size(), 0);
+
+  // The job as a file (SmallJob's values), the option as the qwhactl flag.
+  const v1::JobSpec spec = h().SmallJob(model_id_, dataset_id_, 4);
+  const v1::TrainingConfig& t = spec.training();
+  const std::string job_file = h().dir() + "/deployed-job.yaml";
+  ASSERT_TRUE(io::WriteFileAtomically(
+                  job_file,
+                  absl::StrCat(
+                      "base_model_id: ", spec.base_model_id(),
+                      "\ntrain_dataset_id: ", spec.train_dataset_id(),
+                      "\nname: deployed\nquantization: {bits: ", spec.quantization().bits(),
+                      "}\nadapter: {type: ", spec.adapter().type(),
+                      ", rank: ", spec.adapter().rank(), "}\ntraining: {max_steps: ", t.max_steps(),
+                      ", batch_size: ", t.batch_size(), ", seq_len: ", t.seq_len(),
+                      ", calibration_batches: ", t.calibration_batches(), ", checkpoint_every: ",
+                      t.checkpoint_every(), ", eval_fraction: ", t.eval_fraction(), "}\n"))
+                  .ok());
+  auto [submit_code, submitted] =
+      h().Qwhactl({"submit", "--file", job_file, "--load-on-inference-servers", "-o", "json"});
+  ASSERT_EQ(submit_code, 0) << submitted;
+  const size_t id_at = submitted.find("\"id\": \"");
+  ASSERT_NE(id_at, std::string::npos) << submitted;
+  const std::string job_id =
+      submitted.substr(id_at + 7, submitted.find('"', id_at + 7) - (id_at + 7));
+  EXPECT_NE(submitted.find("\"load_on_inference_servers\": true"), std::string::npos) << submitted;
+  auto done = h().WaitFinished(job_id, 600);
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::SUCCEEDED) << done->error();
+  const std::string adapter = done->adapter_id();
+
+  // No LoadAdapter call from here: the scheduler's deployer makes it.
+  v1::ListLoadedAdaptersResponse listed;
+  for (int i = 0; i < 600; ++i) {
+    listed = List();
+    if (listed.adapters_size() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(listed.adapters_size(), 1) << "the adapter never arrived; see " << server_->log_path();
+  EXPECT_EQ(listed.adapters(0).adapter_id(), adapter);
+  EXPECT_EQ(listed.adapters(0).digest(), Digest(adapter));
+  ASSERT_EQ(listed.adapters(0).names_size(), 1);
+  EXPECT_EQ(listed.adapters(0).names(0), adapter);  // served under its id
+  const auto generated = Generate(Request(kPrompt, adapter, 8));
+  ASSERT_TRUE(generated.status.ok()) << generated.status.error_message();
+  EXPECT_EQ(generated.digests, std::set<std::string>{Digest(adapter)});
+
+  // The job's events tell the deployment's story.
+  std::string history;
+  for (int i = 0; i < 100 && history.find("deployment: done") == std::string::npos; ++i) {
+    grpc::ClientContext context;
+    v1::ListJobEventsRequest request;
+    request.set_id(job_id);
+    v1::ListJobEventsResponse events;
+    ASSERT_TRUE(h().jobs().ListJobEvents(&context, request, &events).ok());
+    history.clear();
+    for (const v1::JobEvent& e : events.events()) absl::StrAppend(&history, e.message(), "\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(history.find("deployment: queued"), std::string::npos) << history;
+  EXPECT_NE(history.find(absl::StrCat("deployment: loaded adapter ", adapter, " on ", Server())),
+            std::string::npos)
+      << history;
+  EXPECT_NE(history.find("loaded on 1 of 1 inference server(s)"), std::string::npos) << history;
+  auto [events_code, events_table] = h().Qwhactl({"events", job_id});
+  EXPECT_EQ(events_code, 0);
+  EXPECT_NE(events_table.find("deployment: done"), std::string::npos) << events_table;
+
+  auto metrics = http::HttpGet("127.0.0.1", h().http_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("qwha_deployments_total{result=\"succeeded\"} 1"), std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find("qwha_deployment_load_attempts_total 1"), std::string::npos);
 }
 
 }  // namespace

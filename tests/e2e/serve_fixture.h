@@ -63,6 +63,8 @@ class ServeE2eTest : public ::testing::Test {
       ids.push_back(done->adapter_id());
     }
     adapters_ = {ids[0], ids[1], ids[2]};
+    model_id_ = *model;
+    dataset_id_ = *dataset;
   }
   static void TearDownTestSuite() { delete harness_; }
 
@@ -192,6 +194,7 @@ class ServeE2eTest : public ::testing::Test {
 
   inline static Harness* harness_ = nullptr;
   inline static TrainedAdapters adapters_;
+  inline static std::string model_id_, dataset_id_;  // the demo model and dataset
   std::unique_ptr<Process> server_;
   std::unique_ptr<v1::InferenceService::Stub> stub_;
   int grpc_port_ = 0, http_port_ = 0, starts_ = 0;
