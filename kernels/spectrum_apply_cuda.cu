@@ -1,24 +1,31 @@
 // CUDA product of packed spectra with FWHT'd tokens (spectrum_apply.h). No
 // LibTorch.
 //
-// A block works on one task and one chunk of TM (4 or 8) tokens. It first
-// copies that chunk's rows of z = FWHT(x) into shared memory, transposed
-// ([n, TM], at most 176 KiB in bfloat16), so every entry of F reads its TM
-// token values with one shared-memory load (instead of a 32-byte L2 sector
-// per entry) and no gather or transpose of x is needed on the host side.
-// Blocks of a task split its rows; a warp takes rows w, w + W, ... (W warps
-// in the task's blocks), loads their bounds 32 at a time (one row per lane)
-// and works on P = 32 / S of them at once, S lanes (a segment) per row and
-// K entries per lane (S = 8, K = 8 by default: the launch-shape sweep of
-// qwha-serve-bench showed that rows in flight matter more than busy lanes). The next two steps'
-// entries are in flight (raw registers, decoded on use) while one step is worked on. Per window of
-// K·S entries, lane l of a segment decodes entries K·l .. K·l + K − 1: 8-byte loads of their column
-// steps, 16 or 32 bytes of values per 8; its running column is a segment inclusive scan of the
-// per-lane step sums plus the carry of the previous windows. At the end of a row the S × TM float32
-// sums are reduce-scattered across the segment (xor shuffles), leaving each token's total in one
-// lane, which adds it to y with an atomic add (nothing waits on it). Where the
-// chunk does not fit in shared memory (float32 with a large n) the entries
-// read z from global memory instead.
+// A block works on one task and one chunk of TM (4 or 8) tokens. A warp
+// takes rows w, w + W, ... of the task (W warps in the task's blocks), loads
+// their bounds 32 at a time (one row per lane) and works on P = 32 / S of
+// them at once, S lanes (a segment) per row and K entries per lane (S = 8,
+// K = 8 by default: the launch-shape sweep of qwha-serve-bench showed that
+// rows in flight matter more than busy lanes). Each warp first requests the
+// bounds and the first window of entries of its first steps, then the block
+// copies the chunk's rows of z = FWHT(x) into shared memory, transposed
+// ([n, TM], at most 176 KiB in bfloat16; two columns per thread from 4-byte
+// loads for 2-byte types), so every entry of F reads its TM token values with
+// one shared-memory load (instead of a 32-byte L2 sector per entry) and no
+// gather or transpose of x is needed on the host side. The next steps'
+// entries stay in flight (raw registers, decoded on use) while one step is
+// worked on: three steps, or two where registers are capped for 3 resident
+// blocks per SM (the default for chunks of 4 tokens). Per window of K·S
+// entries, lane l of a segment decodes entries K·l .. K·l + K − 1: 8-byte
+// loads of their column steps, 16 or 32 bytes of values per 8; the segment
+// scans the lanes' step sums (byte dot products) to find where each lane
+// starts, then each entry advances the lane's shared-memory pointer by its
+// step. bfloat16 values become floats by one integer instruction each. At
+// the end of a row the S × TM float32 sums are reduce-scattered across the
+// segment (xor shuffles), leaving each token's total in one lane, which adds
+// it to y with an atomic add (nothing waits on it). Where the chunk does not
+// fit in shared memory (float32 with a large n) the entries read z from
+// global memory instead.
 #include <atomic>
 #include <cstdint>
 #include <vector>
@@ -45,13 +52,17 @@ __device__ __forceinline__ void Load4(const float* p, float v[4]) {
   v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
 }
 
+// The two bfloat16 of a word as floats: one integer instruction each (the
+// intrinsic conversions spent two on the upper half).
+__device__ __forceinline__ float BfloatLow(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float BfloatHigh(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
 template <bool kGlobal>
 __device__ __forceinline__ void Load4(const __nv_bfloat16* p, float v[4]) {
   const uint2 raw =
       kGlobal ? __ldg(reinterpret_cast<const uint2*>(p)) : *reinterpret_cast<const uint2*>(p);
-  const float2 fa = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
-  const float2 fb = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
-  v[0] = fa.x, v[1] = fa.y, v[2] = fb.x, v[3] = fb.y;
+  v[0] = BfloatLow(raw.x), v[1] = BfloatHigh(raw.x), v[2] = BfloatLow(raw.y),
+  v[3] = BfloatHigh(raw.y);
 }
 
 template <bool kGlobal>
@@ -148,8 +159,7 @@ __device__ __forceinline__ Raw8 LoadRaw8(const SpectrumApplyTask& task, int pos,
 }
 
 __device__ __forceinline__ void Unpack2(uint32_t w, float* out, const __nv_bfloat16*) {
-  const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
-  out[0] = f.x, out[1] = f.y;
+  out[0] = BfloatLow(w), out[1] = BfloatHigh(w);
 }
 __device__ __forceinline__ void Unpack2(uint32_t w, float* out, const __half*) {
   const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
@@ -186,19 +196,65 @@ __device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int p
   return raw;
 }
 
-template <int TM, int S, int K, bool kShared, typename E>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
-                        E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows) {
+                        E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
+                        int diag, bool stage_pairs) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
+  if (diag == 3) return;  // benchmarks: an empty launch
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
   const int tok0 = static_cast<int>(blockIdx.z) * TM;
   if (tok0 >= task.count) return;  // uniform over the block
   const int valid = min(TM, task.count - tok0);
   const int32_t* rows_of = y_rows + task.tok_begin + tok0;  // the chunk's rows of z and y
-  E* zs = reinterpret_cast<E*>(shared_raw);
+  // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
+  constexpr int P = 32 / S;
+  // Steps of P rows whose first windows are in flight at once (two where
+  // registers are capped for 3 blocks per SM).
+  constexpr int D = kMinBlocks < 3 ? 3 : 2;
+  const int lane = threadIdx.x & 31;
+  const int sub = lane / S;  // the lane's row of the P
+  const int sl = lane % S;   // the lane's place in its segment
+  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int warps = gridDim.x * kWarpsPerBlock;
+  // A group: the warp's rows first + k · warps, k < 32; lane k holds the
+  // bounds of the k-th.
+  int first = warp, my_begin = 0, my_end = 0, rows_here = 0;
+  auto load_group = [&]() {
+    const int my_row = first + lane * warps;
+    my_begin = my_end = 0;
+    if (my_row < task.rows) {
+      my_begin = __ldg(task.row_ptr + my_row);
+      my_end = __ldg(task.row_ptr + my_row + 1);
+    }
+    rows_here = first < task.rows ? min(32, (task.rows - first + warps - 1) / warps) : 0;
+  };
+  // The bounds of the segment's row in the step that starts at row k.
+  auto bounds = [&](int k, int& b, int& e) {
+    const int kk = k + sub;
+    b = __shfl_sync(kFull, my_begin, kk & 31);
+    e = __shfl_sync(kFull, my_end, kk & 31);
+    if (kk >= rows_here) b = e = 0;
+  };
+  // The pipeline: bounds and the first window of the next D steps.
+  int pb[D], pe[D];
+  RawK<K> pw[D];
+  auto fetch = [&](int k, int& b, int& e, RawK<K>& w) {
+    bounds(k, b, e);
+    w = LoadRawK<K, E>(task, b + K * sl, e);
+  };
+  auto fill = [&]() {
+    load_group();
+#pragma unroll
+    for (int d = 0; d < D; ++d) fetch(d * P, pb[d], pe[d], pw[d]);
+  };
+  // The first steps' entries are requested before the staging, so that
+  // their loads overlap it.
+  fill();
   int64_t row_offset[TM];
   if constexpr (kShared) {
+    E* zs = reinterpret_cast<E*>(shared_raw);
     // zs[c · TM + t] = z[rows_of[t], c]. A thread takes column c (consecutive
     // threads, consecutive columns: coalesced reads of each token's row), reads
     // its TM values and writes them with one store of TM elements, so that
@@ -210,7 +266,34 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     for (int t = 0; t < TM; ++t) {
       offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
-    for (int c = threadIdx.x; c < task.n; c += blockDim.x) {
+    if constexpr (sizeof(E) == 2) {
+      // Two columns per thread: 4-byte loads of each token's row, each pair
+      // of tokens' values interleaved with byte permutes.
+      if (stage_pairs && diag != 2) {
+#pragma unroll 4
+        for (int c = 2 * threadIdx.x; c < task.n; c += 2 * blockDim.x) {
+          uint32_t w[TM];
+#pragma unroll
+          for (int t = 0; t < TM; ++t) {
+            w[t] = t < valid ? __ldg(reinterpret_cast<const uint32_t*>(z + offset[t] + c)) : 0u;
+          }
+          alignas(16) uint32_t lo[TM / 2], hi[TM / 2];
+#pragma unroll
+          for (int q = 0; q < TM / 2; ++q) {
+            lo[q] = __byte_perm(w[2 * q], w[2 * q + 1], 0x5410);
+            hi[q] = __byte_perm(w[2 * q], w[2 * q + 1], 0x7632);
+          }
+          if constexpr (TM == 4) {
+            *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(lo);
+            *reinterpret_cast<uint2*>(zs + (c + 1) * TM) = *reinterpret_cast<const uint2*>(hi);
+          } else {
+            *reinterpret_cast<uint4*>(zs + c * TM) = *reinterpret_cast<const uint4*>(lo);
+            *reinterpret_cast<uint4*>(zs + (c + 1) * TM) = *reinterpret_cast<const uint4*>(hi);
+          }
+        }
+      }
+    }
+    for (int c = threadIdx.x; c < task.n && diag != 2 && !stage_pairs; c += blockDim.x) {
       alignas(16) E vals[TM];
 #pragma unroll
       for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
@@ -230,39 +313,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       row_offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
     }
   }
-  // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
-  constexpr int P = 32 / S;
-  const int lane = threadIdx.x & 31;
-  const int sub = lane / S;  // the lane's row of the P
-  const int sl = lane % S;   // the lane's place in its segment
-  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  const int warps = gridDim.x * kWarpsPerBlock;
-  for (int first = warp; first < task.rows; first += 32 * warps) {
-    // Rows first + k · warps, k < 32: lane k holds the bounds of the k-th.
-    const int my_row = first + lane * warps;
-    int my_begin = 0, my_end = 0;
-    if (my_row < task.rows) {
-      my_begin = __ldg(task.row_ptr + my_row);
-      my_end = __ldg(task.row_ptr + my_row + 1);
-    }
-    const int rows_here = min(32, (task.rows - first + warps - 1) / warps);
-    // The segment's row of the step that starts at row k of this group; the
-    // rows of the next two steps are in flight while one step is worked on.
-    auto bounds = [&](int k, int& b, int& e) {
-      const int kk = k + sub;
-      b = __shfl_sync(kFull, my_begin, kk & 31);
-      e = __shfl_sync(kFull, my_end, kk & 31);
-      if (kk >= rows_here) b = e = 0;
-    };
-    int begin, end, b1, e1, b2, e2;
-    bounds(0, begin, end);
-    bounds(P, b1, e1);
-    bounds(2 * P, b2, e2);
-    RawK<K> cur = LoadRawK<K, E>(task, begin + K * sl, end);
-    RawK<K> next1 = LoadRawK<K, E>(task, b1 + K * sl, e1);
-    RawK<K> next2 = LoadRawK<K, E>(task, b2 + K * sl, e2);
+  if (diag == 1) return;  // benchmarks: the staging alone
+  const E* zs = reinterpret_cast<const E*>(shared_raw);
+  while (first < task.rows) {
     for (int k = 0; k < rows_here; k += P) {
       const int r = first + (k + sub) * warps;
+      const int begin = pb[0], end = pe[0];
       float acc[TM];
 #pragma unroll
       for (int t = 0; t < TM; ++t) acc[t] = 0.f;
@@ -272,26 +328,25 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
       for (int o = 16; o >= S; o >>= 1) windows = max(windows, __shfl_xor_sync(kFull, windows, o));
       int carry = 0;
-      for (int w = 0; w < windows; ++w) {
+      auto window = [&](const RawK<K>& cur, int w) {
         const int mine = begin + w * K * S + K * sl;
-        if (w != 0) cur = LoadRawK<K, E>(task, mine, end);
-        int col[K];
+        // The lane's column steps: their sum by byte dot products, then the
+        // inclusive scan of those sums within the segment.
+        int total = 0;
 #pragma unroll
-        for (int i = 0; i < K; ++i) {
-          const uint2 g = cur.part[i / 8].g;
-          const uint32_t word = (i & 7) < 4 ? g.x : g.y;
-          const int step = static_cast<int>((word >> (8 * (i & 3))) & 255u);
-          col[i] = i == 0 ? step : col[i - 1] + step;
+        for (int q = 0; q < K / 8; ++q) {
+          total += static_cast<int>(__dp4a(cur.part[q].g.x, 0x01010101u, 0u));
+          total += static_cast<int>(__dp4a(cur.part[q].g.y, 0x01010101u, 0u));
         }
-        // Inclusive scan of the per-lane step sums within the segment.
-        int incl = col[K - 1];
+        int incl = total;
 #pragma unroll
         for (int o = 1; o < S; o <<= 1) {
           const int up = __shfl_up_sync(kFull, incl, o, S);
           if (sl >= o) incl += up;
         }
-        const int start = carry + incl - col[K - 1];
+        int col = carry + incl - total;  // before the lane's first step
         carry += __shfl_sync(kFull, incl, S - 1, S);
+        const E* zc = zs + col * TM;  // z of the running column (shared path)
 #pragma unroll
         for (int q = 0; q < K / 8; ++q) {
           if (mine + 8 * q < end) {
@@ -299,15 +354,22 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
             DecodeValues<E>(cur.part[q], v);
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-              const int c = start + col[8 * q + i];
+              const uint32_t word = i < 4 ? cur.part[q].g.x : cur.part[q].g.y;
+              const int step = static_cast<int>(__byte_perm(word, 0u, 0x4440u + (i & 3)));
               if constexpr (kShared) {
-                AccumulateShared<TM>(acc, v[i], zs + c * TM);
+                zc += step * TM;
+                AccumulateShared<TM>(acc, v[i], zc);
               } else {
-                AccumulateGlobal<TM>(acc, v[i], z, row_offset, c, valid);
+                col += step;
+                AccumulateGlobal<TM>(acc, v[i], z, row_offset, col, valid);
               }
             }
           }
         }
+      };
+      if (windows > 0) window(pw[0], 0);
+      for (int w = 1; w < windows; ++w) {
+        window(LoadRawK<K, E>(task, begin + w * K * S + K * sl, end), w);
       }
       // Reduce-scatter within the segment: at offset o, a lane keeps the half
       // of its sums that its bit o selects and adds the partner's copy of it.
@@ -319,11 +381,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       if ((sl & (S / TM - 1)) == 0 && tok < valid && k + sub < rows_here) {
         AtomicAddTo(y + static_cast<int64_t>(__ldg(rows_of + tok)) * ldy + task.y_col + r, acc[0]);
       }
-      begin = b1, end = e1, cur = next1;
-      b1 = b2, e1 = e2, next1 = next2;
-      bounds(k + 3 * P, b2, e2);
-      next2 = LoadRawK<K, E>(task, b2 + K * sl, e2);
+      // Advance the pipeline by one step.
+#pragma unroll
+      for (int d = 0; d + 1 < D; ++d) {
+        pb[d] = pb[d + 1], pe[d] = pe[d + 1];
+        pw[d] = pw[d + 1];
+      }
+      fetch(k + D * P, pb[D - 1], pe[D - 1], pw[D - 1]);
     }
+    first += 32 * warps;
+    if (first < task.rows) fill();
   }
 }
 
@@ -346,8 +413,11 @@ DeviceLimits Limits() {
 std::atomic<int> tuned_lanes{0};
 std::atomic<int> tuned_entries{0};
 std::atomic<int> tuned_blocks_per_sm{0};
+std::atomic<int> tuned_diag{0};
+std::atomic<int> tuned_staging{0};
+std::atomic<int> tuned_min_blocks{0};
 
-template <int TM, int S, int K, bool kShared, typename E>
+template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
                         const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                         int sms, cudaStream_t stream) {
@@ -359,13 +429,14 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // get less than two steps of 32 / S rows.
   const int per_sm = tuned_blocks_per_sm.load(std::memory_order_relaxed) > 0
                          ? tuned_blocks_per_sm.load(std::memory_order_relaxed)
-                         : 2;
+                     : kMinBlocks >= 3 ? 3
+                                       : 2;
   const int rows_per_block = 2 * (32 / S) * kWarpsPerBlock;
   const int row_blocks = (max_rows + rows_per_block - 1) / rows_per_block;
   int blocks = (per_sm * sms + count * chunks - 1) / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
-  auto kernel = SpectrumApplyKernel<TM, S, K, kShared, E>;
+  auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
   if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
     // Raise the limit once to the device's maximum (a call per launch costs
     // host time on every step of serving).
@@ -377,8 +448,13 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   }
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(count),
                   static_cast<unsigned>(chunks));
-  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
-                                                      static_cast<E*>(y), ldy, y_rows);
+  // Column pairs where the rows are 4-byte aligned and of an even width
+  // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
+  const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
+                     n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
+  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(
+      batch, static_cast<const E*>(z), ldz, static_cast<E*>(y), ldy, y_rows,
+      tuned_diag.load(std::memory_order_relaxed), pairs);
   return cudaGetLastError();
 }
 
@@ -401,14 +477,34 @@ Shape PickShape() {
   return shape;
 }
 
+template <int TM, int S, int K, int kMinBlocks, typename E>
+cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
+                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
+                         const int32_t* y_rows, int sms, cudaStream_t stream) {
+  return shared ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens,
+                                                             z, ldz, y, ldy, y_rows, sms, stream)
+                : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens,
+                                                              z, ldz, y, ldy, y_rows, sms, stream);
+}
+
+// Registers capped for 3 resident blocks per SM (and 3 blocks per SM aimed
+// at) by default for chunks of 4 tokens: qwha-serve-bench measured one layer
+// of 8 adapters × 4 tokens 18 % faster that way, while 1 adapter × 32 tokens
+// (chunks of 8) was 6 % slower (docs/results.md). Only the default 8 × 8
+// shape has the cap (other shapes are for the benchmark's sweep).
 template <int TM, int S, int K, typename E>
 cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
                         const int32_t* y_rows, int sms, cudaStream_t stream) {
-  return shared ? LaunchBatch<TM, S, K, true, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
-                                                 ldy, y_rows, sms, stream)
-                : LaunchBatch<TM, S, K, false, E>(batch, count, n, max_rows, max_tokens, z, ldz, y,
-                                                  ldy, y_rows, sms, stream);
+  if constexpr (S == 8 && K == 8) {
+    const int min_blocks = tuned_min_blocks.load(std::memory_order_relaxed);
+    if (min_blocks == 3 || (min_blocks == 0 && TM == 4)) {
+      return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y,
+                                          ldy, y_rows, sms, stream);
+    }
+  }
+  return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
+                                      y_rows, sms, stream);
 }
 
 template <int TM, int S, typename E>
@@ -479,6 +575,9 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_lanes.store(tuning.lanes_per_row, std::memory_order_relaxed);
   tuned_entries.store(tuning.entries_per_lane, std::memory_order_relaxed);
   tuned_blocks_per_sm.store(tuning.blocks_per_sm, std::memory_order_relaxed);
+  tuned_diag.store(tuning.diagnostic, std::memory_order_relaxed);
+  tuned_staging.store(tuning.staging, std::memory_order_relaxed);
+  tuned_min_blocks.store(tuning.min_blocks_per_sm, std::memory_order_relaxed);
 }
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,

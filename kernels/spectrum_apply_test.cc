@@ -200,6 +200,23 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
       CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
     }
   }
+  // Registers capped for 3 blocks per SM (a shorter prefetch pipeline) and
+  // both stagings of z (two columns per thread for 2-byte types; float32
+  // always takes one). 9 tasks × 8 chunks of tokens at one block per SM get
+  // 2 blocks (32 warps) each: a warp takes rows w, w + 32, ... in groups of
+  // 32, so 1100 rows need two groups.
+  const std::vector<TaskSpec> many(9, TaskSpec{1100, 64});
+  for (int min_blocks : {1, 3}) {
+    for (int staging : {1, 2}) {
+      SCOPED_TRACE(c10::str("min blocks ", min_blocks, " staging ", staging));
+      cuda::SetSpectrumApplyTuning({8, min_blocks, 8, min_blocks, staging});
+      CheckApply(torch::kCUDA, torch::kBFloat16, 1024, specs, 1e-2, 0.1);
+      CheckApply(torch::kCUDA, torch::kFloat16, 4096, specs, 1e-2, 0.1);
+      CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
+      cuda::SetSpectrumApplyTuning({8, 1, 8, min_blocks, staging});
+      CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
+    }
+  }
   cuda::SetSpectrumApplyTuning({});
 }
 #endif

@@ -3,7 +3,8 @@
 # the CUDA PyTorch install), run those tests, then qwha-serve-bench; logs under OUTDIR.
 #   scripts/gpu-serve.sh OUTDIR [qwha-serve-bench flags...]
 # Needs .deps/ from scripts/fetch-gpu-deps.sh when the machine lacks Abseil, nlohmann-json or
-# GoogleTest. QWHA_GPU_TESTS overrides the ctest regex of the tests to run. With QWHA_NCU set
+# GoogleTest. QWHA_GPU_TESTS overrides the ctest regex of the tests to run, QWHA_GPU_TARGETS the
+# targets built. With QWHA_NCU set
 # (Nsight Compute arguments, e.g. "--kernel-name regex:SpectrumApply --launch-count 7"), only the
 # benchmark is built and it runs under ncu, whose report goes to OUTDIR/ncu.txt.
 set -uo pipefail
@@ -23,8 +24,9 @@ if ! cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
       -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc >"$out/cmake.log" 2>&1; then
   tail -40 "$out/cmake.log"; exit 1
 fi
-targets=(qwha-serve-bench qwha-train spectrum_apply_test serving_graph_test fwht_test llama_test
-  trainer_test)
+# shellcheck disable=SC2206  # QWHA_GPU_TARGETS is a list of targets
+targets=(${QWHA_GPU_TARGETS:-qwha-serve-bench qwha-train spectrum_apply_test serving_graph_test
+  fwht_test llama_test trainer_test})
 if [[ -n "${QWHA_NCU:-}" ]]; then targets=(qwha-serve-bench); fi
 if ! cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$out/build.log" 2>&1; then
   grep -E "error|FAILED" "$out/build.log" | head -40

@@ -10,6 +10,7 @@
 //                    [--dtype bfloat16] [--bits 4] [--group-size 64]
 //                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
 //                    [--batches 1,32] [--repeats 3] [--work-dir DIR]
+//                    [--kernel-only 1]  (stop after the kernel measurements)
 // Each configuration of a batch size runs `repeats` times in turn and keeps
 // its best step time and TTFT.
 #include <torch/cuda.h>
@@ -38,7 +39,10 @@
 #include "worker/serve/engine.h"
 #include "worker/serve/serving_model.h"
 #ifdef QWHA_SERVE_BENCH_CUDA_STATS
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda_launchers.h"
 #endif
@@ -54,6 +58,7 @@ struct Flags {
   int64_t rank = 64, prompt_len = 128, new_tokens = 128;
   std::vector<int64_t> batches = {1, 32};
   int repeats = 3;
+  bool kernel_only = false;  // --kernel-only 1: stop after the kernel measurements
 };
 
 model::ModelConfig Preset(const std::string& name) {
@@ -210,6 +215,27 @@ RunResult RunBatch(const serve::ServingModel& base, const Flags& f, int64_t batc
   return out;
 }
 
+#ifdef QWHA_SERVE_BENCH_CUDA_STATS
+// GPU time of fn: `reps` calls captured in one CUDA graph, replayed (no host
+// time between the kernels).
+double GraphSeconds(const std::function<void()>& fn, int reps) {
+  const c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
+  fn();  // lazy initialization outside the capture
+  torch::cuda::synchronize();
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin();
+  for (int i = 0; i < reps; ++i) fn();
+  graph.capture_end();
+  graph.replay();
+  torch::cuda::synchronize();
+  constexpr int kReplays = 5;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < kReplays; ++i) graph.replay();
+  torch::cuda::synchronize();
+  return std::chrono::duration<double>(Clock::now() - t0).count() / (kReplays * reps);
+}
+#endif
+
 double Seconds(const std::function<void()>& fn, const torch::Device& device, int reps) {
   fn();  // warm-up
   if (device.is_cuda()) torch::cuda::synchronize();
@@ -281,39 +307,65 @@ void KernelSideBySide(const serve::ServingModel& base,
             scale);
   }
 #ifdef QWHA_SERVE_BENCH_CUDA_STATS
-  // The packed product's launch shape, swept on the same layer: lanes per
-  // row, entries per lane (0: as picked from the mean row length) and blocks
-  // aimed at per SM (0: the default, 2).
-  std::printf("kernel launch shapes (one layer, us; per slot q k v o gate up down):\n");
+  // GPU time only (graph replays, no host time) of the parts of one layer's
+  // adapter work, for the launch shapes and diagnostic modes of the packed
+  // product (kernels::cuda::SpectrumApplyTuning; 0: the default): lanes per
+  // row, entries per lane, blocks aimed at per SM and resident (register cap),
+  // staging of z (2: one column per thread) and diagnostic 1 (staging only),
+  // 2 (all but the staging) or 3 (an empty launch).
+  std::printf(
+      "kernel launch shapes (one layer, GPU us; per slot q k v o gate up down; 8 adapters x 4 "
+      "tokens, then 1 adapter x 32 tokens):\n");
+  const torch::Tensor rows32 = torch::arange(32, opts.dtype(torch::kInt32));
   for (const kernels::cuda::SpectrumApplyTuning& tuning :
-       std::vector<kernels::cuda::SpectrumApplyTuning>{{0, 0, 0},
-                                                       {0, 1, 0},
-                                                       {0, 3, 0},
-                                                       {8, 0, 8},
-                                                       {8, 0, 16},
-                                                       {16, 0, 8},
-                                                       {16, 0, 16},
-                                                       {32, 0, 8},
-                                                       {32, 0, 16}}) {
+       std::vector<kernels::cuda::SpectrumApplyTuning>{{0, 0, 0, 0, 0, 0},
+                                                       {0, 0, 0, 0, 0, 3},
+                                                       {0, 0, 0, 0, 0, 1},
+                                                       {0, 0, 0, 0, 0, 2},
+                                                       {0, 0, 0, 0, 2, 0},
+                                                       {0, 0, 0, 0, 2, 1},
+                                                       {0, 0, 0, 3, 0, 0},
+                                                       {0, 0, 0, 1, 0, 0},
+                                                       {0, 3, 0, 1, 0, 0},
+                                                       {0, 1, 0, 1, 0, 0},
+                                                       {16, 0, 8, 0, 0, 0},
+                                                       {8, 0, 16, 0, 0, 0}}) {
     kernels::cuda::SetSpectrumApplyTuning(tuning);
-    double total = 0;
-    std::string per_slot;
+    double total8 = 0, total1 = 0;
+    std::string per8, per1;
     for (int64_t k = 0; k < serve::kSlotsPerLayer; ++k) {
       const serve::SlotInfo& s = base.slots()[static_cast<size_t>(k)];
-      const torch::Tensor z = torch::randn({tokens, s.in_features}, opts).to(base.dtype());
+      const torch::Tensor z = torch::randn({32, s.in_features}, opts).to(base.dtype());
       std::vector<kernels::SpectrumTask> tasks;
       for (int64_t a = 0; a < count; ++a) {
         tasks.push_back({&adapters[static_cast<size_t>(a)]->slot(k).spectrum, 0, a * per, per});
       }
-      torch::Tensor y = torch::zeros({tokens, s.out_features}, opts.dtype(base.dtype()));
-      const double t = Seconds([&] { kernels::SpectrumApply(z, tasks, y_rows, y); }, device, 20);
-      total += t;
-      per_slot += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
+      const std::vector<kernels::SpectrumTask> one = {{&adapters[0]->slot(k).spectrum, 0, 0, 32}};
+      torch::Tensor y = torch::zeros({32, s.out_features}, opts.dtype(base.dtype()));
+      const double t8 = GraphSeconds([&] { kernels::SpectrumApply(z, tasks, y_rows, y); }, 20);
+      const double t1 = GraphSeconds([&] { kernels::SpectrumApply(z, one, rows32, y); }, 20);
+      total8 += t8;
+      total1 += t1;
+      per8 += absl::StrCat(" ", static_cast<int>(1e6 * t8 + 0.5));
+      per1 += absl::StrCat(" ", static_cast<int>(1e6 * t1 + 0.5));
     }
-    std::printf("  lanes %2d entries %2d blocks/SM %d: %7.1f  (%s )\n", tuning.lanes_per_row,
-                tuning.entries_per_lane, tuning.blocks_per_sm, 1e6 * total, per_slot.c_str());
+    std::printf(
+        "  lanes %2d entries %2d blocks/SM %d (min %d) staging %d diag %d: 8x4 %6.1f (%s ) 1x32 "
+        "%6.1f (%s )\n",
+        tuning.lanes_per_row, tuning.entries_per_lane, tuning.blocks_per_sm,
+        tuning.min_blocks_per_sm, tuning.staging, tuning.diagnostic, 1e6 * total8, per8.c_str(),
+        1e6 * total1, per1.c_str());
   }
   kernels::cuda::SetSpectrumApplyTuning({});
+  // The FWHT of a step's rows (SpectrumInput) at the layer's two widths.
+  for (int64_t n : {base.config().hidden_size, base.config().intermediate_size}) {
+    for (int64_t m : {int64_t{4}, int64_t{32}}) {
+      const torch::Tensor x = torch::randn({m, n}, opts).to(base.dtype());
+      const double t = GraphSeconds([&] { (void)kernels::Fwht(x, 1.0, /*transpose=*/true); }, 20);
+      std::printf("  FWHT %lld rows x %lld: %.1f GPU us\n", static_cast<long long>(m),
+                  static_cast<long long>(n), 1e6 * t);
+    }
+  }
 #endif
   std::printf(
       "kernel: one layer, %lld adapters x %lld tokens: packed SpectrumApply %.1f us (%.0f GB/s of "
@@ -347,6 +399,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->rank = n;
     else if (a == "--prompt-len" && num)
       f->prompt_len = n;
+    else if (a == "--kernel-only")
+      f->kernel_only = v == "1";
     else if (a == "--repeats" && num)
       f->repeats = static_cast<int>(n);
     else if (a == "--new-tokens" && num && n > 1)
@@ -427,6 +481,7 @@ int main(int argc, char** argv) {
   }
 
   KernelSideBySide(*base, adapters, device);
+  if (f.kernel_only) return 0;
 
   std::printf("\n%-6s %-7s %-9s %14s %10s %10s %12s %12s\n", "batch", "steps", "adapters",
               "decode tok/s", "ms/step", "TTFT ms", "× base step", "× base TTFT");
