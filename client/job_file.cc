@@ -37,7 +37,11 @@ struct Where {
 
 bool IsScalar(const Node& node) { return node.kind == Kind::kPlain || node.kind == Kind::kNumber; }
 
-// A plain or JSON number as an integer of the field's range.
+bool IsInteger(const Node& node) { return IsScalar(node) || node.kind == Kind::kString; }
+
+// A plain or JSON number, or a string of one (protobuf's JSON mapping writes
+// 64-bit integers as strings: `qwhactl get -o json`'s spec parses back), as
+// an integer of the field's range.
 absl::Status SetInteger(const Where& where, Message* message, const FieldDescriptor* field,
                         bool add) {
   const Reflection* reflection = message->GetReflection();
@@ -46,7 +50,7 @@ absl::Status SetInteger(const Where& where, Message* message, const FieldDescrip
                            field->cpp_type() == FieldDescriptor::CPPTYPE_UINT64;
   if (is_unsigned) {
     uint64_t value = 0;
-    if (!IsScalar(where.node) || !absl::SimpleAtoi(text, &value)) {
+    if (!IsInteger(where.node) || !absl::SimpleAtoi(text, &value)) {
       return where.Expected("a non-negative integer");
     }
     if (field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32) {
@@ -62,7 +66,7 @@ absl::Status SetInteger(const Where& where, Message* message, const FieldDescrip
     return absl::OkStatus();
   }
   int64_t value = 0;
-  if (!IsScalar(where.node) || !absl::SimpleAtoi(text, &value)) {
+  if (!IsInteger(where.node) || !absl::SimpleAtoi(text, &value)) {
     return where.Expected("an integer");
   }
   if (field->cpp_type() == FieldDescriptor::CPPTYPE_INT32) {

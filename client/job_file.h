@@ -10,9 +10,11 @@
 //
 // Every field of JobSpec and its messages may appear; null or a missing key
 // leaves the proto default (which the server reads as "use the default").
-// Strings in YAML may be quoted or not; integers and numbers may not be
-// quoted; in JSON every value must have its JSON type. Repeated fields are
-// lists, map fields (labels) mappings of strings.
+// Strings in YAML may be quoted or not; numbers may not be quoted; integers
+// may also be strings of digits, as in protobuf's JSON mapping (which writes
+// 64-bit integers as strings, so the JSON of a JobSpec parses back); other
+// JSON values must have their JSON type. Repeated fields are lists, map
+// fields (labels) mappings of strings.
 //
 // Errors are InvalidArgument "<source>[:<line>]: <key path>: <reason>", the
 // key path dotted with list indices, e.g.

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 
@@ -78,6 +79,24 @@ TEST(JobFileTest, YamlAndJsonGiveTheSameSpec) {
   EXPECT_EQ(spec.name(), "2-bit qwha");
 }
 
+// protobuf's JSON form of a spec (64-bit integers as strings, every field
+// printed) parses back to the same spec.
+TEST(JobFileTest, ProtobufJsonOfASpecParsesBack) {
+  auto spec = ParseJobFile(kYaml, DocumentFormat::kYaml, "job.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(*spec, &json, options).ok());
+  ASSERT_THAT(json, HasSubstr("\"max_steps\":\"200\""));
+  auto back = ParseJobFile(json, DocumentFormat::kJson, "spec.json");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << json;
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*spec, *back))
+      << spec->DebugString() << "\nvs\n"
+      << back->DebugString();
+}
+
 TEST(JobFileTest, NullAndMissingKeysKeepDefaults) {
   auto spec = ParseJobFile("base_model_id: m\ntraining:\nadapter: {rank: ~}\n",
                            DocumentFormat::kYaml, "job.yaml");
@@ -111,8 +130,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadCase{"training:\n  max_steps: ten\n", kY,
                 "job.file:2: training.max_steps: expected an integer, got ten"},
-        BadCase{R"({"training": {"max_steps": "10"}})", kJ,
-                "training.max_steps: expected an integer, got the string \"10\""},
+        BadCase{R"({"training": {"max_steps": "ten"}})", kJ,
+                "training.max_steps: expected an integer, got the string \"ten\""},
+        BadCase{R"({"training": {"max_steps": "1e3"}})", kJ,
+                "training.max_steps: expected an integer, got the string \"1e3\""},
         BadCase{"training: {max_steps: 1.5}", kY, "training.max_steps: expected an integer"},
         BadCase{"quantization: {bitz: 2}", kY,
                 "quantization.bitz: unknown key (did you mean bits?)"},
