@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "server/scheduler/test_util.h"
 #include "server/store/schema.h"
 #include "worker/io/atomic_file.h"
 
@@ -15,39 +16,14 @@ namespace {
 class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/scheduler_test_" + std::to_string(::getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    ASSERT_TRUE(io::RemoveTree(dir_).ok());
-    ASSERT_EQ(std::system(("mkdir -p " + dir_).c_str()), 0);
+    dir_ = testing::FreshTestDir("scheduler_test");
     Open();
     // A model whose config says hidden 64 / intermediate 96, and a dataset.
-    ASSERT_TRUE(io::WriteFileAtomically(dir_ + "/config.json",
-                                        R"({"hidden_size": 64, "intermediate_size": 96})")
-                    .ok());
-    auto config = blobs_->ImportFile(dir_ + "/config.json");
-    ASSERT_TRUE(config.ok()) << config.status();
-    v1::BaseModel model;
-    model.set_name("tiny");
-    v1::FileInfo* f = model.add_files();
-    f->set_name("config.json");
-    f->set_sha256(config->sha256);
-    f->set_size(config->size);
-    auto stored = registry_->InsertModel(model);
-    ASSERT_TRUE(stored.ok()) << stored.status();
-    model_id_ = stored->id();
-    ASSERT_TRUE(io::WriteFileAtomically(dir_ + "/train.jsonl", "{\"text\": \"hello\"}\n").ok());
-    auto data = blobs_->ImportFile(dir_ + "/train.jsonl");
-    ASSERT_TRUE(data.ok());
-    v1::Dataset dataset;
-    dataset.set_name("train");
-    dataset.mutable_file()->set_name("train.jsonl");
-    dataset.mutable_file()->set_sha256(data->sha256);
-    dataset.mutable_file()->set_size(data->size);
-    dataset.set_records(1);
-    dataset.set_format("text");
-    auto ds = registry_->InsertDataset(dataset);
-    ASSERT_TRUE(ds.ok()) << ds.status();
-    dataset_id_ = ds->id();
+    auto rows = testing::AddTinyModelAndDataset(
+        dir_, R"({"hidden_size": 64, "intermediate_size": 96})", *registry_, *blobs_);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    model_id_ = rows->model_id;
+    dataset_id_ = rows->dataset_id;
   }
 
   void Open(double lease_seconds = 30) {
