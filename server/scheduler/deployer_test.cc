@@ -96,14 +96,7 @@ class DeployerTest : public ::testing::Test {
     servers_.reset();
     registry_.reset();
     db_.reset();
-    auto db = store::Db::Open(dir_ + "/qwha.db");
-    ASSERT_TRUE(db.ok());
-    db_ = std::move(*db);
-    ASSERT_TRUE(store::EnsureSchema(*db_).ok());
-    auto blobs = registry::BlobStore::Open(dir_ + "/blobs");
-    ASSERT_TRUE(blobs.ok());
-    blobs_ = std::move(*blobs);
-    registry_ = std::make_unique<registry::RegistryStore>(db_.get(), blobs_.get());
+    ASSERT_TRUE(testing::OpenTestStore(dir_, &db_, &blobs_, &registry_).ok());
     servers_ = std::make_unique<registry::InferenceServerDirectory>(
         db_.get(), registry::InferenceServerOptions());
     scheduler_ = std::make_unique<Scheduler>(db_.get(), registry_.get(), SchedulerOptions(),

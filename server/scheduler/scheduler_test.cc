@@ -30,14 +30,7 @@ class SchedulerTest : public ::testing::Test {
     scheduler_.reset();
     registry_.reset();
     db_.reset();
-    auto db = store::Db::Open(dir_ + "/qwha.db");
-    ASSERT_TRUE(db.ok());
-    db_ = std::move(*db);
-    ASSERT_TRUE(store::EnsureSchema(*db_).ok());
-    auto blobs = registry::BlobStore::Open(dir_ + "/blobs");
-    ASSERT_TRUE(blobs.ok());
-    blobs_ = std::move(*blobs);
-    registry_ = std::make_unique<registry::RegistryStore>(db_.get(), blobs_.get());
+    ASSERT_TRUE(testing::OpenTestStore(dir_, &db_, &blobs_, &registry_).ok());
     SchedulerOptions options;
     options.lease_seconds = lease_seconds;
     // Observers run after the commit and may read the store (the scheduler

@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "server/store/schema.h"
 #include "worker/io/atomic_file.h"
 
 namespace qwha::scheduler::testing {
@@ -19,6 +20,20 @@ std::string FreshTestDir(const std::string& tag) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   return dir;
+}
+
+absl::Status OpenTestStore(const std::string& dir, std::unique_ptr<store::Db>* db,
+                           std::unique_ptr<registry::BlobStore>* blobs,
+                           std::unique_ptr<registry::RegistryStore>* registry) {
+  auto opened = store::Db::Open(dir + "/qwha.db");
+  if (!opened.ok()) return opened.status();
+  *db = std::move(*opened);
+  if (absl::Status s = store::EnsureSchema(**db); !s.ok()) return s;
+  auto blob_store = registry::BlobStore::Open(dir + "/blobs");
+  if (!blob_store.ok()) return blob_store.status();
+  *blobs = std::move(*blob_store);
+  *registry = std::make_unique<registry::RegistryStore>(db->get(), blobs->get());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TinyRows> AddTinyModelAndDataset(const std::string& dir,
