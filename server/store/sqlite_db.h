@@ -23,7 +23,12 @@
 
 namespace qwha::store {
 
-// A bound parameter or a column value. monostate is SQL NULL.
+// A bound parameter or a column value. monostate is SQL NULL. A string binds
+// as a BLOB (byte-exact: serialized protos are strings too), and SQLite never
+// finds a BLOB equal to TEXT: a column written from a bound string matches a
+// bound string, never a text literal ('loaded'). Write and compare such a
+// column the same way throughout (server/scheduler/deployer.cc writes its
+// states as literals for that reason).
 using Value = std::variant<std::monostate, int64_t, double, std::string>;
 using Row = std::vector<Value>;
 
