@@ -26,6 +26,7 @@
 // it to y with an atomic add (nothing waits on it). Where the chunk does not
 // fit in shared memory (float32 with a large n) the entries read z from
 // global memory instead.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <vector>
@@ -394,10 +395,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   }
 }
 
-// Streaming multiprocessors and opt-in shared memory per block of the current device.
+// Streaming multiprocessors, opt-in shared memory per block and shared memory
+// per SM of the current device.
 struct DeviceLimits {
   int sms = 132;
   int shared = 48 * 1024;
+  int shared_per_sm = 228 * 1024;
 };
 
 DeviceLimits Limits() {
@@ -406,6 +409,7 @@ DeviceLimits Limits() {
   if (cudaGetDevice(&device) != cudaSuccess) return d;
   cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device);
   cudaDeviceGetAttribute(&d.shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  cudaDeviceGetAttribute(&d.shared_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
   return d;
 }
 
@@ -425,17 +429,25 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   static std::atomic<int> configured_shared{48 * 1024};
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
-  // About `per_sm` blocks per SM over the launch, fewer where each warp would
-  // get less than two steps of 32 / S rows.
-  const int per_sm = tuned_blocks_per_sm.load(std::memory_order_relaxed) > 0
-                         ? tuned_blocks_per_sm.load(std::memory_order_relaxed)
-                     : kMinBlocks >= 3 ? 3
-                                       : 2;
+  const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
+  // Blocks resident on an SM at once: `per_sm` as registers allow (3 where
+  // they are capped for it, else 2), fewer where shared memory holds fewer
+  // (1 KiB per block is the runtime's).
+  static const DeviceLimits limits = Limits();
+  int per_sm = tuned_blocks_per_sm.load(std::memory_order_relaxed) > 0
+                   ? tuned_blocks_per_sm.load(std::memory_order_relaxed)
+               : kMinBlocks >= 3 ? 3
+                                 : 2;
+  const int fit = static_cast<int>(static_cast<size_t>(limits.shared_per_sm) / (smem + 1024));
+  per_sm = std::max(1, std::min(per_sm, fit));
+  // One wave: at most per_sm · SMs blocks over the launch, split evenly over
+  // its tasks and chunks (rounding down: one block more than fits waits a
+  // whole block's time, which made the 24-task q/k/v launch of 8 adapters
+  // take two waves), and no more than give each warp two steps of 32 / S rows.
   const int rows_per_block = 2 * (32 / S) * kWarpsPerBlock;
   const int row_blocks = (max_rows + rows_per_block - 1) / rows_per_block;
-  int blocks = (per_sm * sms + count * chunks - 1) / (count * chunks);
+  int blocks = per_sm * sms / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
-  const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
   auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
   if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
     // Raise the limit once to the device's maximum (a call per launch costs

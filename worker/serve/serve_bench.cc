@@ -357,6 +357,34 @@ void KernelSideBySide(const serve::ServingModel& base,
         1e6 * total1, per1.c_str());
   }
   kernels::cuda::SetSpectrumApplyTuning({});
+  // The same layer as serving launches it: q/k/v in one launch (they share
+  // their input), o, gate/up in one, down; 8 adapters × 4 tokens.
+  {
+    const std::vector<std::vector<int64_t>> launches = {{0, 1, 2}, {3}, {4, 5}, {6}};
+    double total = 0;
+    std::string cells;
+    for (const std::vector<int64_t>& slots : launches) {
+      const int64_t in = base.slots()[static_cast<size_t>(slots[0])].in_features;
+      int64_t width = 0;
+      for (int64_t k : slots) width += base.slots()[static_cast<size_t>(k)].out_features;
+      const torch::Tensor z = torch::randn({32, in}, opts).to(base.dtype());
+      std::vector<kernels::SpectrumTask> tasks;
+      for (int64_t a = 0; a < count; ++a) {
+        int64_t offset = 0;
+        for (int64_t k : slots) {
+          tasks.push_back(
+              {&adapters[static_cast<size_t>(a)]->slot(k).spectrum, offset, a * per, per});
+          offset += base.slots()[static_cast<size_t>(k)].out_features;
+        }
+      }
+      torch::Tensor y = torch::zeros({32, width}, opts.dtype(base.dtype()));
+      const double t = GraphSeconds([&] { kernels::SpectrumApply(z, tasks, y_rows, y); }, 20);
+      total += t;
+      cells += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
+    }
+    std::printf("  as serving launches it (q/k/v, o, gate/up, down), 8x4: %6.1f (%s )\n",
+                1e6 * total, cells.c_str());
+  }
   // The FWHT of a step's rows (SpectrumInput) at the layer's two widths.
   for (int64_t n : {base.config().hidden_size, base.config().intermediate_size}) {
     for (int64_t m : {int64_t{4}, int64_t{32}}) {
