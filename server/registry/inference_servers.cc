@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/registry/registry_rows.h"
 #include "server/store/schema.h"
+#include "worker/io/sha256.h"
 
 namespace qwha::registry {
 namespace {
@@ -16,13 +17,6 @@ using store::AsString;
 
 absl::Status Invalid(const std::string& field, const std::string& reason) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", reason));
-}
-
-bool IsLowerHex(const std::string& s) {
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
 }
 
 }  // namespace
@@ -68,7 +62,7 @@ absl::StatusOr<v1::RegisterInferenceServerResponse> InferenceServerDirectory::Re
   if (absl::Status s = ValidateServerAddress("address", request.address()); !s.ok()) return s;
   const std::string& digest = request.base_model_digest();
   if (digest.empty()) return Invalid("base_model_digest", "required");
-  if (digest.size() != 64 || !IsLowerHex(digest)) {
+  if (!io::IsSha256Hex(digest)) {
     return Invalid("base_model_digest",
                    absl::StrCat("'", digest, "' is not 64 lower-case hex digits"));
   }

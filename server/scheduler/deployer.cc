@@ -70,10 +70,11 @@ absl::StatusOr<int> Deployer::RunDue() {
 }
 
 absl::StatusOr<bool> Deployer::ChooseTargets(const Deployment& d) {
+  if (d.attempts > 0) return true;  // chosen on the first round
   ASSIGN_OR_RETURN(auto chosen, db_->Query("SELECT COUNT(*) FROM deployment_targets WHERE "
                                            "deployment_id = ?",
                                            {d.id}));
-  if (d.attempts > 0 || AsInt(chosen[0][0]) > 0) return true;
+  if (AsInt(chosen[0][0]) > 0) return true;  // chosen, then stopped before any call
   ASSIGN_OR_RETURN(std::vector<v1::InferenceServer> live, servers_->Live(d.base_model_digest));
   const double now = NowSeconds();
   ASSIGN_OR_RETURN(auto tx, db_->Begin());

@@ -246,7 +246,7 @@ int main(int argc, char** argv) {
     request.set_base_model_digest(*digest);
     request.mutable_quantization()->set_bits(model_options.quant.bits);
     request.mutable_quantization()->set_group_size(model_options.quant.group_size);
-    request.mutable_quantization()->set_method("rtn");
+    request.mutable_quantization()->set_method(quant::QuantMethodName(model_options.quant.method));
     std::filesystem::path model_path(model_options.model_dir);
     if (model_path.filename().empty()) model_path = model_path.parent_path();
     request.set_name(model_path.filename().string());
