@@ -424,7 +424,7 @@ std::atomic<int> tuned_min_blocks{0};
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
                         const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                        int sms, cudaStream_t stream) {
+                        const DeviceLimits& limits, cudaStream_t stream) {
   // Per instantiation; raised once, never lowered (launchers may run concurrently).
   static std::atomic<int> configured_shared{48 * 1024};
   const int chunks = (max_tokens + TM - 1) / TM;
@@ -433,7 +433,6 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // Blocks resident on an SM at once: `per_sm` as registers allow (3 where
   // they are capped for it, else 2), fewer where shared memory holds fewer
   // (1 KiB per block is the runtime's).
-  static const DeviceLimits limits = Limits();
   int per_sm = tuned_blocks_per_sm.load(std::memory_order_relaxed) > 0
                    ? tuned_blocks_per_sm.load(std::memory_order_relaxed)
                : kMinBlocks >= 3 ? 3
@@ -446,7 +445,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // take two waves), and no more than give each warp two steps of 32 / S rows.
   const int rows_per_block = 2 * (32 / S) * kWarpsPerBlock;
   const int row_blocks = (max_rows + rows_per_block - 1) / rows_per_block;
-  int blocks = per_sm * sms / (count * chunks);
+  int blocks = per_sm * limits.sms / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
   if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
@@ -492,11 +491,12 @@ Shape PickShape() {
 template <int TM, int S, int K, int kMinBlocks, typename E>
 cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
                          int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
-                         const int32_t* y_rows, int sms, cudaStream_t stream) {
-  return shared ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens,
-                                                             z, ldz, y, ldy, y_rows, sms, stream)
-                : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens,
-                                                              z, ldz, y, ldy, y_rows, sms, stream);
+                         const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
+  return shared
+             ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
+                                                          ldz, y, ldy, y_rows, limits, stream)
+             : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
+                                                           ldz, y, ldy, y_rows, limits, stream);
 }
 
 // Registers capped for 3 resident blocks per SM (and 3 blocks per SM aimed
@@ -507,26 +507,27 @@ cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, 
 template <int TM, int S, int K, typename E>
 cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
-                        const int32_t* y_rows, int sms, cudaStream_t stream) {
+                        const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
   if constexpr (S == 8 && K == 8) {
     const int min_blocks = tuned_min_blocks.load(std::memory_order_relaxed);
     if (min_blocks == 3 || (min_blocks == 0 && TM == 4)) {
       return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y,
-                                          ldy, y_rows, sms, stream);
+                                          ldy, y_rows, limits, stream);
     }
   }
   return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
-                                      y_rows, sms, stream);
+                                      y_rows, limits, stream);
 }
 
 template <int TM, int S, typename E>
 cudaError_t LaunchLanes(int entries, bool shared, const TaskBatch& batch, int count, int n,
                         int max_rows, int max_tokens, const void* z, int64_t ldz, void* y,
-                        int64_t ldy, const int32_t* y_rows, int sms, cudaStream_t stream) {
+                        int64_t ldy, const int32_t* y_rows, const DeviceLimits& limits,
+                        cudaStream_t stream) {
   return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                                   ldz, y, ldy, y_rows, sms, stream)
+                                                   ldz, y, ldy, y_rows, limits, stream)
                        : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                                  ldz, y, ldy, y_rows, sms, stream);
+                                                  ldz, y, ldy, y_rows, limits, stream);
 }
 
 template <int TM, typename E>
@@ -551,14 +552,13 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
         static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
     const Shape shape = PickShape();
     const cudaError_t err =
-        shape.lanes == 8
-            ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, z,
-                                    ldz, y, ldy, y_rows, limits.sms, stream)
+        shape.lanes == 8 ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows,
+                                                 max_tokens, z, ldz, y, ldy, y_rows, limits, stream)
         : shape.lanes == 16
             ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                     z, ldz, y, ldy, y_rows, limits.sms, stream)
+                                     z, ldz, y, ldy, y_rows, limits, stream)
             : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                     z, ldz, y, ldy, y_rows, limits.sms, stream);
+                                     z, ldz, y, ldy, y_rows, limits, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
