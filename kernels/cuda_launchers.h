@@ -89,8 +89,10 @@ struct SpectrumApplyTask {
 // with 8 × 8; 1: not capped; 0: capped for chunks of 4 tokens), the staging of z in shared memory
 // (1: two columns per thread with 4-byte loads where the type has 2 bytes, rows are 4-byte aligned
 // and n is even; 2: one column per thread; 0: as 1) and a diagnostic mode that times a part (1:
-// only the staging of z, 2: everything but the staging, 3: an empty launch; the results are then
-// wrong). Process-wide; not for concurrent use with launches.
+// only the staging of z, 2: everything but the staging, 3: an empty launch; for the default
+// shape and chunks of 4 tokens of a 2-byte type, 4: gathers of z free of bank conflicts, 5:
+// entries loaded but not used; the results are then wrong). Process-wide; not for concurrent use
+// with launches.
 struct SpectrumApplyTuning {
   int lanes_per_row = 0;
   int blocks_per_sm = 0;

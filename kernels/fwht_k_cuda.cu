@@ -15,7 +15,8 @@
 // H_F ⊗ H_{M/F}, so the row is [K*F, M/F] with the mixing matrix H_K ⊗ H_F,
 // used while K*F <= 128): a warp computes a 16 x M tile of Y = A X and runs
 // the length-M FWHT on its accumulators (in-thread bits and two shuffle
-// stages), then stores. No intermediate buffer, one barrier.
+// stages), then stores. No intermediate buffer, one barrier. With few rows
+// (decode steps) a row's tiles are spread over several blocks.
 // FwhtKMmaKernel (M >= 256 that does not fold): warps own m-tile x column
 // blocks; Y goes to shared memory in float32 and every Y row gets a length-M
 // FWHT through layouts B then A of fwht_cuda_common.cuh. Slower (about half
@@ -230,7 +231,10 @@ __global__ void __launch_bounds__(128)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const uint32_t* table = FragFor(k_orig, fold, transpose);
-  for (int i = warp; i < mt; i += blockDim.x / 32) {
+  // The row's m-tiles are split over the gridDim.y blocks of the row.
+  const int warps = blockDim.x / 32;
+  for (int i = warp + static_cast<int>(blockIdx.y) * warps; i < mt;
+       i += warps * static_cast<int>(gridDim.y)) {
     float acc[kNG][2][4];
 #pragma unroll
     for (int grp = 0; grp < kNG; ++grp)
@@ -311,7 +315,13 @@ cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, 
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
   }
-  kernel<<<static_cast<unsigned>(rows), threads, smem, st>>>(in, s, out, k_orig, fold, tr, scale);
+  // Few rows (decode steps): a row's m-tiles go to several blocks, one per
+  // warp each, each block loading the whole row (qwha-serve-bench on an H100,
+  // n = 11008 = 172 · 64, 32 rows: 8.3 us as 32 blocks of 11 m-tiles, 4.2 us
+  // as 96 blocks).
+  const int splits = rows < 128 ? (mt + threads / 32 - 1) / (threads / 32) : 1;
+  kernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)), threads, smem, st>>>(
+      in, s, out, k_orig, fold, tr, scale);
   return cudaGetLastError();
 }
 

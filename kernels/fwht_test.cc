@@ -212,6 +212,26 @@ TEST(FwhtTest, DtypesScaleAndTranspose) {
   }
 }
 
+#ifdef QWHA_WITH_CUDA
+// Few rows split each row's m-tiles of the K-mix over several blocks (decode
+// steps), many rows do not (training): both against the CPU path.
+TEST(FwhtTest, CudaSplitAndWholeRowsMatchTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(4);
+  for (int64_t n : {int64_t{11008}, int64_t{172 * 128}, int64_t{12 * 64}}) {
+    for (int64_t rows : {1, 32, 300}) {
+      for (torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16}) {
+        torch::Tensor x = RandomInput(rows, n, dtype, torch::kCUDA);
+        torch::Tensor y = Fwht(x, 0.5, /*transpose=*/true);
+        torch::Tensor want = Fwht(x.cpu(), 0.5, /*transpose=*/true);
+        EXPECT_LT(RelErr(y, want.to(torch::kFloat64)), 2 * Tolerance(dtype, n))
+            << "n " << n << " rows " << rows << " " << dtype;
+      }
+    }
+  }
+}
+#endif
+
 TEST(FwhtTest, InverseRoundTrip) {
   // H Hᵀ = n I: Fwht(Fwht(x), 1/n, transpose) = x.
   for (torch::Device dev : Devices()) {

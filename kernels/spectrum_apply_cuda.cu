@@ -113,18 +113,20 @@ __device__ __forceinline__ void AccumulateGlobal(float (&acc)[TM], float v, cons
 
 // One reduce-scatter step at lane offset O over the first 2·HALF sums, then
 // the next (HALF / 2, O / 2) step.
+// `mask`: the lanes taking part (whole segments).
 template <int HALF, int O, int TM>
-__device__ __forceinline__ void ReduceScatterStep(float (&acc)[TM], int lane, int& tok) {
+__device__ __forceinline__ void ReduceScatterStep(float (&acc)[TM], int lane, int& tok,
+                                                  unsigned mask = kFull) {
   if constexpr (HALF >= 1) {
     const bool upper = (lane & O) != 0;
 #pragma unroll
     for (int j = 0; j < HALF; ++j) {
       const float send = upper ? acc[j] : acc[j + HALF];
       const float keep = upper ? acc[j + HALF] : acc[j];
-      acc[j] = keep + __shfl_xor_sync(kFull, send, O);
+      acc[j] = keep + __shfl_xor_sync(mask, send, O);
     }
     if (upper) tok += HALF;
-    ReduceScatterStep<HALF / 2, O / 2>(acc, lane, tok);
+    ReduceScatterStep<HALF / 2, O / 2>(acc, lane, tok, mask);
   }
 }
 
@@ -197,7 +199,69 @@ __device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int p
   return raw;
 }
 
-template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
+// Copies the chunk's rows of z into shared memory, transposed: zs[c · TM +
+// t] = z[rows_of[t] · ldz + c] for t < valid (the block's threads together).
+template <int TM, typename E>
+__device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t ldz,
+                                       const int32_t* rows_of, int valid, int n, bool stage_pairs) {
+  // zs[c · TM + t] = z[rows_of[t], c]. A thread takes column c (consecutive
+  // threads, consecutive columns: coalesced reads of each token's row), reads
+  // its TM values and writes them with one store of TM elements, so that
+  // consecutive threads write consecutive shared-memory words. (Writing
+  // element by element from 16-byte row pieces put all 32 lanes of a store
+  // in one bank.)
+  int64_t offset[TM];
+#pragma unroll
+  for (int t = 0; t < TM; ++t) {
+    offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
+  }
+  if constexpr (sizeof(E) == 2) {
+    // Two columns per thread: 4-byte loads of each token's row, each pair
+    // of tokens' values interleaved with byte permutes.
+    if (stage_pairs) {
+#pragma unroll 4
+      for (int c = 2 * threadIdx.x; c < n; c += 2 * blockDim.x) {
+        uint32_t w[TM];
+#pragma unroll
+        for (int t = 0; t < TM; ++t) {
+          w[t] = t < valid ? __ldg(reinterpret_cast<const uint32_t*>(z + offset[t] + c)) : 0u;
+        }
+        alignas(16) uint32_t lo[TM / 2], hi[TM / 2];
+#pragma unroll
+        for (int q = 0; q < TM / 2; ++q) {
+          lo[q] = __byte_perm(w[2 * q], w[2 * q + 1], 0x5410);
+          hi[q] = __byte_perm(w[2 * q], w[2 * q + 1], 0x7632);
+        }
+        if constexpr (TM == 4) {
+          *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(lo);
+          *reinterpret_cast<uint2*>(zs + (c + 1) * TM) = *reinterpret_cast<const uint2*>(hi);
+        } else {
+          *reinterpret_cast<uint4*>(zs + c * TM) = *reinterpret_cast<const uint4*>(lo);
+          *reinterpret_cast<uint4*>(zs + (c + 1) * TM) = *reinterpret_cast<const uint4*>(hi);
+        }
+      }
+    }
+  }
+  for (int c = threadIdx.x; c < n && !stage_pairs; c += blockDim.x) {
+    alignas(16) E vals[TM];
+#pragma unroll
+    for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
+    if constexpr (TM * sizeof(E) == 8) {
+      *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals);
+    } else {
+#pragma unroll
+      for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
+        reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals)[q];
+      }
+    }
+  }
+}
+
+// kProbe (benchmarks only, diagnostic modes 4 and 5; the results are wrong):
+// 1: every gather of z reads a place of its own lane instead (the same loads,
+// free of bank conflicts); 2: entries are loaded but not used (no scan, no
+// gathers, no arithmetic).
+template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kProbe = 0>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
@@ -255,58 +319,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   fill();
   int64_t row_offset[TM];
   if constexpr (kShared) {
-    E* zs = reinterpret_cast<E*>(shared_raw);
-    // zs[c · TM + t] = z[rows_of[t], c]. A thread takes column c (consecutive
-    // threads, consecutive columns: coalesced reads of each token's row), reads
-    // its TM values and writes them with one store of TM elements, so that
-    // consecutive threads write consecutive shared-memory words. (Writing
-    // element by element from 16-byte row pieces put all 32 lanes of a store
-    // in one bank.)
-    int64_t offset[TM];
-#pragma unroll
-    for (int t = 0; t < TM; ++t) {
-      offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
-    }
-    if constexpr (sizeof(E) == 2) {
-      // Two columns per thread: 4-byte loads of each token's row, each pair
-      // of tokens' values interleaved with byte permutes.
-      if (stage_pairs && diag != 2) {
-#pragma unroll 4
-        for (int c = 2 * threadIdx.x; c < task.n; c += 2 * blockDim.x) {
-          uint32_t w[TM];
-#pragma unroll
-          for (int t = 0; t < TM; ++t) {
-            w[t] = t < valid ? __ldg(reinterpret_cast<const uint32_t*>(z + offset[t] + c)) : 0u;
-          }
-          alignas(16) uint32_t lo[TM / 2], hi[TM / 2];
-#pragma unroll
-          for (int q = 0; q < TM / 2; ++q) {
-            lo[q] = __byte_perm(w[2 * q], w[2 * q + 1], 0x5410);
-            hi[q] = __byte_perm(w[2 * q], w[2 * q + 1], 0x7632);
-          }
-          if constexpr (TM == 4) {
-            *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(lo);
-            *reinterpret_cast<uint2*>(zs + (c + 1) * TM) = *reinterpret_cast<const uint2*>(hi);
-          } else {
-            *reinterpret_cast<uint4*>(zs + c * TM) = *reinterpret_cast<const uint4*>(lo);
-            *reinterpret_cast<uint4*>(zs + (c + 1) * TM) = *reinterpret_cast<const uint4*>(hi);
-          }
-        }
-      }
-    }
-    for (int c = threadIdx.x; c < task.n && diag != 2 && !stage_pairs; c += blockDim.x) {
-      alignas(16) E vals[TM];
-#pragma unroll
-      for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
-      if constexpr (TM * sizeof(E) == 8) {
-        *reinterpret_cast<uint2*>(zs + c * TM) = *reinterpret_cast<const uint2*>(vals);
-      } else {
-#pragma unroll
-        for (int q = 0; q < static_cast<int>(TM * sizeof(E) / 16); ++q) {
-          reinterpret_cast<uint4*>(zs + c * TM)[q] = reinterpret_cast<const uint4*>(vals)[q];
-        }
-      }
-    }
+    if (diag != 2)
+      StageZ<TM>(reinterpret_cast<E*>(shared_raw), z, ldz, rows_of, valid, task.n, stage_pairs);
     __syncthreads();
   } else {
 #pragma unroll
@@ -330,6 +344,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
       for (int o = 16; o >= S; o >>= 1) windows = max(windows, __shfl_xor_sync(kFull, windows, o));
       int carry = 0;
       auto window = [&](const RawK<K>& cur, int w) {
+        if constexpr (kProbe == 2) {
+#pragma unroll
+          for (int q = 0; q < K / 8; ++q) {
+            acc[0] += __uint_as_float(
+                (cur.part[q].g.x ^ cur.part[q].g.y ^ cur.part[q].v0.x ^ cur.part[q].v0.w) &
+                0x007fffffu);
+          }
+          return;
+        }
         const int mine = begin + w * K * S + K * sl;
         // The lane's column steps: their sum by byte dot products, then the
         // inclusive scan of those sums within the segment.
@@ -357,7 +380,19 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
             for (int i = 0; i < 8; ++i) {
               const uint32_t word = i < 4 ? cur.part[q].g.x : cur.part[q].g.y;
               const int step = static_cast<int>(__byte_perm(word, 0u, 0x4440u + (i & 3)));
-              if constexpr (kShared) {
+              if constexpr (kShared && kProbe == 1) {
+                // The lane's own 8 bytes (32 lanes: 256 bytes, no conflict),
+                // a volatile load so that it stays in the loop.
+                zc += step * TM;
+                uint32_t a, b;
+                const uint32_t at =
+                    static_cast<uint32_t>(__cvta_generic_to_shared(zs)) + 8u * (lane + 32 * i);
+                asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(a), "=r"(b) : "r"(at));
+                acc[0] += v[i] * BfloatLow(a) + static_cast<float>(zc == zs);
+                acc[1] += v[i] * BfloatHigh(a);
+                acc[2] += v[i] * BfloatLow(b);
+                acc[3] += v[i] * BfloatHigh(b);
+              } else if constexpr (kShared) {
                 zc += step * TM;
                 AccumulateShared<TM>(acc, v[i], zc);
               } else {
@@ -448,7 +483,18 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   int blocks = per_sm * limits.sms / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
-  if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
+  const int diag = tuned_diag.load(std::memory_order_relaxed);
+  bool probe = false;
+  if constexpr (TM == 4 && S == 8 && K == 8 && kShared && kMinBlocks == 3 && sizeof(E) == 2) {
+    // The probes of diagnostic modes 4 and 5 (kProbe 1 and 2).
+    if (diag == 4) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 1>, probe = true;
+    if (diag == 5) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 2>, probe = true;
+  }
+  if (probe) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Limits().shared);
+    if (err != cudaSuccess) return err;
+  } else if (static_cast<int>(smem) > configured_shared.load(std::memory_order_relaxed)) {
     // Raise the limit once to the device's maximum (a call per launch costs
     // host time on every step of serving).
     const int limit = Limits().shared;
@@ -463,9 +509,9 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
   const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
                      n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
-  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(
-      batch, static_cast<const E*>(z), ldz, static_cast<E*>(y), ldy, y_rows,
-      tuned_diag.load(std::memory_order_relaxed), pairs);
+  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
+                                                      static_cast<E*>(y), ldy, y_rows,
+                                                      probe ? 0 : diag, pairs);
   return cudaGetLastError();
 }
 

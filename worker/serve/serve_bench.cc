@@ -312,7 +312,8 @@ void KernelSideBySide(const serve::ServingModel& base,
   // product (kernels::cuda::SpectrumApplyTuning; 0: the default): lanes per
   // row, entries per lane, blocks aimed at per SM and resident (register cap),
   // staging of z (2: one column per thread) and diagnostic 1 (staging only),
-  // 2 (all but the staging) or 3 (an empty launch).
+  // 2 (all but the staging), 3 (an empty launch), 4 (gathers of z without
+  // bank conflicts) or 5 (entries loaded, not used); 4 and 5 apply to 8x4.
   std::printf(
       "kernel launch shapes (one layer, GPU us; per slot q k v o gate up down; 8 adapters x 4 "
       "tokens, then 1 adapter x 32 tokens):\n");
@@ -322,12 +323,11 @@ void KernelSideBySide(const serve::ServingModel& base,
                                                        {0, 0, 0, 0, 0, 3},
                                                        {0, 0, 0, 0, 0, 1},
                                                        {0, 0, 0, 0, 0, 2},
+                                                       {0, 0, 0, 0, 0, 4},
+                                                       {0, 0, 0, 0, 0, 5},
                                                        {0, 0, 0, 0, 2, 0},
-                                                       {0, 0, 0, 0, 2, 1},
                                                        {0, 0, 0, 3, 0, 0},
                                                        {0, 0, 0, 1, 0, 0},
-                                                       {0, 3, 0, 1, 0, 0},
-                                                       {0, 1, 0, 1, 0, 0},
                                                        {16, 0, 8, 0, 0, 0},
                                                        {8, 0, 16, 0, 0, 0}}) {
     kernels::cuda::SetSpectrumApplyTuning(tuning);
