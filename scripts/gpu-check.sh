@@ -10,19 +10,12 @@ out="${1:?usage: scripts/gpu-check.sh OUTDIR [bench...]}"
 shift
 benches=("$@")
 ((${#benches[@]})) || benches=(fwht layer init-time init-error)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 mkdir -p "$out"
-build="${QWHA_BUILD_DIR:-build-gpu}"
-python="${PYTHON:-python3}"
-export LD_LIBRARY_PATH="$PWD/.deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+# shellcheck source=scripts/gpu-env.sh
+source scripts/gpu-env.sh
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-prefix="$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
-if ! cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
-      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc >"$out/cmake.log" 2>&1; then
-  tail -40 "$out/cmake.log"; exit 1
-fi
+gpu_configure "$out" || exit 1
 # Keep going past a failing target so every other test and the benchmarks still run.
 if cmake --build "$build" -j"$(nproc)" -- -k 0 >"$out/build.log" 2>&1; then
   echo "build ok"

@@ -10,20 +10,13 @@
 set -uo pipefail
 out="${1:?usage: scripts/gpu-serve.sh OUTDIR [bench flags...]}"
 shift
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 mkdir -p "$out"
-build="${QWHA_BUILD_DIR:-build-gpu}"
-python="${PYTHON:-python3}"
-export LD_LIBRARY_PATH="$PWD/.deps/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+# shellcheck source=scripts/gpu-env.sh
+source scripts/gpu-env.sh
 tests="${QWHA_GPU_TESTS:-^(spectrum_apply_test|serving_graph_test|fwht_test|llama_test|trainer_test)$}"
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-prefix="$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
-if ! cmake -S . -B "$build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
-      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc >"$out/cmake.log" 2>&1; then
-  tail -40 "$out/cmake.log"; exit 1
-fi
+gpu_configure "$out" || exit 1
 # shellcheck disable=SC2206  # QWHA_GPU_TARGETS is a list of targets
 targets=(${QWHA_GPU_TARGETS:-qwha-serve-bench qwha-train spectrum_apply_test serving_graph_test
   fwht_test llama_test trainer_test})
