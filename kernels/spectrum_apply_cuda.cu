@@ -113,20 +113,18 @@ __device__ __forceinline__ void AccumulateGlobal(float (&acc)[TM], float v, cons
 
 // One reduce-scatter step at lane offset O over the first 2·HALF sums, then
 // the next (HALF / 2, O / 2) step.
-// `mask`: the lanes taking part (whole segments).
 template <int HALF, int O, int TM>
-__device__ __forceinline__ void ReduceScatterStep(float (&acc)[TM], int lane, int& tok,
-                                                  unsigned mask = kFull) {
+__device__ __forceinline__ void ReduceScatterStep(float (&acc)[TM], int lane, int& tok) {
   if constexpr (HALF >= 1) {
     const bool upper = (lane & O) != 0;
 #pragma unroll
     for (int j = 0; j < HALF; ++j) {
       const float send = upper ? acc[j] : acc[j + HALF];
       const float keep = upper ? acc[j + HALF] : acc[j];
-      acc[j] = keep + __shfl_xor_sync(mask, send, O);
+      acc[j] = keep + __shfl_xor_sync(kFull, send, O);
     }
     if (upper) tok += HALF;
-    ReduceScatterStep<HALF / 2, O / 2>(acc, lane, tok, mask);
+    ReduceScatterStep<HALF / 2, O / 2>(acc, lane, tok);
   }
 }
 
@@ -199,17 +197,16 @@ __device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int p
   return raw;
 }
 
-// Copies the chunk's rows of z into shared memory, transposed: zs[c · TM +
-// t] = z[rows_of[t] · ldz + c] for t < valid (the block's threads together).
+// Copies the chunk's rows of z into shared memory, transposed (the block's
+// threads together): zs[c · TM + t] = z[rows_of[t], c] for t < valid.
 template <int TM, typename E>
 __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t ldz,
                                        const int32_t* rows_of, int valid, int n, bool stage_pairs) {
-  // zs[c · TM + t] = z[rows_of[t], c]. A thread takes column c (consecutive
-  // threads, consecutive columns: coalesced reads of each token's row), reads
-  // its TM values and writes them with one store of TM elements, so that
-  // consecutive threads write consecutive shared-memory words. (Writing
-  // element by element from 16-byte row pieces put all 32 lanes of a store
-  // in one bank.)
+  // A thread takes column c (consecutive threads, consecutive columns:
+  // coalesced reads of each token's row), reads its TM values and writes them
+  // with one store of TM elements, so that consecutive threads write
+  // consecutive shared-memory words. (Writing element by element from 16-byte
+  // row pieces put all 32 lanes of a store in one bank.)
   int64_t offset[TM];
 #pragma unroll
   for (int t = 0; t < TM; ++t) {
