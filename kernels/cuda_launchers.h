@@ -83,15 +83,20 @@ struct SpectrumApplyTask {
 };
 
 // Launch shape of LaunchSpectrumApply, for benchmarks that sweep it:
-// lanes_per_row 8, 16 or 32, entries_per_lane 8 or 16 (0: the default, 8 and
-// 8), blocks aimed at per SM (0: 3 where registers are capped, else 2),
-// registers capped for min_blocks_per_sm resident blocks (3: capped, only
-// with 8 × 8; 1: not capped; 0: capped for chunks of 4 tokens), the staging of z in shared memory
-// (1: two columns per thread with 4-byte loads where the type has 2 bytes, rows are 4-byte aligned
-// and n is even; 2: one column per thread; 0: as 1) and a diagnostic mode that times a part (1:
-// only the staging of z, 2: everything but the staging, 3: an empty launch; for the default
-// shape and chunks of 4 tokens of a 2-byte type, 4: gathers of z free of bank conflicts, 5:
-// entries loaded but not used; the results are then wrong). Process-wide; not for concurrent use
+// lanes_per_row 4, 8, 16 or 32, entries_per_lane 8 or 16 (0: the default, 4
+// lanes for chunks of 4 tokens, else 8, and 8 entries), blocks aimed at per
+// SM (0: 3 where registers are capped, else 2), registers capped for
+// min_blocks_per_sm resident blocks (3: capped, only with 4 or 8 lanes × 8
+// entries; 1: not capped; 0: capped for chunks of 4 tokens), the staging of z
+// in shared memory (1: two columns per thread with 4-byte loads where the
+// type has 2 bytes, rows are 4-byte aligned and n is even; 2: one column per
+// thread; 0: as 1), a diagnostic mode that times a part (1: only the staging
+// of z, 2: everything but the staging, 3: an empty launch; for chunks of 4
+// tokens of a 2-byte type with 4 or 8 lanes × 8 entries and the cap, 4:
+// gathers of z free of bank conflicts, 5: entries loaded but not used; the
+// results are then wrong) and the rows of a warp (1: one contiguous range,
+// 2: strided, w, w + warps, ...; 0: contiguous for chunks of 4 tokens, else
+// strided). Process-wide; not for concurrent use
 // with launches.
 struct SpectrumApplyTuning {
   int lanes_per_row = 0;
@@ -100,6 +105,7 @@ struct SpectrumApplyTuning {
   int min_blocks_per_sm = 0;
   int staging = 0;
   int diagnostic = 0;
+  int rows = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 

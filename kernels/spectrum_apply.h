@@ -19,7 +19,7 @@
 // serves the q/k/v (or gate/up) slots of every adapter in a batch, each task
 // naming its tokens' rows through y_rows. The CUDA kernel stages each chunk
 // of up to 8 tokens of z in shared memory, transposed, and gives each
-// row of F to a segment of 8, 16 or 32 lanes of a warp (8 or 16 entries per lane,
+// row of F to a segment of 4, 8, 16 or 32 lanes of a warp (8 or 16 entries per lane,
 // column steps by a segment scan, the next rows' entries prefetched), which
 // keeps one float32 sum per token per lane, reduce-scatters them across the
 // segment at the end of the row and adds each token's sum to y with an

@@ -2,11 +2,12 @@
 // LibTorch.
 //
 // A block works on one task and one chunk of TM (4 or 8) tokens. A warp
-// takes rows w, w + W, ... of the task (W warps in the task's blocks), loads
-// their bounds 32 at a time (one row per lane) and works on P = 32 / S of
-// them at once, S lanes (a segment) per row and K entries per lane (S = 8,
-// K = 8 by default: the launch-shape sweep of qwha-serve-bench showed that
-// rows in flight matter more than busy lanes). Each warp first requests the
+// takes one contiguous range of the task's rows (ceil(rows / W), W warps in
+// the task's blocks; rows w, w + W, ... for chunks of 8 tokens), loads their bounds 32 at a time
+// (one row per lane) and works on P = 32 / S of them at once, S lanes (a segment) per row and K
+// entries per lane (K = 8, S = 4 for chunks of 4 tokens and 8 for chunks of 8
+// by default: launch-shape sweeps showed that rows in flight matter more than
+// busy lanes). Each warp first requests the
 // bounds and the first window of entries of its first steps, then the block
 // copies the chunk's rows of z = FWHT(x) into shared memory, transposed
 // ([n, TM], at most 176 KiB in bfloat16; two columns per thread from 4-byte
@@ -262,7 +263,7 @@ template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kP
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
-                        int diag, bool stage_pairs) {
+                        int diag, bool stage_pairs, bool contiguous) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   if (diag == 3) return;  // benchmarks: an empty launch
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
@@ -280,17 +281,24 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   const int sl = lane % S;   // the lane's place in its segment
   const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   const int warps = gridDim.x * kWarpsPerBlock;
-  // A group: the warp's rows first + k · warps, k < 32; lane k holds the
+  // The warp's rows: one contiguous range [first, limit) of ceil(rows /
+  // warps) rows (a warp's P rows of a step are then adjacent in memory, and
+  // so are its steps), or, strided, rows warp, warp + warps, ...
+  // A group: the warp's rows first + k · stride, k < 32; lane k holds the
   // bounds of the k-th.
-  int first = warp, my_begin = 0, my_end = 0, rows_here = 0;
+  const int per_warp = (task.rows + warps - 1) / warps;
+  const int stride = contiguous ? 1 : warps;
+  int first = contiguous ? warp * per_warp : warp;
+  const int limit = contiguous ? min(task.rows, first + per_warp) : task.rows;
+  int my_begin = 0, my_end = 0, rows_here = 0;
   auto load_group = [&]() {
-    const int my_row = first + lane * warps;
+    const int my_row = first + lane * stride;
     my_begin = my_end = 0;
-    if (my_row < task.rows) {
+    rows_here = first < limit ? min(32, (limit - first + stride - 1) / stride) : 0;
+    if (lane < rows_here) {
       my_begin = __ldg(task.row_ptr + my_row);
       my_end = __ldg(task.row_ptr + my_row + 1);
     }
-    rows_here = first < task.rows ? min(32, (task.rows - first + warps - 1) / warps) : 0;
   };
   // The bounds of the segment's row in the step that starts at row k.
   auto bounds = [&](int k, int& b, int& e) {
@@ -327,9 +335,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   }
   if (diag == 1) return;  // benchmarks: the staging alone
   const E* zs = reinterpret_cast<const E*>(shared_raw);
-  while (first < task.rows) {
+  while (first < limit) {
     for (int k = 0; k < rows_here; k += P) {
-      const int r = first + (k + sub) * warps;
+      const int r = first + (k + sub) * stride;
       const int begin = pb[0], end = pe[0];
       float acc[TM];
 #pragma unroll
@@ -422,8 +430,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
       }
       fetch(k + D * P, pb[D - 1], pe[D - 1], pw[D - 1]);
     }
-    first += 32 * warps;
-    if (first < task.rows) fill();
+    first += 32 * stride;
+    if (first < limit) fill();
   }
 }
 
@@ -452,6 +460,7 @@ std::atomic<int> tuned_blocks_per_sm{0};
 std::atomic<int> tuned_diag{0};
 std::atomic<int> tuned_staging{0};
 std::atomic<int> tuned_min_blocks{0};
+std::atomic<int> tuned_rows{0};
 
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
@@ -474,15 +483,17 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // One wave: at most per_sm · SMs blocks over the launch, split evenly over
   // its tasks and chunks (rounding down: one block more than fits waits a
   // whole block's time, which made the 24-task q/k/v launch of 8 adapters
-  // take two waves), and no more than give each warp two steps of 32 / S rows.
-  const int rows_per_block = 2 * (32 / S) * kWarpsPerBlock;
+  // take two waves), and no more than give each warp two steps of 32 / S rows
+  // (one step of 8 rows with segments of 4 lanes).
+  const int rows_per_block = (S == 4 ? 1 : 2) * (32 / S) * kWarpsPerBlock;
   const int row_blocks = (max_rows + rows_per_block - 1) / rows_per_block;
   int blocks = per_sm * limits.sms / (count * chunks);
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
   const int diag = tuned_diag.load(std::memory_order_relaxed);
   bool probe = false;
-  if constexpr (TM == 4 && S == 8 && K == 8 && kShared && kMinBlocks == 3 && sizeof(E) == 2) {
+  if constexpr (TM == 4 && (S == 8 || S == 4) && K == 8 && kShared && kMinBlocks == 3 &&
+                sizeof(E) == 2) {
     // The probes of diagnostic modes 4 and 5 (kProbe 1 and 2).
     if (diag == 4) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 1>, probe = true;
     if (diag == 5) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 2>, probe = true;
@@ -500,6 +511,11 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
     if (err != cudaSuccess) return err;
     configured_shared.store(limit, std::memory_order_relaxed);
   }
+  // Contiguous rows per warp by default for chunks of 4 tokens (one layer of
+  // 8 adapters × 4 tokens: 94.9 us against 111.1 strided); chunks of 8 keep
+  // them strided (1 adapter × 32 tokens: 113.9 against 116.3).
+  const int rows_mode = tuned_rows.load(std::memory_order_relaxed);
+  const bool contiguous = rows_mode == 1 || (rows_mode == 0 && TM == 4);
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(count),
                   static_cast<unsigned>(chunks));
   // Column pairs where the rows are 4-byte aligned and of an even width
@@ -508,7 +524,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
                      n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
   kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
                                                       static_cast<E*>(y), ldy, y_rows,
-                                                      probe ? 0 : diag, pairs);
+                                                      probe ? 0 : diag, pairs, contiguous);
   return cudaGetLastError();
 }
 
@@ -517,16 +533,18 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
 // more than busy lanes: qwha-serve-bench's launch-shape sweep on an H100
 // (7B shapes, 8 adapters × 4 tokens, one layer) took 130 us with 8 lanes × 8
 // entries, 143 with 16 × 8, 204 with 32 × 8, and more with 16 entries per
-// lane at every width (docs/results.md).
+// lane at every width; with contiguous rows per warp, 4 lanes × 8 entries
+// took 80.6 us against 89.5 for 8 × 8 (kernels/dev/spectrum_apply_dev.cu,
+// docs/results.md). Chunks of 8 tokens keep 8 lanes (not measured with 4).
 struct Shape {
   int lanes, entries;
 };
 
-Shape PickShape() {
-  Shape shape{8, 8};  // every QWHA row length measured preferred it
+Shape PickShape(int tokens_per_chunk) {
+  Shape shape{tokens_per_chunk == 4 ? 4 : 8, 8};
   const int lanes = tuned_lanes.load(std::memory_order_relaxed);
   const int per_lane = tuned_entries.load(std::memory_order_relaxed);
-  if (lanes == 8 || lanes == 16 || lanes == 32) shape.lanes = lanes;
+  if (lanes == 4 || lanes == 8 || lanes == 16 || lanes == 32) shape.lanes = lanes;
   if (per_lane == 8 || per_lane == 16) shape.entries = per_lane;
   return shape;
 }
@@ -551,7 +569,7 @@ template <int TM, int S, int K, typename E>
 cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
                         const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
-  if constexpr (S == 8 && K == 8) {
+  if constexpr ((S == 8 || S == 4) && K == 8) {
     const int min_blocks = tuned_min_blocks.load(std::memory_order_relaxed);
     if (min_blocks == 3 || (min_blocks == 0 && TM == 4)) {
       return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y,
@@ -593,15 +611,24 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     }
     const bool shared =
         static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
-    const Shape shape = PickShape();
-    const cudaError_t err =
-        shape.lanes == 8 ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows,
-                                                 max_tokens, z, ldz, y, ldy, y_rows, limits, stream)
-        : shape.lanes == 16
-            ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                     z, ldz, y, ldy, y_rows, limits, stream)
-            : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                     z, ldz, y, ldy, y_rows, limits, stream);
+    const Shape shape = PickShape(TM);
+    cudaError_t err;
+    if constexpr (TM == 4) {  // segments of 4 lanes hold chunks of at most 4 tokens
+      if (shape.lanes == 4) {
+        err = LaunchLanes<TM, 4, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, z,
+                                    ldz, y, ldy, y_rows, limits, stream);
+        if (err != cudaSuccess) return err;
+        continue;
+      }
+    }
+    err = shape.lanes <= 8
+              ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                      z, ldz, y, ldy, y_rows, limits, stream)
+          : shape.lanes == 16
+              ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                       z, ldz, y, ldy, y_rows, limits, stream)
+              : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                       z, ldz, y, ldy, y_rows, limits, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
@@ -633,6 +660,7 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_diag.store(tuning.diagnostic, std::memory_order_relaxed);
   tuned_staging.store(tuning.staging, std::memory_order_relaxed);
   tuned_min_blocks.store(tuning.min_blocks_per_sm, std::memory_order_relaxed);
+  tuned_rows.store(tuning.rows, std::memory_order_relaxed);
 }
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,

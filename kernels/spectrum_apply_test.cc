@@ -192,29 +192,37 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(8);
   const std::vector<TaskSpec> specs = {{33, 1}, {64, 3}, {40, 5}, {50, 9}, {31, 17}};
-  for (int lanes : {8, 16, 32}) {
+  for (int lanes : {4, 8, 16, 32}) {
     for (int entries : {8, 16}) {
-      SCOPED_TRACE(c10::str("lanes ", lanes, " entries ", entries));
-      cuda::SetSpectrumApplyTuning({lanes, 0, entries});
-      CheckApply(torch::kCUDA, torch::kBFloat16, 1024, specs, 1e-2, 0.1);
-      CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
+      for (int rows : {1, 2}) {  // contiguous, strided rows per warp
+        SCOPED_TRACE(c10::str("lanes ", lanes, " entries ", entries, " rows ", rows));
+        cuda::SpectrumApplyTuning tuning;
+        tuning.lanes_per_row = lanes, tuning.entries_per_lane = entries, tuning.rows = rows;
+        cuda::SetSpectrumApplyTuning(tuning);
+        CheckApply(torch::kCUDA, torch::kBFloat16, 1024, specs, 1e-2, 0.1);
+        CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
+      }
     }
   }
   // Registers capped for 3 blocks per SM (a shorter prefetch pipeline) and
   // both stagings of z (two columns per thread for 2-byte types; float32
   // always takes one). 9 tasks × 8 chunks of tokens at one block per SM get
-  // 2 blocks (32 warps) each: a warp takes rows w, w + 32, ... in groups of
-  // 32, so 1100 rows need two groups.
+  // 2 blocks (32 warps) each: a warp takes 35 contiguous rows of 1100 (or,
+  // strided, rows w, w + 32, ...), so it needs two groups of 32.
   const std::vector<TaskSpec> many(9, TaskSpec{1100, 64});
-  for (int min_blocks : {1, 3}) {
-    for (int staging : {1, 2}) {
-      SCOPED_TRACE(c10::str("min blocks ", min_blocks, " staging ", staging));
-      cuda::SetSpectrumApplyTuning({8, min_blocks, 8, min_blocks, staging});
-      CheckApply(torch::kCUDA, torch::kBFloat16, 1024, specs, 1e-2, 0.1);
-      CheckApply(torch::kCUDA, torch::kFloat16, 4096, specs, 1e-2, 0.1);
-      CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
-      cuda::SetSpectrumApplyTuning({8, 1, 8, min_blocks, staging});
-      CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
+  for (int lanes : {4, 8}) {
+    for (int min_blocks : {1, 3}) {
+      for (int staging : {1, 2}) {
+        SCOPED_TRACE(c10::str("lanes ", lanes, " min blocks ", min_blocks, " staging ", staging));
+        cuda::SetSpectrumApplyTuning({lanes, min_blocks, 8, min_blocks, staging});
+        CheckApply(torch::kCUDA, torch::kBFloat16, 1024, specs, 1e-2, 0.1);
+        CheckApply(torch::kCUDA, torch::kFloat16, 4096, specs, 1e-2, 0.1);
+        CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
+        for (int rows : {1, 2}) {
+          cuda::SetSpectrumApplyTuning({lanes, 1, 8, min_blocks, staging, 0, rows});
+          CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
+        }
+      }
     }
   }
   cuda::SetSpectrumApplyTuning({});

@@ -1,0 +1,392 @@
+// Development harness for the packed spectrum product (LaunchSpectrumApply),
+// llm.c style: synthetic QWHA spectra of one LLaMA-7B layer for 8 adapters
+// (rank-64 budget, 4 tokens each, 32 tokens in all), launched as serving
+// launches them (q/k/v, o, gate/up, down), checked against a float64 CPU
+// reference, then timed per launch shape and diagnostic mode, next to a
+// kernel that only streams the same bytes (the bandwidth the product could
+// reach). No LibTorch: builds in a minute with nvcc alone.
+//
+// Build and run (from the repository root, on a machine with a GPU):
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -I. \
+//     kernels/dev/spectrum_apply_dev.cu kernels/spectrum_apply_cuda.cu -o /tmp/sa_dev \
+//     && /tmp/sa_dev [--reps N] [--cv X]
+// Exit status 1 if a check fails.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda_launchers.h"
+
+namespace qc = qwha::kernels::cuda;
+
+#define CK(x)                                                                              \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(2);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+namespace {
+
+constexpr int kAdapters = 8;
+constexpr int kTokensPer = 4;
+constexpr int kTokens = kAdapters * kTokensPer;
+constexpr int kCopies = 4;  // 4 copies of a layer: ~480 MB, ~10x the L2 cache
+
+float Bf(uint16_t b) {
+  uint32_t w = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &w, 4);
+  return f;
+}
+uint16_t ToBf(float f) {  // round to nearest even
+  uint32_t w;
+  std::memcpy(&w, &f, 4);
+  w += 0x7fffu + ((w >> 16) & 1u);
+  return static_cast<uint16_t>(w >> 16);
+}
+
+// One packed spectrum [rows, n] on the host and the device.
+struct Spectrum {
+  int rows = 0, n = 0;
+  std::vector<int32_t> row_ptr;
+  std::vector<uint8_t> gaps;
+  std::vector<uint16_t> values;
+  int32_t* d_row_ptr = nullptr;
+  uint8_t* d_gaps = nullptr;
+  uint16_t* d_values = nullptr;
+  // Further device copies (the same contents at other addresses), so that
+  // timed sequences read more than the L2 cache holds, as a model's layers do.
+  std::vector<int32_t*> c_row_ptr;
+  std::vector<uint8_t*> c_gaps;
+  std::vector<uint16_t*> c_values;
+  size_t bytes() const { return row_ptr.size() * 4 + gaps.size() * 3; }
+};
+
+// Rows of about `mean` entries (lengths spread with coefficient of variation
+// `cv`), random distinct columns, bf16 values ~ N(0, 0.02); packed as
+// PackSpectrum packs (fillers for steps > 255, rows padded to multiples of 8).
+Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& rng) {
+  Spectrum s;
+  s.rows = rows, s.n = n;
+  std::normal_distribution<double> len(mean, mean * cv);
+  std::normal_distribution<float> val(0.f, 0.02f);
+  std::vector<char> used(static_cast<size_t>(n));
+  std::vector<int> cols;
+  s.row_ptr.push_back(0);
+  for (int r = 0; r < rows; ++r) {
+    const int k = std::clamp(static_cast<int>(std::lround(len(rng))), 1, n);
+    std::fill(used.begin(), used.end(), 0);
+    cols.clear();
+    std::uniform_int_distribution<int> pick(0, n - 1);
+    while (static_cast<int>(cols.size()) < k) {
+      const int c = pick(rng);
+      if (!used[c]) used[c] = 1, cols.push_back(c);
+    }
+    std::sort(cols.begin(), cols.end());
+    int prev = 0;
+    for (int c : cols) {
+      int step = c - prev;
+      while (step > 255) s.gaps.push_back(255), s.values.push_back(0), step -= 255;
+      s.gaps.push_back(static_cast<uint8_t>(step));
+      s.values.push_back(ToBf(val(rng)));
+      prev = c;
+    }
+    while (s.gaps.size() % 8) s.gaps.push_back(0), s.values.push_back(0);
+    s.row_ptr.push_back(static_cast<int32_t>(s.gaps.size()));
+  }
+  CK(cudaMalloc(&s.d_row_ptr, s.row_ptr.size() * 4));
+  CK(cudaMalloc(&s.d_gaps, s.gaps.size() + 16));
+  CK(cudaMalloc(&s.d_values, s.values.size() * 2 + 16));
+  CK(cudaMemcpy(s.d_row_ptr, s.row_ptr.data(), s.row_ptr.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(s.d_gaps, s.gaps.data(), s.gaps.size(), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(s.d_values, s.values.data(), s.values.size() * 2, cudaMemcpyHostToDevice));
+  s.c_row_ptr.push_back(s.d_row_ptr), s.c_gaps.push_back(s.d_gaps),
+      s.c_values.push_back(s.d_values);
+  for (int c = 1; c < kCopies; ++c) {
+    int32_t* rp;
+    uint8_t* g;
+    uint16_t* v;
+    CK(cudaMalloc(&rp, s.row_ptr.size() * 4));
+    CK(cudaMalloc(&g, s.gaps.size() + 16));
+    CK(cudaMalloc(&v, s.values.size() * 2 + 16));
+    CK(cudaMemcpy(rp, s.d_row_ptr, s.row_ptr.size() * 4, cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpy(g, s.d_gaps, s.gaps.size(), cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpy(v, s.d_values, s.values.size() * 2, cudaMemcpyDeviceToDevice));
+    s.c_row_ptr.push_back(rp), s.c_gaps.push_back(g), s.c_values.push_back(v);
+  }
+  return s;
+}
+
+// One serving launch: the slots `kinds` of every adapter on one input.
+struct Launch {
+  std::string name;
+  int n = 0, cols = 0;
+  std::vector<qc::SpectrumApplyTask> tasks;
+  std::vector<std::vector<qc::SpectrumApplyTask>> copies;  // the tasks on each copy
+  std::vector<const Spectrum*> spectra;
+  uint16_t* d_y = nullptr;
+  size_t bytes = 0;
+};
+
+// Streams `bytes` bytes from p (16-byte loads), so that the compiler keeps
+// the loads: the bandwidth the product's entries could be read at.
+__global__ void StreamKernel(const uint4* p, size_t n16, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n16;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) *sink = acc;
+}
+
+// GPU time per call of fn: `reps` calls captured in one CUDA graph, replayed
+// (after a warm-up replay), so that host launch costs do not count.
+float TimeIt(int reps, cudaStream_t stream, const std::function<void()>& fn) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < reps; ++i) fn();
+  CK(cudaStreamEndCapture(stream, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaGraphLaunch(exec, stream));
+  CK(cudaEventRecord(a, stream));
+  CK(cudaGraphLaunch(exec, stream));
+  CK(cudaEventRecord(b, stream));
+  CK(cudaEventSynchronize(b));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(graph));
+  return ms * 1000.f / static_cast<float>(reps);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 200;
+  double cv = 0.3;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (!std::strcmp(argv[i], "--reps"))
+      reps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--cv"))
+      cv = std::atof(argv[++i]);
+  }
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf(
+      "spectrum_apply_dev: %s, %d SMs; 8 adapters x 4 tokens, rank-64 budget, row cv %.2f\n",
+      prop.name, prop.multiProcessorCount, cv);
+  std::mt19937_64 rng(1234);
+  // LLaMA-7B projections: (in, out) of q k v o gate up down.
+  const int hidden = 4096, inter = 11008;
+  const int in_of[7] = {hidden, hidden, hidden, hidden, hidden, hidden, inter};
+  const int out_of[7] = {hidden, hidden, hidden, hidden, inter, inter, hidden};
+  std::vector<std::vector<Spectrum>> spec(kAdapters);
+  for (int a = 0; a < kAdapters; ++a) {
+    for (int k = 0; k < 7; ++k) {
+      const double mean = 64.0 * (in_of[k] + out_of[k]) / out_of[k];
+      spec[a].push_back(MakeSpectrum(out_of[k], in_of[k], mean, cv, rng));
+    }
+  }
+  // z for the two input widths: [32, n] bf16 ~ N(0, 1); token rows shuffled.
+  std::normal_distribution<float> nz(0.f, 1.f);
+  std::vector<uint16_t> z4(static_cast<size_t>(kTokens) * hidden),
+      z11(static_cast<size_t>(kTokens) * inter);
+  for (auto& v : z4) v = ToBf(nz(rng));
+  for (auto& v : z11) v = ToBf(nz(rng));
+  uint16_t *d_z4, *d_z11;
+  CK(cudaMalloc(&d_z4, z4.size() * 2));
+  CK(cudaMalloc(&d_z11, z11.size() * 2));
+  CK(cudaMemcpy(d_z4, z4.data(), z4.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d_z11, z11.data(), z11.size() * 2, cudaMemcpyHostToDevice));
+  std::vector<int32_t> y_rows(kTokens);
+  for (int i = 0; i < kTokens; ++i) y_rows[i] = i;
+  std::shuffle(y_rows.begin(), y_rows.end(), rng);
+  int32_t* d_y_rows;
+  CK(cudaMalloc(&d_y_rows, kTokens * 4));
+  CK(cudaMemcpy(d_y_rows, y_rows.data(), kTokens * 4, cudaMemcpyHostToDevice));
+
+  const struct {
+    const char* name;
+    int first, kinds;
+  } groups[4] = {{"q/k/v", 0, 3}, {"o", 3, 1}, {"gate/up", 4, 2}, {"down", 6, 1}};
+  std::vector<Launch> launches;
+  size_t total_bytes = 0;
+  for (const auto& g : groups) {
+    Launch l;
+    l.name = g.name;
+    l.n = in_of[g.first];
+    for (int a = 0; a < kAdapters; ++a) {
+      int col = 0;
+      for (int k = g.first; k < g.first + g.kinds; ++k) {
+        const Spectrum& s = spec[a][k];
+        l.tasks.push_back(
+            {s.d_row_ptr, s.d_gaps, s.d_values, s.rows, s.n, col, a * kTokensPer, kTokensPer});
+        l.spectra.push_back(&s);
+        l.bytes += s.bytes();
+        col += s.rows;
+      }
+      l.cols = col;
+    }
+    for (int c = 0; c < kCopies; ++c) {
+      std::vector<qc::SpectrumApplyTask> t = l.tasks;
+      for (size_t i = 0; i < t.size(); ++i) {
+        t[i].row_ptr = l.spectra[i]->c_row_ptr[c];
+        t[i].gaps = l.spectra[i]->c_gaps[c];
+        t[i].values = l.spectra[i]->c_values[c];
+      }
+      l.copies.push_back(std::move(t));
+    }
+    CK(cudaMalloc(&l.d_y, static_cast<size_t>(kTokens) * l.cols * 2));
+    total_bytes += l.bytes;
+    launches.push_back(std::move(l));
+  }
+  std::printf("entries of one layer: %.1f MiB\n", total_bytes / 1048576.0);
+  cudaStream_t stream;
+  CK(cudaStreamCreate(&stream));
+  auto run = [&](const Launch& l, int copy = 0) {
+    const std::vector<qc::SpectrumApplyTask>& tasks = l.copies[copy];
+    CK(qc::LaunchSpectrumApply(tasks.data(), static_cast<int>(tasks.size()),
+                               l.n == hidden ? static_cast<const void*>(d_z4) : d_z11, l.n, l.d_y,
+                               l.cols, d_y_rows, qc::DType::kBFloat16, stream));
+  };
+
+  // Check every launch against a float64 reference (y starts at zero).
+  auto check = [&](const char* what) {
+    double worst = 0;
+    for (const Launch& l : launches) {
+      CK(cudaMemsetAsync(l.d_y, 0, static_cast<size_t>(kTokens) * l.cols * 2, stream));
+      run(l);
+      std::vector<uint16_t> y(static_cast<size_t>(kTokens) * l.cols);
+      CK(cudaMemcpyAsync(y.data(), l.d_y, y.size() * 2, cudaMemcpyDeviceToHost, stream));
+      CK(cudaStreamSynchronize(stream));
+      const std::vector<uint16_t>& z = l.n == hidden ? z4 : z11;
+      double err = 0, scale = 0;
+      for (size_t ti = 0; ti < l.tasks.size(); ++ti) {
+        const qc::SpectrumApplyTask& t = l.tasks[ti];
+        const Spectrum& s = *l.spectra[ti];
+        for (int r = 0; r < s.rows; ++r) {
+          double acc[kTokensPer] = {};
+          int col = 0;
+          for (int e = s.row_ptr[r]; e < s.row_ptr[r + 1]; ++e) {
+            col += s.gaps[e];
+            const double v = Bf(s.values[e]);
+            for (int p = 0; p < t.count; ++p) {
+              acc[p] += v * Bf(z[static_cast<size_t>(y_rows[t.tok_begin + p]) * l.n + col]);
+            }
+          }
+          for (int p = 0; p < t.count; ++p) {
+            const double got =
+                Bf(y[static_cast<size_t>(y_rows[t.tok_begin + p]) * l.cols + t.y_col + r]);
+            err = std::max(err, std::fabs(got - acc[p]));
+            scale = std::max(scale, std::fabs(acc[p]));
+          }
+        }
+      }
+      worst = std::max(worst, err / scale);
+    }
+    std::printf("check %-36s max abs error / max |y| = %.2e %s\n", what, worst,
+                worst < 8e-3 ? "ok" : "FAILED");
+    return worst < 8e-3;
+  };
+
+  bool ok = true;
+  struct Variant {
+    const char* name;
+    qc::SpectrumApplyTuning t;
+  };
+  auto tuning = [](int lanes, int rows, int diag) {
+    qc::SpectrumApplyTuning t;
+    t.lanes_per_row = lanes;
+    t.rows = rows;
+    t.diagnostic = diag;
+    return t;
+  };
+  const std::vector<Variant> variants = {
+      {"default (4 lanes, contiguous rows)", tuning(0, 0, 0)},
+      {"8 lanes, contiguous rows", tuning(8, 0, 0)},
+      {"8 lanes, strided rows (old default)", tuning(8, 2, 0)},
+      {"4 lanes, strided rows", tuning(4, 2, 0)},
+      {"empty launch", tuning(0, 0, 3)},
+      {"staging only", tuning(0, 0, 1)},
+      {"all but staging", tuning(0, 0, 2)},
+      {"gathers without bank conflicts", tuning(0, 0, 4)},
+      {"entries loaded, unused", tuning(0, 0, 5)},
+  };
+  for (const Variant& v : variants) {
+    if (v.t.diagnostic != 0) continue;
+    qc::SetSpectrumApplyTuning(v.t);
+    ok &= check(v.name);
+  }
+  qc::SetSpectrumApplyTuning({});
+
+  // Time each launch (GPU time per launch, from graph replays) per variant.
+  std::printf("\n%-36s %9s  %s\n", "variant (one layer, us)", "layer", "q/k/v o gate/up down");
+  for (const Variant& v : variants) {
+    qc::SetSpectrumApplyTuning(v.t);
+    float sum = 0;
+    std::string parts;
+    for (const Launch& l : launches) {
+      const float us = TimeIt(reps, stream,
+                              [&] {
+                                for (int c = 0; c < kCopies; ++c) run(l, c);
+                              }) /
+                       kCopies;
+      sum += us;
+      char buf[32];
+      std::snprintf(buf, sizeof buf, " %6.1f", us);
+      parts += buf;
+    }
+    std::printf("%-36s %9.1f  %s   (%.0f GB/s)\n", v.name, sum, parts.c_str(),
+                total_bytes / (sum * 1e-6) / 1e9);
+  }
+  qc::SetSpectrumApplyTuning({});
+  // The bandwidth reference: the same bytes streamed (one buffer per launch).
+  {
+    unsigned* sink;
+    CK(cudaMalloc(&sink, 4));
+    float sum = 0;
+    std::string parts;
+    for (const Launch& l : launches) {
+      uint8_t* buf[kCopies];
+      for (auto& b : buf) CK(cudaMalloc(&b, l.bytes + 16));
+      const size_t n16 = l.bytes / 16;
+      const float us = TimeIt(reps, stream,
+                              [&] {
+                                for (uint8_t* b : buf) {
+                                  StreamKernel<<<prop.multiProcessorCount * 4, 512, 0, stream>>>(
+                                      reinterpret_cast<const uint4*>(b), n16, sink);
+                                }
+                              }) /
+                       kCopies;
+      CK(cudaGetLastError());
+      sum += us;
+      char b2[32];
+      std::snprintf(b2, sizeof b2, " %6.1f", us);
+      parts += b2;
+      for (uint8_t* b : buf) CK(cudaFree(b));
+    }
+    std::printf("%-36s %9.1f  %s   (%.0f GB/s)\n", "stream the same bytes", sum, parts.c_str(),
+                total_bytes / (sum * 1e-6) / 1e9);
+  }
+  std::printf("%s\n", ok ? "all checks passed" : "CHECKS FAILED");
+  return ok ? 0 : 1;
+}
