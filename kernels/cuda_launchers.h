@@ -106,6 +106,11 @@ struct SpectrumApplyTuning {
   int staging = 0;
   int diagnostic = 0;
   int rows = 0;
+  // Entry loads: 1 the step pipeline (the first windows of the next steps in
+  // flight); 0 or 2 the window stream (the next window in flight) where it
+  // exists (chunks of 4 tokens of 2-byte types, 4 or 8 lanes × 8 entries, the
+  // register cap), else the step pipeline.
+  int pipeline = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 

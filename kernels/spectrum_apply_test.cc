@@ -204,7 +204,8 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
       }
     }
   }
-  // Registers capped for 3 blocks per SM (a shorter prefetch pipeline) and
+  // Registers capped for 3 blocks per SM (the window stream or a shorter
+  // step pipeline for chunks of 4 tokens of 2-byte types) and
   // both stagings of z (two columns per thread for 2-byte types; float32
   // always takes one). 9 tasks × 8 chunks of tokens at one block per SM get
   // 2 blocks (32 warps) each: a warp takes 35 contiguous rows of 1100 (or,
@@ -219,8 +220,11 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
         CheckApply(torch::kCUDA, torch::kFloat16, 4096, specs, 1e-2, 0.1);
         CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
         for (int rows : {1, 2}) {
-          cuda::SetSpectrumApplyTuning({lanes, 1, 8, min_blocks, staging, 0, rows});
-          CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
+          for (int pipeline : {1, 2}) {  // step pipeline, window stream
+            cuda::SetSpectrumApplyTuning({lanes, 1, 8, min_blocks, staging, 0, rows, pipeline});
+            CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
+            CheckApply(torch::kCUDA, torch::kFloat16, 1024, specs, 1e-2, 0.1);
+          }
         }
       }
     }

@@ -313,18 +313,19 @@ int main(int argc, char** argv) {
     const char* name;
     qc::SpectrumApplyTuning t;
   };
-  auto tuning = [](int lanes, int rows, int diag) {
+  auto tuning = [](int lanes, int rows, int diag, int pipeline = 0) {
     qc::SpectrumApplyTuning t;
     t.lanes_per_row = lanes;
     t.rows = rows;
     t.diagnostic = diag;
+    t.pipeline = pipeline;
     return t;
   };
   const std::vector<Variant> variants = {
-      {"default (4 lanes, contiguous rows)", tuning(0, 0, 0)},
-      {"8 lanes, contiguous rows", tuning(8, 0, 0)},
-      {"8 lanes, strided rows (old default)", tuning(8, 2, 0)},
-      {"4 lanes, strided rows", tuning(4, 2, 0)},
+      {"default (4 lanes, contiguous, stream)", tuning(0, 0, 0)},
+      {"step pipeline", tuning(0, 0, 0, 1)},
+      {"8 lanes, stream", tuning(8, 0, 0)},
+      {"8 lanes, strided, step (old default)", tuning(8, 2, 0, 1)},
       {"empty launch", tuning(0, 0, 3)},
       {"staging only", tuning(0, 0, 1)},
       {"all but staging", tuning(0, 0, 2)},

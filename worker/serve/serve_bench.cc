@@ -314,7 +314,8 @@ void KernelSideBySide(const serve::ServingModel& base,
   // staging of z (2: one column per thread) and diagnostic 1 (staging only),
   // 2 (all but the staging), 3 (an empty launch), 4 (gathers of z without
   // bank conflicts) or 5 (entries loaded, not used); 4 and 5 apply to 8x4;
-  // rows of a warp (1: contiguous, 2: strided; 0: the default).
+  // rows of a warp (1: contiguous, 2: strided; 0: the default); entry loads
+  // (1: the step pipeline; 0: the default, the window stream for 8x4).
   std::printf(
       "kernel launch shapes (one layer, GPU us; per slot q k v o gate up down; 8 adapters x 4 "
       "tokens, then 1 adapter x 32 tokens):\n");
@@ -329,6 +330,7 @@ void KernelSideBySide(const serve::ServingModel& base,
                                                        {0, 0, 0, 0, 2, 0},
                                                        {0, 0, 0, 3, 0, 0},
                                                        {0, 0, 0, 1, 0, 0},
+                                                       {0, 0, 0, 0, 0, 0, 0, 1},
                                                        {8, 0, 0, 0, 0, 0, 1},
                                                        {8, 0, 0, 0, 0, 0, 2},
                                                        {4, 0, 0, 0, 0, 0, 2},
@@ -353,11 +355,11 @@ void KernelSideBySide(const serve::ServingModel& base,
       per1 += absl::StrCat(" ", static_cast<int>(1e6 * t1 + 0.5));
     }
     std::printf(
-        "  lanes %2d entries %2d blocks/SM %d (min %d) staging %d diag %d rows %d: 8x4 %6.1f (%s ) "
-        "1x32 %6.1f (%s )\n",
+        "  lanes %2d entries %2d blocks/SM %d (min %d) staging %d diag %d rows %d pipeline %d: 8x4 "
+        "%6.1f (%s ) 1x32 %6.1f (%s )\n",
         tuning.lanes_per_row, tuning.entries_per_lane, tuning.blocks_per_sm,
-        tuning.min_blocks_per_sm, tuning.staging, tuning.diagnostic, tuning.rows, 1e6 * total8,
-        per8.c_str(), 1e6 * total1, per1.c_str());
+        tuning.min_blocks_per_sm, tuning.staging, tuning.diagnostic, tuning.rows, tuning.pipeline,
+        1e6 * total8, per8.c_str(), 1e6 * total1, per1.c_str());
   }
   kernels::cuda::SetSpectrumApplyTuning({});
   // The same layer as serving launches it: q/k/v in one launch (they share
