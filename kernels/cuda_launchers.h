@@ -80,11 +80,13 @@ struct SpectrumApplyTask {
   int32_t y_col;      // row r adds to column y_col + r of y
   int32_t tok_begin;  // first token: y_rows[tok_begin]
   int32_t count;      // tokens, >= 1
+  int32_t entries;    // packed entries, row_ptr[rows] (picks the launch shape)
 };
 
 // Launch shape of LaunchSpectrumApply, for benchmarks that sweep it:
 // lanes_per_row 4, 8, 16 or 32, entries_per_lane 8 or 16 (0: the default, 4
-// lanes for chunks of 4 tokens, else 8, and 8 entries), blocks aimed at per
+// lanes for chunks of 4 tokens where the rows average at most 192 entries,
+// else 8, and 8 entries), blocks aimed at per
 // SM (0: 3 where registers are capped, else 2), registers capped for
 // min_blocks_per_sm resident blocks (3: capped, only with 4 or 8 lanes × 8
 // entries; 1: not capped; 0: capped for chunks of 4 tokens), the staging of z

@@ -254,7 +254,8 @@ void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& task
     device_tasks.push_back({f.row_ptr.data_ptr<int32_t>(), f.gaps.data_ptr<uint8_t>(),
                             f.values.data_ptr(), static_cast<int32_t>(f.rows),
                             static_cast<int32_t>(f.n), static_cast<int32_t>(t.y_col),
-                            static_cast<int32_t>(t.tok_begin), static_cast<int32_t>(t.count)});
+                            static_cast<int32_t>(t.tok_begin), static_cast<int32_t>(t.count),
+                            static_cast<int32_t>(f.values.size(0))});
   }
   const cudaError_t err = cuda::LaunchSpectrumApply(
       device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr(), z.stride(0),

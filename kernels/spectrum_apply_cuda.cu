@@ -5,9 +5,9 @@
 // takes one contiguous range of the task's rows (ceil(rows / W), W warps in
 // the task's blocks; rows w, w + W, ... for chunks of 8 tokens), loads their bounds 32 at a time
 // (one row per lane) and works on P = 32 / S of them at once, S lanes (a segment) per row and K
-// entries per lane (K = 8, S = 4 for chunks of 4 tokens and 8 for chunks of 8
-// by default: launch-shape sweeps showed that rows in flight matter more than
-// busy lanes). Each warp first requests the
+// entries per lane (K = 8, S = 4 for chunks of 4 tokens with rows of at most
+// 192 entries on average, else 8, by default: launch-shape sweeps showed that
+// rows in flight matter more than busy lanes). Each warp first requests the
 // bounds and the first window of entries of its first steps, then the block
 // copies the chunk's rows of z = FWHT(x) into shared memory, transposed
 // ([n, TM], at most 176 KiB in bfloat16; two columns per thread from 4-byte
@@ -583,8 +583,11 @@ struct Shape {
   int lanes, entries;
 };
 
-Shape PickShape(int tokens_per_chunk) {
-  Shape shape{tokens_per_chunk == 4 ? 4 : 8, 8};
+Shape PickShape(int tokens_per_chunk, int64_t mean_row) {
+  // 4 lanes for chunks of 4 tokens, except for long rows (the down
+  // projection's ~240 entries: 18.1-19.3 us with 8 lanes against 19.3-21.0
+  // with 4; rows of 88: 31 against 37; rows of 128: even).
+  Shape shape{tokens_per_chunk == 4 && mean_row <= 192 ? 4 : 8, 8};
   const int lanes = tuned_lanes.load(std::memory_order_relaxed);
   const int per_lane = tuned_entries.load(std::memory_order_relaxed);
   if (lanes == 4 || lanes == 8 || lanes == 16 || lanes == 32) shape.lanes = lanes;
@@ -644,6 +647,7 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     if (done[i]) continue;
     TaskBatch batch{};
     int count = 0, max_rows = 0, max_tokens = 0;
+    int64_t entries = 0, rows = 0;
     const int n = tasks[i].n;
     for (size_t j = i; j < tasks.size() && count < kMaxTasks; ++j) {
       if (done[j] || tasks[j].n != n) continue;
@@ -651,10 +655,11 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
       batch.t[count++] = tasks[j];
       max_rows = max_rows > tasks[j].rows ? max_rows : tasks[j].rows;
       max_tokens = max_tokens > tasks[j].count ? max_tokens : tasks[j].count;
+      entries += tasks[j].entries, rows += tasks[j].rows;
     }
     const bool shared =
         static_cast<size_t>(n) * TM * sizeof(E) <= static_cast<size_t>(limits.shared);
-    const Shape shape = PickShape(TM);
+    const Shape shape = PickShape(TM, rows > 0 ? entries / rows : 0);
     cudaError_t err;
     if constexpr (TM == 4) {  // segments of 4 lanes hold chunks of at most 4 tokens
       if (shape.lanes == 4) {

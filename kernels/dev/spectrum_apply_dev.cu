@@ -238,8 +238,8 @@ int main(int argc, char** argv) {
       int col = 0;
       for (int k = g.first; k < g.first + g.kinds; ++k) {
         const Spectrum& s = spec[a][k];
-        l.tasks.push_back(
-            {s.d_row_ptr, s.d_gaps, s.d_values, s.rows, s.n, col, a * kTokensPer, kTokensPer});
+        l.tasks.push_back({s.d_row_ptr, s.d_gaps, s.d_values, s.rows, s.n, col, a * kTokensPer,
+                           kTokensPer, static_cast<int32_t>(s.gaps.size())});
         l.spectra.push_back(&s);
         l.bytes += s.bytes();
         col += s.rows;
