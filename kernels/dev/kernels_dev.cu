@@ -21,20 +21,12 @@
 #include <vector>
 
 #include "kernels/cuda_launchers.h"
+#include "kernels/dev/dev_check.h"
 #include "kernels/hadamard_k.h"
 
 using qwha::kernels::cuda::DType;
 namespace qk = qwha::kernels;
 namespace qc = qwha::kernels::cuda;
-
-#define CK(x)                                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(2);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 namespace {
 
