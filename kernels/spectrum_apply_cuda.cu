@@ -282,8 +282,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   const int32_t* rows_of = y_rows + task.tok_begin + tok0;  // the chunk's rows of z and y
   // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
   constexpr int P = 32 / S;
-  // Steps of P rows whose first windows are in flight at once (two where
-  // registers are capped for 3 blocks per SM).
+  // Steps of P rows whose first windows are in flight at once in the step
+  // pipeline (two where registers are capped for 3 blocks per SM); the window
+  // stream keeps one step's bounds and the next window.
   constexpr bool kStream = kAhead > 0;
   constexpr int D = kStream ? 1 : kMinBlocks < 3 ? 3 : 2;
   const int lane = threadIdx.x & 31;
@@ -578,7 +579,8 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
 // entries, 143 with 16 × 8, 204 with 32 × 8, and more with 16 entries per
 // lane at every width; with contiguous rows per warp, 4 lanes × 8 entries
 // took 80.6 us against 89.5 for 8 × 8 (kernels/dev/spectrum_apply_dev.cu,
-// docs/results.md). Chunks of 8 tokens keep 8 lanes (not measured with 4).
+// docs/results.md). Chunks of 8 tokens need 8 lanes or more (the segment's
+// reduce-scatter leaves one token per lane).
 struct Shape {
   int lanes, entries;
 };
