@@ -14,11 +14,12 @@
 // loads for 2-byte types), so every entry of F reads its TM token values with
 // one shared-memory load (instead of a 32-byte L2 sector per entry) and no
 // gather or transpose of x is needed on the host side. Entries stay in
-// flight in raw registers, decoded on use: for chunks of 4 tokens (registers
-// capped for 3 resident blocks per SM) the warp's windows form one stream
-// with the next window always in flight (the window stream); otherwise the
-// first windows of the next three steps are (the step pipeline), and a
-// step's later windows are loaded when used. Per window of K·S
+// flight in raw registers, decoded on use: for chunks of 4 tokens of 2-byte
+// types (registers capped for 3 resident blocks per SM, 4 or 8 lanes × 8
+// entries) the warp's windows form one stream with the next window always in
+// flight (the window stream); otherwise the first windows of the next two
+// steps (capped) or three are (the step pipeline), and a step's later windows
+// are loaded when used. Per window of K·S
 // entries, lane l of a segment decodes entries K·l .. K·l + K − 1: 8-byte
 // loads of their column steps, 16 or 32 bytes of values per 8; the segment
 // scans the lanes' step sums (byte dot products) to find where each lane
