@@ -113,6 +113,9 @@ struct SpectrumApplyTuning {
   // exists (chunks of 4 tokens of 2-byte types, 4 or 8 lanes × 8 entries, the
   // register cap), else the step pipeline.
   int pipeline = 0;
+  // Launches asked to overlap (LaunchSpectrumApply's `overlap`): 0 or 1 with
+  // programmatic dependent launch, 2 without (benchmarks).
+  int overlap = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 
@@ -121,9 +124,14 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 // (float32 sums, one atomic add per cell). z [.., ldz], y [.., ldy] and the
 // tasks' values share dtype (kFloat32/kBFloat16/kFloat16); y_rows int32.
 // Enqueues one launch per group of up to 32 tasks of one token bucket (<= 4
-// tokens, more) and width n; count / 8 must stay below 65536.
+// tokens, more) and width n; count / 8 must stay below 65536. overlap: with
+// programmatic dependent launch (Hopper and newer), so that the launches'
+// blocks start while the kernel enqueued just before them runs and load the
+// spectra's row bounds and first entries meanwhile (the FWHT kernels let
+// them; z, y_rows and y are read only once that kernel has finished). Only
+// where that kernel writes no spectrum's row_ptr, gaps or values.
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                                DType dtype, cudaStream_t stream);
+                                DType dtype, cudaStream_t stream, bool overlap = false);
 
 }  // namespace qwha::kernels::cuda

@@ -29,6 +29,7 @@ template <typename T, int kLogN, int kV, int kTR, int kRows>
 __global__ void __launch_bounds__(kTR* kRows)
     FwhtPow2Kernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int64_t rows,
                    float scale) {
+  LetDependentsStart();  // a PDL-launched SpectrumApply may load its entries meanwhile
   constexpr int kN = 1 << kLogN;
   constexpr int kE = kV < 8 ? kV : 8;  // elements per vector access
   static_assert(kV * kTR == kN, "bad config");

@@ -51,6 +51,7 @@ template <typename T, int kLogM, int kMTW, int kGW>
 __global__ void __launch_bounds__(512)
     FwhtKMmaKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k,
                    bool transpose, float scale) {
+  LetDependentsStart();  // a PDL-launched SpectrumApply may load its entries meanwhile
   // (no folding here: k is the K of hadamard_k.h)
   constexpr int kM = 1 << kLogM;
   constexpr bool kF32 = sizeof(T) == 4;
@@ -204,6 +205,7 @@ template <typename T, int kLogM>
 __global__ void __launch_bounds__(128)
     FwhtKRegKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k_orig,
                    int fold, bool transpose, float scale) {
+  LetDependentsStart();  // a PDL-launched SpectrumApply may load its entries meanwhile
   const int k = k_orig * fold;  // rows of the (folded) [k, M] view
   constexpr int kM = 1 << kLogM;
   constexpr int kNG = kM / 16;  // 16-column groups
@@ -373,6 +375,7 @@ template <typename T>
 __global__ void __launch_bounds__(128)
     FwhtKSmallKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k, int m,
                      bool transpose, float scale) {
+  LetDependentsStart();  // a PDL-launched SpectrumApply may load its entries meanwhile
   extern __shared__ float4 smem4[];
   float* x = reinterpret_cast<float*>(smem4);
   float* z = x + k * m;

@@ -332,8 +332,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
     for (int d = 0; d < D; ++d) fetch(d * P, pb[d], pe[d], pw[d]);
   };
   // The first steps' entries are requested before the staging, so that
-  // their loads overlap it.
+  // their loads overlap it, and before the wait for the previous kernel
+  // (launched with programmatic dependent launch, the block may start while
+  // the FWHT that makes z runs; z and y are touched only after the wait).
   fill();
+  WaitForPrevious();
   int64_t row_offset[TM];
   if constexpr (kShared) {
     if (diag != 2)
@@ -494,11 +497,24 @@ std::atomic<int> tuned_staging{0};
 std::atomic<int> tuned_min_blocks{0};
 std::atomic<int> tuned_rows{0};
 std::atomic<int> tuned_pipeline{0};
+std::atomic<int> tuned_overlap{0};
+
+// What every launch of one LaunchSpectrumApply call shares.
+struct Operands {
+  const void* z;
+  int64_t ldz;
+  void* y;
+  int64_t ldy;
+  const int32_t* y_rows;
+  DeviceLimits limits;
+  cudaStream_t stream;
+  bool overlap;  // programmatic dependent launch (LaunchSpectrumApply)
+};
 
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
-                        const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                        const DeviceLimits& limits, cudaStream_t stream) {
+                        const Operands& op) {
+  const DeviceLimits& limits = op.limits;
   // Per instantiation; raised once, never lowered (launchers may run concurrently).
   static std::atomic<int> configured_shared{48 * 1024};
   static std::atomic<int> configured_stream{48 * 1024};  // the window stream's kernel
@@ -566,11 +582,23 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // Column pairs where the rows are 4-byte aligned and of an even width
   // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
   const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
-                     n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
-  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
-                                                      static_cast<E*>(y), ldy, y_rows,
-                                                      probe ? 0 : diag, pairs, contiguous);
-  return cudaGetLastError();
+                     n % 2 == 0 && op.ldz % 2 == 0 && reinterpret_cast<uintptr_t>(op.z) % 4 == 0;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kWarpsPerBlock * 32);
+  config.dynamicSmemBytes = smem;
+  config.stream = op.stream;
+  // Programmatic dependent launch: the blocks may start while the previous
+  // kernel (the FWHT that makes z) runs, load their bounds and first
+  // windows, then wait for it (WaitForPrevious) before staging z.
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = op.overlap && tuned_overlap.load(std::memory_order_relaxed) != 2 ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, batch, static_cast<const E*>(op.z), op.ldz,
+                            static_cast<E*>(op.y), op.ldy, op.y_rows, probe ? 0 : diag, pairs,
+                            contiguous);
 }
 
 // The segment shape of a batch: S lanes per row and K entries per lane.
@@ -600,13 +628,10 @@ Shape PickShape(int tokens_per_chunk, int64_t mean_row) {
 
 template <int TM, int S, int K, int kMinBlocks, typename E>
 cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
-                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
-                         const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
+                         int max_tokens, const Operands& op) {
   return shared
-             ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
-                                                          ldz, y, ldy, y_rows, limits, stream)
-             : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
-                                                           ldz, y, ldy, y_rows, limits, stream);
+             ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, op)
+             : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, op);
 }
 
 // Registers capped for 3 resident blocks per SM (and 3 blocks per SM aimed
@@ -616,34 +641,26 @@ cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, 
 // shape has the cap (other shapes are for the benchmark's sweep).
 template <int TM, int S, int K, typename E>
 cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
-                        int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
-                        const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
+                        int max_tokens, const Operands& op) {
   if constexpr ((S == 8 || S == 4) && K == 8) {
     const int min_blocks = tuned_min_blocks.load(std::memory_order_relaxed);
     if (min_blocks == 3 || (min_blocks == 0 && TM == 4)) {
-      return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y,
-                                          ldy, y_rows, limits, stream);
+      return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, op);
     }
   }
-  return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
-                                      y_rows, limits, stream);
+  return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, op);
 }
 
 template <int TM, int S, typename E>
 cudaError_t LaunchLanes(int entries, bool shared, const TaskBatch& batch, int count, int n,
-                        int max_rows, int max_tokens, const void* z, int64_t ldz, void* y,
-                        int64_t ldy, const int32_t* y_rows, const DeviceLimits& limits,
-                        cudaStream_t stream) {
-  return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                                   ldz, y, ldy, y_rows, limits, stream)
-                       : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                                  ldz, y, ldy, y_rows, limits, stream);
+                        int max_rows, int max_tokens, const Operands& op) {
+  return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens, op)
+                       : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens, op);
 }
 
 template <int TM, typename E>
-cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void* z, int64_t ldz,
-                         void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
-  static const DeviceLimits limits = Limits();
+cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const Operands& op) {
+  const DeviceLimits& limits = op.limits;
   // Batches of up to kMaxTasks tasks of one width n (the shared-memory size).
   std::vector<bool> done(tasks.size(), false);
   for (size_t i = 0; i < tasks.size(); ++i) {
@@ -666,28 +683,23 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     cudaError_t err;
     if constexpr (TM == 4) {  // segments of 4 lanes hold chunks of at most 4 tokens
       if (shape.lanes == 4) {
-        err = LaunchLanes<TM, 4, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, z,
-                                    ldz, y, ldy, y_rows, limits, stream);
+        err = LaunchLanes<TM, 4, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op);
         if (err != cudaSuccess) return err;
         continue;
       }
     }
     err = shape.lanes <= 8
-              ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                      z, ldz, y, ldy, y_rows, limits, stream)
+              ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op)
           : shape.lanes == 16
-              ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                       z, ldz, y, ldy, y_rows, limits, stream)
-              : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                       z, ldz, y, ldy, y_rows, limits, stream);
+              ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op)
+              : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
 }
 
 template <typename E>
-cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const void* z, int64_t ldz,
-                        void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
+cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const Operands& op) {
   // Tasks of at most 4 tokens take the 4-token kernel; the rest go in chunks
   // of 8 tokens, one block per chunk.
   std::vector<SpectrumApplyTask> b4, b8;
@@ -697,8 +709,8 @@ cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const voi
     (t.count <= 4 ? b4 : b8).push_back(t);
   }
   cudaError_t err = cudaSuccess;
-  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, z, ldz, y, ldy, y_rows, stream))) return err;
-  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, z, ldz, y, ldy, y_rows, stream))) return err;
+  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, op))) return err;
+  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, op))) return err;
   return cudaSuccess;
 }
 
@@ -713,18 +725,21 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_min_blocks.store(tuning.min_blocks_per_sm, std::memory_order_relaxed);
   tuned_rows.store(tuning.rows, std::memory_order_relaxed);
   tuned_pipeline.store(tuning.pipeline, std::memory_order_relaxed);
+  tuned_overlap.store(tuning.overlap, std::memory_order_relaxed);
 }
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                                DType dtype, cudaStream_t stream) {
+                                DType dtype, cudaStream_t stream, bool overlap) {
+  static const DeviceLimits limits = Limits();
+  const Operands op{z, ldz, y, ldy, y_rows, limits, stream, overlap};
   switch (dtype) {
     case DType::kFloat32:
-      return LaunchTyped<float>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<float>(tasks, num_tasks, op);
     case DType::kBFloat16:
-      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, op);
     case DType::kFloat16:
-      return LaunchTyped<__half>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<__half>(tasks, num_tasks, op);
     default:
       return cudaErrorInvalidValue;
   }

@@ -8,8 +8,10 @@
 //
 // Build and run (from the repository root, on a machine with a GPU):
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -I. \
-//     kernels/dev/spectrum_apply_dev.cu kernels/spectrum_apply_cuda.cu -o /tmp/sa_dev \
-//     && /tmp/sa_dev [--reps N] [--cv X]
+//     kernels/dev/spectrum_apply_dev.cu kernels/spectrum_apply_cuda.cu kernels/fwht_cuda.cu \
+//     kernels/fwht_k_cuda.cu -o /tmp/sa_dev && /tmp/sa_dev [--reps N] [--cv X]
+// Last, each launch runs after the FWHT of a step's 32 rows, as in serving,
+// with and without programmatic dependent launch.
 // Exit status 1 if a check fails.
 #include <cuda_bf16.h>
 
@@ -254,19 +256,30 @@ int main(int argc, char** argv) {
   std::printf("entries of one layer: %.1f MiB\n", total_bytes / 1048576.0);
   cudaStream_t stream;
   CK(cudaStreamCreate(&stream));
-  auto run = [&](const Launch& l, int copy = 0) {
+  auto run = [&](const Launch& l, int copy = 0, bool overlap = false) {
     const std::vector<qc::SpectrumApplyTask>& tasks = l.copies[copy];
     CK(qc::LaunchSpectrumApply(tasks.data(), static_cast<int>(tasks.size()),
                                l.n == hidden ? static_cast<const void*>(d_z4) : d_z11, l.n, l.d_y,
-                               l.cols, d_y_rows, qc::DType::kBFloat16, stream));
+                               l.cols, d_y_rows, qc::DType::kBFloat16, stream, overlap));
+  };
+  // The FWHT of 32 rows of width n (serving's SpectrumInput), into a buffer
+  // of its own: 4096 = 2^12, 11008 = 172 · 2^6.
+  uint16_t *d_x, *d_xh;
+  CK(cudaMalloc(&d_x, static_cast<size_t>(kTokens) * inter * 2));
+  CK(cudaMalloc(&d_xh, static_cast<size_t>(kTokens) * inter * 2));
+  CK(cudaMemcpy(d_x, z11.data(), z11.size() * 2, cudaMemcpyHostToDevice));
+  auto fwht = [&](int n) {
+    CK(qc::LaunchFwht(d_x, n, d_xh, kTokens, n == hidden ? 1 : 172, n == hidden ? 12 : 6,
+                      qc::DType::kBFloat16, 1.f, true, stream));
   };
 
   // Check every launch against a float64 reference (y starts at zero).
-  auto check = [&](const char* what) {
+  auto check = [&](const char* what, bool overlap = false) {
     double worst = 0;
     for (const Launch& l : launches) {
       CK(cudaMemsetAsync(l.d_y, 0, static_cast<size_t>(kTokens) * l.cols * 2, stream));
-      run(l);
+      if (overlap) fwht(l.n);
+      run(l, 0, overlap);
       std::vector<uint16_t> y(static_cast<size_t>(kTokens) * l.cols);
       CK(cudaMemcpyAsync(y.data(), l.d_y, y.size() * 2, cudaMemcpyDeviceToHost, stream));
       CK(cudaStreamSynchronize(stream));
@@ -379,6 +392,34 @@ int main(int argc, char** argv) {
     }
     std::printf("%-36s %9.1f  %s   (%.0f GB/s)\n", "stream the same bytes", sum, parts.c_str(),
                 total_bytes / (sum * 1e-6) / 1e9);
+  }
+  // Each launch after its FWHT, as serving enqueues them; PDL lets the
+  // product's blocks start and load their first entries while the FWHT runs.
+  {
+    ok &= check("default, after an FWHT, PDL", true);
+    std::printf("\n%-36s %9s  %s\n", "FWHT + product (one layer, us)", "layer",
+                "q/k/v o gate/up down");
+    for (int mode = 0; mode < 3; ++mode) {
+      float sum = 0;
+      std::string parts;
+      for (const Launch& l : launches) {
+        const float us = TimeIt(reps, stream,
+                                [&] {
+                                  for (int c = 0; c < kCopies; ++c) {
+                                    fwht(l.n);
+                                    if (mode > 0) run(l, c, mode == 2);
+                                  }
+                                }) /
+                         kCopies;
+        sum += us;
+        char buf[32];
+        std::snprintf(buf, sizeof buf, " %6.1f", us);
+        parts += buf;
+      }
+      std::printf("%-36s %9.1f  %s\n",
+                  mode == 0 ? "FWHT alone" : mode == 1 ? "FWHT, then product" : "FWHT, product (PDL)",
+                  sum, parts.c_str());
+    }
   }
   std::printf("%s\n", ok ? "all checks passed" : "CHECKS FAILED");
   return ok ? 0 : 1;

@@ -15,6 +15,7 @@
 // its best step time and TTFT.
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -450,6 +451,52 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
   return argc % 2 == 1;
 }
 
+#ifdef QWHA_SERVE_BENCH_CUDA_STATS
+// Graph steps of the largest batch with 8 adapters, for every way of running
+// the adapters' corrections beside the base's matmuls
+// (ServingModel::AdapterOverlap) with and without programmatic dependent
+// launch of SpectrumApply, interleaved with base steps, each keeping its best
+// of `repeats` runs. The default comes last.
+void OverlapSideBySide(serve::ServingModel& base, const Flags& f,
+                       const std::vector<std::shared_ptr<const serve::ServingAdapter>>& adapters) {
+  const int64_t batch = *std::max_element(f.batches.begin(), f.batches.end());
+  if (batch < 8) return;
+  using Overlap = serve::ServingModel::AdapterOverlap;
+  struct Variant {
+    Overlap overlap;
+    int pdl;  // SpectrumApplyTuning::overlap
+    const char* name;
+  };
+  const std::vector<Variant> variants = {
+      {Overlap::kNone, 2, "sequential, no PDL"},     {Overlap::kNone, 0, "sequential, PDL"},
+      {Overlap::kResidual, 2, "o/down beside, no PDL"}, {Overlap::kResidual, 0, "o/down beside, PDL"},
+      {Overlap::kAll, 2, "all beside, no PDL"},      {Overlap::kAll, 0, "all beside, PDL"}};
+  const Overlap initial = base.adapter_overlap();
+  double base_ms = 0;
+  std::vector<double> best(variants.size(), 0);
+  for (int rep = 0; rep < f.repeats; ++rep) {
+    const double b = RunBatch(base, f, batch, {}, true).step_ms;
+    if (rep == 0 || b < base_ms) base_ms = b;
+    for (size_t i = 0; i < variants.size(); ++i) {
+      base.set_adapter_overlap(variants[i].overlap);
+      kernels::cuda::SpectrumApplyTuning tuning;
+      tuning.overlap = variants[i].pdl;
+      kernels::cuda::SetSpectrumApplyTuning(tuning);
+      const double ms = RunBatch(base, f, batch, adapters, true).step_ms;
+      if (rep == 0 || ms < best[i]) best[i] = ms;
+    }
+  }
+  kernels::cuda::SetSpectrumApplyTuning({});
+  base.set_adapter_overlap(initial);
+  std::printf("\nadapter corrections beside the base (graph steps, batch %lld, 8 QWHA): base %.2f ms\n",
+              static_cast<long long>(batch), base_ms);
+  for (size_t i = 0; i < variants.size(); ++i) {
+    std::printf("  %-24s %8.2f ms/step %6.3fx base\n", variants[i].name, best[i],
+                best[i] / base_ms);
+  }
+}
+#endif  // QWHA_SERVE_BENCH_CUDA_STATS
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -557,6 +604,9 @@ int main(int argc, char** argv) {
       }
     }
   }
+#ifdef QWHA_SERVE_BENCH_CUDA_STATS
+  if (device.is_cuda()) OverlapSideBySide(*base, f, adapters);
+#endif
   // Right around the unload: the runs above leave buffers of their own (the
   // cuBLAS workspace LibTorch keeps per CUDA stream, one per engine stream).
   const int64_t before_unload = DeviceAllocated(device);
