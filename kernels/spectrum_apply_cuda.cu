@@ -205,7 +205,7 @@ __device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int p
 // threads together): zs[c · TM + t] = z[rows_of[t], c] for t < valid.
 template <int TM, typename E>
 __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t ldz,
-                                       const int32_t* rows_of, int valid, int n, bool stage_pairs) {
+                                       const int32_t* rows_of, int valid, int n, int stage) {
   // A thread takes column c (consecutive threads, consecutive columns:
   // coalesced reads of each token's row), reads its TM values and writes them
   // with one store of TM elements, so that consecutive threads write
@@ -218,10 +218,17 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
   }
   if constexpr (sizeof(E) == 2) {
     // Two columns per thread: 4-byte loads of each token's row, each pair
-    // of tokens' values interleaved with byte permutes.
-    if (stage_pairs) {
+    // of tokens' values interleaved with byte permutes. Stage 2: each block
+    // starts at a 128-byte piece of the rows of its own (the blocks of a
+    // chunk otherwise all read the same L2 lines at once).
+    if (stage >= 1) {
+      const int pairs = n / 2;
+      const int rot =
+          stage == 2 ? static_cast<int>((blockIdx.x * 37u + blockIdx.y * 11u) % ((pairs + 31) / 32)) * 32
+                     : 0;
 #pragma unroll 4
-      for (int c = 2 * threadIdx.x; c < n; c += 2 * blockDim.x) {
+      for (int k = threadIdx.x; k < pairs; k += blockDim.x) {
+        const int c = 2 * (k + rot < pairs ? k + rot : k + rot - pairs);
         uint32_t w[TM];
 #pragma unroll
         for (int t = 0; t < TM; ++t) {
@@ -243,7 +250,7 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
       }
     }
   }
-  for (int c = threadIdx.x; c < n && !stage_pairs; c += blockDim.x) {
+  for (int c = threadIdx.x; c < n && stage == 0; c += blockDim.x) {
     alignas(16) E vals[TM];
 #pragma unroll
     for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
@@ -273,7 +280,7 @@ template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kP
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
-                        int diag, bool stage_pairs, bool contiguous) {
+                        int diag, int stage, bool contiguous) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   if (diag == 3) return;  // benchmarks: an empty launch
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
@@ -333,14 +340,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   };
   // The first steps' entries are requested before the staging, so that
   // their loads overlap it, and before the wait for the previous kernel
-  // (launched with programmatic dependent launch, the block may start while
-  // the FWHT that makes z runs; z and y are touched only after the wait).
+  // (launched with programmatic dependent launch, the block may start as the
+  // FWHT that makes z finishes; z, y_rows and y are read after the wait).
   fill();
   WaitForPrevious();
   int64_t row_offset[TM];
   if constexpr (kShared) {
     if (diag != 2)
-      StageZ<TM>(reinterpret_cast<E*>(shared_raw), z, ldz, rows_of, valid, task.n, stage_pairs);
+      StageZ<TM>(reinterpret_cast<E*>(shared_raw), z, ldz, rows_of, valid, task.n, stage);
     __syncthreads();
   } else {
 #pragma unroll
@@ -580,25 +587,22 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(count),
                   static_cast<unsigned>(chunks));
   // Column pairs where the rows are 4-byte aligned and of an even width
-  // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
-  const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
-                     n % 2 == 0 && op.ldz % 2 == 0 && reinterpret_cast<uintptr_t>(op.z) % 4 == 0;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(kWarpsPerBlock * 32);
-  config.dynamicSmemBytes = smem;
-  config.stream = op.stream;
-  // Programmatic dependent launch: the blocks may start while the previous
-  // kernel (the FWHT that makes z) runs, load their bounds and first
-  // windows, then wait for it (WaitForPrevious) before staging z.
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = op.overlap && tuned_overlap.load(std::memory_order_relaxed) != 2 ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, batch, static_cast<const E*>(op.z), op.ldz,
-                            static_cast<E*>(op.y), op.ldy, op.y_rows, probe ? 0 : diag, pairs,
-                            contiguous);
+  // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread),
+  // from a column of the block's own (stage 2; kernels/dev/spectrum_apply_dev.cu:
+  // one layer 89.4 against 94.5 us from column 0).
+  const int staging = tuned_staging.load(std::memory_order_relaxed);
+  const bool pairs = staging != 2 && sizeof(E) == 2 && n % 2 == 0 && op.ldz % 2 == 0 &&
+                     reinterpret_cast<uintptr_t>(op.z) % 4 == 0;
+  const int stage = !pairs ? 0 : staging == 1 ? 1 : 2;
+  // Programmatic dependent launch: the blocks may start as the previous
+  // kernel (the FWHT that makes z) finishes, load their bounds and first
+  // windows, then wait for it (WaitForPrevious) before staging z
+  // (kernels/dev/spectrum_apply_dev.cu, FWHT + product of one layer: 100.0
+  // against 103.3 us).
+  const LaunchStream on{op.stream, op.overlap && tuned_overlap.load(std::memory_order_relaxed) != 2};
+  return LaunchOn(on, grid, dim3(kWarpsPerBlock * 32), smem, kernel, batch,
+                  static_cast<const E*>(op.z), op.ldz, static_cast<E*>(op.y), op.ldy, op.y_rows,
+                  probe ? 0 : diag, stage, contiguous);
 }
 
 // The segment shape of a batch: S lanes per row and K entries per lane.

@@ -245,7 +245,7 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
 }
 
 // Launched with overlap right after the FWHT that makes its z, as serving
-// launches it, the product's blocks start while the FWHT runs and must still
+// launches it, the product's blocks start as the FWHT finishes and must still
 // read the FWHT's output: fresh x every round (z often lands where the last
 // round's z was), against the CPU product of the same z. 8 adapters × 4
 // tokens (the window stream) and 1 × 32 (chunks of 8), at both LLaMA widths.

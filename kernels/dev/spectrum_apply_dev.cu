@@ -268,9 +268,9 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&d_x, static_cast<size_t>(kTokens) * inter * 2));
   CK(cudaMalloc(&d_xh, static_cast<size_t>(kTokens) * inter * 2));
   CK(cudaMemcpy(d_x, z11.data(), z11.size() * 2, cudaMemcpyHostToDevice));
-  auto fwht = [&](int n) {
+  auto fwht = [&](int n, bool overlap = false) {
     CK(qc::LaunchFwht(d_x, n, d_xh, kTokens, n == hidden ? 1 : 172, n == hidden ? 12 : 6,
-                      qc::DType::kBFloat16, 1.f, true, stream));
+                      qc::DType::kBFloat16, 1.f, true, stream, overlap));
   };
 
   // Check every launch against a float64 reference (y starts at zero).
@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
     double worst = 0;
     for (const Launch& l : launches) {
       CK(cudaMemsetAsync(l.d_y, 0, static_cast<size_t>(kTokens) * l.cols * 2, stream));
-      if (overlap) fwht(l.n);
+      if (overlap) fwht(l.n, true);
       run(l, 0, overlap);
       std::vector<uint16_t> y(static_cast<size_t>(kTokens) * l.cols);
       CK(cudaMemcpyAsync(y.data(), l.d_y, y.size() * 2, cudaMemcpyDeviceToHost, stream));
@@ -318,8 +318,9 @@ int main(int argc, char** argv) {
     const char* name;
     qc::SpectrumApplyTuning t;
   };
-  auto tuning = [](int lanes, int rows, int diag, int pipeline = 0) {
+  auto tuning = [](int lanes, int rows, int diag, int pipeline = 0, int staging = 0) {
     qc::SpectrumApplyTuning t;
+    t.staging = staging;
     t.lanes_per_row = lanes;
     t.rows = rows;
     t.diagnostic = diag;
@@ -328,6 +329,7 @@ int main(int argc, char** argv) {
   };
   const std::vector<Variant> variants = {
       {"default (4 lanes, contiguous, stream)", tuning(0, 0, 0)},
+      {"staging from column 0", tuning(0, 0, 0, 0, 1)},
       {"step pipeline", tuning(0, 0, 0, 1)},
       {"8 lanes, stream", tuning(8, 0, 0)},
       {"8 lanes, strided, step (old default)", tuning(8, 2, 0, 1)},
@@ -394,20 +396,26 @@ int main(int argc, char** argv) {
                 total_bytes / (sum * 1e-6) / 1e9);
   }
   // Each launch after its FWHT, as serving enqueues them; PDL lets the
-  // product's blocks start and load their first entries while the FWHT runs.
+  // product's blocks start and load their first entries as the FWHT ends.
   {
     ok &= check("default, after an FWHT, PDL", true);
     std::printf("\n%-36s %9s  %s\n", "FWHT + product (one layer, us)", "layer",
                 "q/k/v o gate/up down");
-    for (int mode = 0; mode < 3; ++mode) {
+    // Modes: 0 the FWHT alone, 1 FWHT then product, 2 the product with PDL,
+    // 3 both with PDL (the FWHT after the last product), 4 as 3, staging
+    // from column 0.
+    const char* names[] = {"FWHT alone", "FWHT, then product", "FWHT, product (PDL)",
+                           "FWHT (PDL), product (PDL)", "both PDL, staging from column 0"};
+    for (int mode = 0; mode < 5; ++mode) {
+      qc::SetSpectrumApplyTuning(tuning(0, 0, 0, 0, mode == 4 ? 1 : 0));
       float sum = 0;
       std::string parts;
       for (const Launch& l : launches) {
         const float us = TimeIt(reps, stream,
                                 [&] {
                                   for (int c = 0; c < kCopies; ++c) {
-                                    fwht(l.n);
-                                    if (mode > 0) run(l, c, mode == 2);
+                                    fwht(l.n, mode >= 3);
+                                    if (mode > 0) run(l, c, mode >= 2);
                                   }
                                 }) /
                          kCopies;
@@ -416,11 +424,10 @@ int main(int argc, char** argv) {
         std::snprintf(buf, sizeof buf, " %6.1f", us);
         parts += buf;
       }
-      std::printf("%-36s %9.1f  %s\n",
-                  mode == 0 ? "FWHT alone" : mode == 1 ? "FWHT, then product" : "FWHT, product (PDL)",
-                  sum, parts.c_str());
+      std::printf("%-36s %9.1f  %s\n", names[mode], sum, parts.c_str());
     }
   }
+  qc::SetSpectrumApplyTuning({});
   std::printf("%s\n", ok ? "all checks passed" : "CHECKS FAILED");
   return ok ? 0 : 1;
 }

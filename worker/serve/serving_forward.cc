@@ -7,14 +7,10 @@
 #include <cstring>
 #include <limits>
 #include <map>
-#include <memory>
-#include <optional>
 #include <tuple>
 
 #ifdef QWHA_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
 #endif
@@ -39,78 +35,6 @@ torch::Tensor Rope(const torch::Tensor& x, const torch::Tensor& cos, const torch
 }
 
 }  // namespace
-
-#ifdef QWHA_WITH_CUDA
-namespace {
-
-constexpr int64_t kLenBucket = 64;
-constexpr size_t kMaxGraphs = 8;
-
-struct GraphKey {
-  int64_t count = 0, len = 0;
-  bool leading = false;
-  std::vector<uint64_t> groups;  // per group: adapter serial, rows, all
-
-  bool operator<(const GraphKey& o) const {
-    return std::tie(count, len, leading, groups) < std::tie(o.count, o.len, o.leading, o.groups);
-  }
-};
-
-struct CapturedStep {
-  std::unique_ptr<at::cuda::CUDAGraph> graph;
-  torch::Tensor inputs;  // the step's index lists (device int64), read by the graph
-  torch::Tensor logits;  // the graph's output
-  uint64_t last_use = 0;
-};
-
-// A pool's state of forward steps on CUDA (KvPool::forward_state).
-struct ForwardState {
-  // The second stream of the adapters' corrections (AdapterOverlap), one per
-  // pool: the same stream in the eager warm-up step and in every capture.
-  std::optional<c10::cuda::CUDAStream> side;
-  bool warmed = false;  // an eager decode step ran on this stream (lazy inits done)
-  bool broken = false;  // a capture failed: eager from then on
-  uint64_t clock = 0;
-  std::map<GraphKey, CapturedStep> steps;
-};
-
-ForwardState& StateOf(KvPool* pool) {
-  if (!pool->forward_state()) pool->forward_state() = std::make_shared<ForwardState>();
-  return *static_cast<ForwardState*>(pool->forward_state().get());
-}
-
-// Work on a second stream that starts after everything enqueued so far on
-// the current one, until Join makes the current stream wait for it (in a
-// capture: a fork and a join of the graph).
-class SideStream {
- public:
-  SideStream(const torch::Device& device, KvPool* pool)
-      : main_(c10::cuda::getCurrentCUDAStream(device.index())) {
-    ForwardState& state = StateOf(pool);
-    if (!state.side) state.side = c10::cuda::getStreamFromPool(false, device.index());
-    side_ = *state.side;
-    at::cuda::CUDAEvent fork;
-    fork.record(main_);
-    fork.block(*side_);
-  }
-  template <typename F>
-  void Run(F&& f) {
-    const c10::cuda::CUDAStreamGuard guard(*side_);
-    f();
-  }
-  void Join() {
-    at::cuda::CUDAEvent join;
-    join.record(*side_);
-    join.block(main_);
-  }
-
- private:
-  c10::cuda::CUDAStream main_;
-  std::optional<c10::cuda::CUDAStream> side_;
-};
-
-}  // namespace
-#endif  // QWHA_WITH_CUDA
 
 torch::Tensor ServingModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const {
   // As LlamaModel::RmsNorm: the fused kernel on CUDA (same roundings), else ATen.
@@ -137,8 +61,8 @@ void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, in
       offset += slots_[static_cast<size_t>(base + k)].out_features;
     }
   }
-  // The FWHT's kernel runs just before SpectrumApply's, which may start
-  // meanwhile (overlap).
+  // SpectrumApply's launches follow the FWHT's kernel and may start as it
+  // finishes (overlap).
   if (!tasks.empty()) {
     kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, y, /*overlap=*/true);
   }
@@ -162,58 +86,6 @@ void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, in
       offset += out;
     }
   }
-}
-
-namespace {
-
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  torch::Tensor y = torch::matmul(x, w.t());
-  if (b.defined()) y.add_(b);
-  return y;
-}
-
-}  // namespace
-
-torch::Tensor ServingModel::Project(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                                    const torch::Tensor& x, const torch::Tensor& w,
-                                    const torch::Tensor& b, KvPool* pool) const {
-#ifdef QWHA_WITH_CUDA
-  if (x.is_cuda() && !rows.groups.empty() && adapter_overlap() == AdapterOverlap::kAll) {
-    // The corrections on the second stream while the matmul runs.
-    SideStream side(device_, pool);
-    torch::Tensor delta;
-    side.Run([&] {
-      delta = torch::zeros({x.size(0), w.size(0)}, x.options());
-      AddDeltas(rows, layer, first_kind, kinds, x, delta);
-    });
-    torch::Tensor y = Linear(x, w, b);
-    side.Join();
-    return y.add_(delta);
-  }
-#else
-  (void)pool;
-#endif
-  torch::Tensor y = Linear(x, w, b);
-  AddDeltas(rows, layer, first_kind, kinds, x, y);
-  return y;
-}
-
-torch::Tensor ServingModel::AddProjection(const Rows& rows, int64_t layer, int kind,
-                                          const torch::Tensor& x, const torch::Tensor& w,
-                                          const torch::Tensor& b, torch::Tensor h,
-                                          KvPool* pool) const {
-#ifdef QWHA_WITH_CUDA
-  if (x.is_cuda() && !rows.groups.empty() && adapter_overlap() != AdapterOverlap::kNone) {
-    // The corrections go to h on the second stream while the matmul runs
-    // (nothing else reads or writes h until the join).
-    SideStream side(device_, pool);
-    side.Run([&] { AddDeltas(rows, layer, kind, 1, x, h); });
-    const torch::Tensor y = Linear(x, w, b);
-    side.Join();
-    return h + y;
-  }
-#endif
-  return h + Project(rows, layer, kind, 1, x, w, b, pool);
 }
 
 torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const torch::Tensor& q,
@@ -417,19 +289,29 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
     const Layer& layer = *layers_[l];
     const int64_t li = static_cast<int64_t>(l);
     torch::Tensor x = RmsNorm(h, layer.input_norm);
-    const torch::Tensor qkv = Project(rows, li, 0, 3, x, layer.w_qkv, layer.b_qkv, pool);
+    torch::Tensor qkv = torch::matmul(x, layer.w_qkv.t());
+    if (layer.b_qkv.defined()) qkv.add_(layer.b_qkv);
+    AddDeltas(rows, li, 0, 3, x, qkv);
     torch::Tensor q = qkv.narrow(1, 0, heads * d).view({n, heads, d});
     torch::Tensor k = qkv.narrow(1, heads * d, kv_heads * d).view({n, kv_heads, d});
     torch::Tensor v = qkv.narrow(1, (heads + kv_heads) * d, kv_heads * d).view({n, kv_heads, d});
     q = Rope(q, cos, sin);
     k = Rope(k, cos, sin);
     torch::Tensor attn = Attention(rows, li, q, k, v, pool);
-    h = AddProjection(rows, li, 3, attn, layer.w_o, layer.b_o, h, pool);
+    torch::Tensor o = torch::matmul(attn, layer.w_o.t());
+    if (layer.b_o.defined()) o.add_(layer.b_o);
+    AddDeltas(rows, li, 3, 1, attn, o);
+    h = h + o;
 
     x = RmsNorm(h, layer.post_norm);
-    const torch::Tensor gate_up = Project(rows, li, 4, 2, x, layer.w_gate_up, layer.b_gate_up, pool);
+    torch::Tensor gate_up = torch::matmul(x, layer.w_gate_up.t());
+    if (layer.b_gate_up.defined()) gate_up.add_(layer.b_gate_up);
+    AddDeltas(rows, li, 4, 2, x, gate_up);
     torch::Tensor a = torch::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
-    h = AddProjection(rows, li, 6, a, layer.w_down, layer.b_down, h, pool);
+    torch::Tensor down = torch::matmul(a, layer.w_down.t());
+    if (layer.b_down.defined()) down.add_(layer.b_down);
+    AddDeltas(rows, li, 6, 1, a, down);
+    h = h + down;
   }
   torch::Tensor hl = RmsNorm(h.index_select(0, rows.last), final_norm_);
   return torch::matmul(hl, lm_head_.t()).to(torch::kFloat32);
@@ -447,6 +329,38 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
 // graph can never run with an adapter that replaced another at the same
 // address; graphs of unloaded adapters are never replayed again and age out
 // of the cache (they hold no adapter memory, only their activations).
+#ifdef QWHA_WITH_CUDA
+namespace {
+
+constexpr int64_t kLenBucket = 64;
+constexpr size_t kMaxGraphs = 8;
+
+struct GraphKey {
+  int64_t count = 0, len = 0;
+  bool leading = false;
+  std::vector<uint64_t> groups;  // per group: adapter serial, rows, all
+
+  bool operator<(const GraphKey& o) const {
+    return std::tie(count, len, leading, groups) < std::tie(o.count, o.len, o.leading, o.groups);
+  }
+};
+
+struct CapturedStep {
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+  torch::Tensor inputs;  // the step's index lists (device int64), read by the graph
+  torch::Tensor logits;  // the graph's output
+  uint64_t last_use = 0;
+};
+
+struct GraphState {
+  bool warmed = false;  // an eager decode step ran on this stream (lazy inits done)
+  bool broken = false;  // a capture failed: eager from then on
+  uint64_t clock = 0;
+  std::map<GraphKey, CapturedStep> steps;
+};
+
+}  // namespace
+#endif  // QWHA_WITH_CUDA
 
 torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) const {
 #ifdef QWHA_WITH_CUDA
@@ -455,7 +369,8 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
   if (stream == c10::cuda::getDefaultCUDAStream(device_.index())) {
     return RunEager(plan, pool, plan.single_max_length);
   }
-  ForwardState& state = StateOf(pool);
+  if (!pool->forward_state()) pool->forward_state() = std::make_shared<GraphState>();
+  GraphState& state = *static_cast<GraphState*>(pool->forward_state().get());
   GraphKey key;
   key.count = plan.count();
   key.len = std::min(pool->max_len(),

@@ -138,56 +138,6 @@ TEST(ServingGraphTest, CapturedDecodeStepsMatchEagerSteps) {
 #endif
 }
 
-// The adapters' corrections on the step's stream, beside the o/down matmuls
-// (into the residual) and beside every matmul (ServingModel::AdapterOverlap):
-// the same logits, step after step, eager and from graphs, with QWHA, LoRA
-// and base rows in one batch. Fixed tokens are fed, so that every mode sees
-// the same inputs.
-TEST(ServingGraphTest, EveryAdapterOverlapModeGivesTheSameLogits) {
-  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
-#ifdef QWHA_WITH_CUDA
-  using Overlap = ServingModel::AdapterOverlap;
-  const c10::cuda::CUDAStreamGuard stream(c10::cuda::getStreamFromPool());
-  GpuBase s(torch::kFloat32);
-  auto a = s.Load(AdapterType::kQwha, 4);
-  auto b = s.Load(AdapterType::kQwha, 5);
-  auto lora = s.Load(AdapterType::kLora, 6);
-  const std::vector<const ServingAdapter*> adapters = {a->adapter(), nullptr, b->adapter(),
-                                                       lora->adapter(), a->adapter()};
-  const int64_t n = static_cast<int64_t>(adapters.size());
-  auto decode = [&](Overlap mode, bool graphs) {
-    s.serving->set_adapter_overlap(mode);
-    KvPool pool(*s.serving, n, 160);
-    pool.set_cuda_graphs(graphs);
-    std::vector<StepSegment> segments;
-    for (int64_t i = 0; i < n; ++i) {
-      segments.push_back({i, 0, Tokens(2 + 3 * i, 200 + static_cast<uint64_t>(i)),
-                          adapters[static_cast<size_t>(i)]});
-    }
-    std::vector<torch::Tensor> logits;
-    for (int64_t step = 0; step < 12; ++step) {
-      logits.push_back(s.serving->Forward(segments, &pool));
-      const std::vector<int64_t> next = Tokens(n, 300 + static_cast<uint64_t>(step));
-      for (int64_t i = 0; i < n; ++i) {
-        StepSegment& seg = segments[static_cast<size_t>(i)];
-        seg.start += static_cast<int64_t>(seg.tokens.size());
-        seg.tokens = {next[static_cast<size_t>(i)]};
-      }
-    }
-    if (graphs) EXPECT_GE(pool.graph_stats().replayed, 5);
-    return torch::stack(logits);
-  };
-  const torch::Tensor want = decode(Overlap::kNone, false);
-  for (Overlap mode : {Overlap::kNone, Overlap::kResidual, Overlap::kAll}) {
-    for (bool graphs : {false, true}) {
-      SCOPED_TRACE(c10::str("mode ", static_cast<int>(mode), graphs ? " graphs" : " eager"));
-      EXPECT_LE(RelDiff(decode(mode, graphs), want), 1e-4);
-    }
-  }
-  s.serving->set_adapter_overlap(Overlap::kAll);
-#endif
-}
-
 TEST(ServingGraphTest, AReloadedAdapterVersionIsNeverReplayedWithTheOldGraph) {
   if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
 #ifdef QWHA_WITH_CUDA

@@ -22,7 +22,6 @@
 
 #include <torch/torch.h>
 
-#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -115,20 +114,6 @@ class ServingModel {
   // checks them before calling).
   torch::Tensor Forward(const std::vector<StepSegment>& segments, KvPool* pool) const;
 
-  // Where the adapters' corrections run on CUDA, beside the base's matmuls:
-  //   kNone: on the step's stream, after the projection they correct;
-  //   kResidual: those of o and down on a second stream, at the same time as
-  //     the projection's matmul, added to the residual stream h instead of
-  //     the projection's output (h + (o + Δ) becomes (h + Δ) + o);
-  //   kAll (the default): as kResidual, and those of q/k/v and gate/up into a
-  //     zeroed buffer on the second stream, added to the matmul's output.
-  // The three differ only in the roundings of bfloat16 sums. On the CPU
-  // every mode runs as kNone. Steps in flight and graphs already captured
-  // keep the mode they started with; benchmarks compare modes between runs.
-  enum class AdapterOverlap { kNone = 0, kResidual = 1, kAll = 2 };
-  void set_adapter_overlap(AdapterOverlap mode) { overlap_.store(static_cast<int>(mode)); }
-  AdapterOverlap adapter_overlap() const { return static_cast<AdapterOverlap>(overlap_.load()); }
-
  private:
   struct Layer;
   struct Rows;
@@ -149,14 +134,6 @@ class ServingModel {
   torch::Tensor ForwardCaptured(const StepPlan& plan, KvPool* pool) const;
   void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
                  torch::Tensor& y) const;
-  // x·wᵀ (+ b) corrected by the adapters of slots first_kind .. + kinds, and
-  // h + that for one slot (o, down), as adapter_overlap() says.
-  torch::Tensor Project(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                        const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
-                        KvPool* pool) const;
-  torch::Tensor AddProjection(const Rows& rows, int64_t layer, int kind, const torch::Tensor& x,
-                              const torch::Tensor& w, const torch::Tensor& b, torch::Tensor h,
-                              KvPool* pool) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
   torch::Tensor Attention(const Rows& rows, int64_t layer, const torch::Tensor& q,
                           const torch::Tensor& k, const torch::Tensor& v, KvPool* pool) const;
@@ -175,7 +152,6 @@ class ServingModel {
   torch::Tensor rope_cos_;      // [max_seq_len, head_dim], float32
   torch::Tensor rope_sin_;
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::atomic<int> overlap_{static_cast<int>(AdapterOverlap::kAll)};
 };
 
 }  // namespace qwha::serve
