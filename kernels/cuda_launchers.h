@@ -23,13 +23,9 @@ enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2, kFloat64 = 3
 // not overlap. dtype is kFloat32, kBFloat16 or kFloat16 (both tensors).
 // Requires 16-byte aligned in/out and (in_row_stride * element size) % 16 == 0.
 // Accumulates in float32. Returns cudaErrorInvalidValue for an unsupported
-// size or dtype. overlap: with programmatic dependent launch (Hopper and
-// newer), the blocks become resident while the previous kernel on the stream
-// finishes and wait for it before they read or write anything (a decode
-// step's FWHT follows the base's matmul; always safe).
+// size or dtype.
 cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,
-                       int log2_m, DType dtype, float scale, bool transpose, cudaStream_t stream,
-                       bool overlap = true);
+                       int log2_m, DType dtype, float scale, bool transpose, cudaStream_t stream);
 
 // out[r, c] = (code(r, c) - zeros[r, c / g]) * scales[r, c / g] (+ add[r, c]),
 // computed in float32 and rounded once to out_dtype (kFloat32/kBFloat16/
@@ -95,9 +91,8 @@ struct SpectrumApplyTask {
 // min_blocks_per_sm resident blocks (3: capped, only with 4 or 8 lanes × 8
 // entries; 1: not capped; 0: capped for chunks of 4 tokens), the staging of z
 // in shared memory (1: two columns per thread with 4-byte loads where the
-// type has 2 bytes, rows are 4-byte aligned and n is even, from column 0; 2:
-// one column per thread; 0: as 1, each block from a column of its own), a
-// diagnostic mode that times a part (1: only the staging
+// type has 2 bytes, rows are 4-byte aligned and n is even; 2: one column per
+// thread; 0: as 1), a diagnostic mode that times a part (1: only the staging
 // of z, 2: everything but the staging, 3: an empty launch; for chunks of 4
 // tokens of a 2-byte type with 4 or 8 lanes × 8 entries and the cap, 4:
 // gathers of z free of bank conflicts, 5: entries loaded but not used; the
@@ -118,9 +113,6 @@ struct SpectrumApplyTuning {
   // exists (chunks of 4 tokens of 2-byte types, 4 or 8 lanes × 8 entries, the
   // register cap), else the step pipeline.
   int pipeline = 0;
-  // Launches asked to overlap (LaunchSpectrumApply's `overlap`): 0 or 1 with
-  // programmatic dependent launch, 2 without (benchmarks).
-  int overlap = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 
@@ -129,14 +121,9 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 // (float32 sums, one atomic add per cell). z [.., ldz], y [.., ldy] and the
 // tasks' values share dtype (kFloat32/kBFloat16/kFloat16); y_rows int32.
 // Enqueues one launch per group of up to 32 tasks of one token bucket (<= 4
-// tokens, more) and width n; count / 8 must stay below 65536. overlap: with
-// programmatic dependent launch (Hopper and newer), so that the launches'
-// blocks start as the kernel enqueued just before them finishes (its blocks
-// exit) and load the spectra's row bounds and first entries before they wait
-// for it; z, y_rows and y are read only after the wait. Only where that kernel
-// writes no spectrum's row_ptr, gaps or values.
+// tokens, more) and width n; count / 8 must stay below 65536.
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                                DType dtype, cudaStream_t stream, bool overlap = false);
+                                DType dtype, cudaStream_t stream);
 
 }  // namespace qwha::kernels::cuda

@@ -29,7 +29,6 @@ template <typename T, int kLogN, int kV, int kTR, int kRows>
 __global__ void __launch_bounds__(kTR* kRows)
     FwhtPow2Kernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int64_t rows,
                    float scale) {
-  WaitForPrevious();  // launched with PDL: the previous kernel may still run
   constexpr int kN = 1 << kLogN;
   constexpr int kE = kV < 8 ? kV : 8;  // elements per vector access
   static_assert(kV * kTR == kN, "bad config");
@@ -70,7 +69,7 @@ __global__ void __launch_bounds__(kTR* kRows)
 
 template <typename T, int kLogN, int kV, int kTR, int kRows>
 cudaError_t LaunchPow2(const T* in, int64_t in_stride, T* out, int64_t rows, float scale,
-                       const LaunchStream& stream) {
+                       cudaStream_t stream) {
   auto kernel = FwhtPow2Kernel<T, kLogN, kV, kTR, kRows>;
   int smem = 0;
   if constexpr (kTR > 1) smem = kRows * SegLayout<kV, kTR>::kStride * 4;
@@ -81,15 +80,16 @@ cudaError_t LaunchPow2(const T* in, int64_t in_stride, T* out, int64_t rows, flo
   }
   const int64_t blocks = (rows + kRows - 1) / kRows;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  return LaunchOn(stream, dim3(static_cast<unsigned>(blocks)), dim3(kTR * kRows), smem, kernel, in,
-                  in_stride, out, rows, scale);
+  kernel<<<static_cast<unsigned>(blocks), kTR * kRows, smem, stream>>>(in, in_stride, out, rows,
+                                                                       scale);
+  return cudaGetLastError();
 }
 
 // Launch configuration per log2(n): values per thread V, threads per row TR,
 // rows per block.
 template <typename T>
 cudaError_t DispatchPow2(const T* in, int64_t s, T* out, int64_t rows, int log_n, float scale,
-                         const LaunchStream& st) {
+                         cudaStream_t st) {
   switch (log_n) {
     case 0:
       return LaunchPow2<T, 0, 1, 1, 128>(in, s, out, rows, scale, st);
@@ -130,7 +130,7 @@ cudaError_t DispatchPow2(const T* in, int64_t s, T* out, int64_t rows, int log_n
 
 template <typename T>
 cudaError_t DispatchFwht(const T* in, int64_t s, T* out, int64_t rows, int k, int log2_m,
-                         float scale, bool transpose, const LaunchStream& st) {
+                         float scale, bool transpose, cudaStream_t st) {
   if (k == 1) return DispatchPow2(in, s, out, rows, log2_m, scale, st);
   return LaunchFwhtK(in, s, out, rows, k, log2_m, scale, transpose, st);
 }
@@ -138,9 +138,7 @@ cudaError_t DispatchFwht(const T* in, int64_t s, T* out, int64_t rows, int k, in
 }  // namespace
 
 cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,
-                       int log2_m, DType dtype, float scale, bool transpose, cudaStream_t cuda_stream,
-                       bool overlap) {
-  const LaunchStream stream{cuda_stream, overlap};
+                       int log2_m, DType dtype, float scale, bool transpose, cudaStream_t stream) {
   if (rows < 0 || log2_m < 0 || (static_cast<int64_t>(k) << log2_m) > 32768) {
     return cudaErrorInvalidValue;
   }

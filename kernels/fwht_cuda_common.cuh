@@ -198,6 +198,6 @@ __device__ __forceinline__ void SegSync() {
 // K > 1 path (fwht_k_cuda.cu): k in kSupportedHadamardK, n = k << log2_m.
 template <typename T>
 cudaError_t LaunchFwhtK(const T* in, int64_t in_stride, T* out, int64_t rows, int k, int log2_m,
-                        float scale, bool transpose, const LaunchStream& stream);
+                        float scale, bool transpose, cudaStream_t stream);
 
 }  // namespace qwha::kernels::cuda::fwht_internal

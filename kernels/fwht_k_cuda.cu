@@ -51,7 +51,6 @@ template <typename T, int kLogM, int kMTW, int kGW>
 __global__ void __launch_bounds__(512)
     FwhtKMmaKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k,
                    bool transpose, float scale) {
-  WaitForPrevious();  // launched with PDL: the previous kernel may still run
   // (no folding here: k is the K of hadamard_k.h)
   constexpr int kM = 1 << kLogM;
   constexpr bool kF32 = sizeof(T) == 4;
@@ -205,7 +204,6 @@ template <typename T, int kLogM>
 __global__ void __launch_bounds__(128)
     FwhtKRegKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k_orig,
                    int fold, bool transpose, float scale) {
-  WaitForPrevious();  // launched with PDL: the previous kernel may still run
   const int k = k_orig * fold;  // rows of the (folded) [k, M] view
   constexpr int kM = 1 << kLogM;
   constexpr int kNG = kM / 16;  // 16-column groups
@@ -304,7 +302,7 @@ __global__ void __launch_bounds__(128)
 
 template <typename T, int kLogM>
 cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, int fold, bool tr,
-                      float scale, const LaunchStream& st) {
+                      float scale, cudaStream_t st) {
   constexpr int kM = 1 << kLogM;
   const int k = k_orig * fold;
   const int mt = (k + 15) / 16;
@@ -322,8 +320,9 @@ cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, 
   // n = 11008 = 172 · 64, 32 rows: 8.3 us as 32 blocks of 11 m-tiles, 4.2 us
   // as 96 blocks).
   const int splits = rows < 128 ? (mt + threads / 32 - 1) / (threads / 32) : 1;
-  return LaunchOn(st, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)),
-                  dim3(threads), smem, kernel, in, s, out, k_orig, fold, tr, scale);
+  kernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)), threads, smem, st>>>(
+      in, s, out, k_orig, fold, tr, scale);
+  return cudaGetLastError();
 }
 
 // Warp tiling per m-tile count: m-tiles per warp and 16-column groups per warp
@@ -333,7 +332,7 @@ constexpr int GwFor(int mtw) { return mtw == 1 ? 8 : (mtw == 2 ? 4 : 2); }
 
 template <typename T, int kLogM, int kMTW>
 cudaError_t LaunchMma(const T* in, int64_t s, T* out, int64_t rows, int k, bool tr, float scale,
-                      const LaunchStream& st) {
+                      cudaStream_t st) {
   constexpr int kM = 1 << kLogM;
   constexpr int kGW = std::min(GwFor(kMTW), kM / 16);
   const int mt = (k + 15) / 16;
@@ -348,13 +347,13 @@ cudaError_t LaunchMma(const T* in, int64_t s, T* out, int64_t rows, int k, bool 
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
   }
-  return LaunchOn(st, dim3(static_cast<unsigned>(rows)), dim3(threads), smem, kernel, in, s, out, k,
-                  tr, scale);
+  kernel<<<static_cast<unsigned>(rows), threads, smem, st>>>(in, s, out, k, tr, scale);
+  return cudaGetLastError();
 }
 
 template <typename T, int kLogM>
 cudaError_t LaunchMmaForM(const T* in, int64_t s, T* out, int64_t rows, int k, bool tr, float scale,
-                          const LaunchStream& st) {
+                          cudaStream_t st) {
   switch (MtwFor((k + 15) / 16)) {
     case 1:
       return LaunchMma<T, kLogM, 1>(in, s, out, rows, k, tr, scale, st);
@@ -374,7 +373,6 @@ template <typename T>
 __global__ void __launch_bounds__(128)
     FwhtKSmallKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k, int m,
                      bool transpose, float scale) {
-  WaitForPrevious();  // launched with PDL: the previous kernel may still run
   extern __shared__ float4 smem4[];
   float* x = reinterpret_cast<float*>(smem4);
   float* z = x + k * m;
@@ -406,7 +404,7 @@ __global__ void __launch_bounds__(128)
 
 template <typename T>
 cudaError_t LaunchFwhtK(const T* in, int64_t s, T* out, int64_t rows, int k, int log2_m,
-                        float scale, bool tr, const LaunchStream& st) {
+                        float scale, bool tr, cudaStream_t st) {
   if (!IsSupportedK(k) || (static_cast<int64_t>(k) << log2_m) > 32768) {
     return cudaErrorInvalidValue;
   }
@@ -438,16 +436,16 @@ cudaError_t LaunchFwhtK(const T* in, int64_t s, T* out, int64_t rows, int k, int
   }
   if (log2_m > 3) return cudaErrorInvalidValue;
   const int m = 1 << log2_m;
-  return LaunchOn(st, dim3(static_cast<unsigned>(rows)), dim3(128),
-                  static_cast<size_t>(2 * k * m * 4), FwhtKSmallKernel<T>, in, s, out, k, m, tr,
-                  scale);
+  FwhtKSmallKernel<T>
+      <<<static_cast<unsigned>(rows), 128, 2 * k * m * 4, st>>>(in, s, out, k, m, tr, scale);
+  return cudaGetLastError();
 }
 
 template cudaError_t LaunchFwhtK<float>(const float*, int64_t, float*, int64_t, int, int, float,
-                                        bool, const LaunchStream&);
+                                        bool, cudaStream_t);
 template cudaError_t LaunchFwhtK<__nv_bfloat16>(const __nv_bfloat16*, int64_t, __nv_bfloat16*,
-                                                int64_t, int, int, float, bool, const LaunchStream&);
+                                                int64_t, int, int, float, bool, cudaStream_t);
 template cudaError_t LaunchFwhtK<__half>(const __half*, int64_t, __half*, int64_t, int, int, float,
-                                         bool, const LaunchStream&);
+                                         bool, cudaStream_t);
 
 }  // namespace qwha::kernels::cuda::fwht_internal

@@ -213,7 +213,7 @@ void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
 }  // namespace
 
 void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
-                   const torch::Tensor& y_rows, torch::Tensor& y, bool overlap) {
+                   const torch::Tensor& y_rows, torch::Tensor& y) {
   TORCH_CHECK(z.dim() == 2 && z.scalar_type() == y.scalar_type() && z.stride(1) == 1 &&
                   z.size(0) == y.size(0),
               "SpectrumApply: z must be [y rows, n] in y's dtype with unit column stride");
@@ -260,11 +260,10 @@ void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& task
   const cudaError_t err = cuda::LaunchSpectrumApply(
       device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr(), z.stride(0),
       y.data_ptr(), y.stride(0), y_rows.data_ptr<int32_t>(), ToCudaDType(y.scalar_type()),
-      at::cuda::getCurrentCUDAStream(y.device().index()).stream(), overlap);
+      at::cuda::getCurrentCUDAStream(y.device().index()).stream());
   TORCH_CHECK(err == cudaSuccess,
               "qwha::kernels::SpectrumApply: CUDA launch failed: ", cudaGetErrorString(err));
 #else
-  (void)overlap;
   TORCH_CHECK(false, "SpectrumApply: this build has no CUDA kernels (device ", y.device(), ")");
 #endif
 }

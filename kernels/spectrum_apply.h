@@ -83,11 +83,8 @@ struct SpectrumTask {
 // values; y_rows: contiguous int32 [>= tok_begin + count of every task] on
 // y's device, values in [0, M). Every spectrum has n == z.size(1) and y_col +
 // rows <= cols. Throws c10::Error when a precondition that can be checked
-// without reading device memory fails. overlap (CUDA): the kernels start as
-// the kernel enqueued just before them on the stream (the FWHT that made z)
-// finishes, loading the spectra meanwhile; only where that kernel writes none
-// of the spectra (cuda::LaunchSpectrumApply).
+// without reading device memory fails.
 void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
-                   const torch::Tensor& y_rows, torch::Tensor& y, bool overlap = false);
+                   const torch::Tensor& y_rows, torch::Tensor& y);
 
 }  // namespace qwha::kernels

@@ -205,7 +205,7 @@ __device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int p
 // threads together): zs[c · TM + t] = z[rows_of[t], c] for t < valid.
 template <int TM, typename E>
 __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t ldz,
-                                       const int32_t* rows_of, int valid, int n, int stage) {
+                                       const int32_t* rows_of, int valid, int n, bool stage_pairs) {
   // A thread takes column c (consecutive threads, consecutive columns:
   // coalesced reads of each token's row), reads its TM values and writes them
   // with one store of TM elements, so that consecutive threads write
@@ -218,17 +218,10 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
   }
   if constexpr (sizeof(E) == 2) {
     // Two columns per thread: 4-byte loads of each token's row, each pair
-    // of tokens' values interleaved with byte permutes. Stage 2: each block
-    // starts at a 128-byte piece of the rows of its own (the blocks of a
-    // chunk otherwise all read the same L2 lines at once).
-    if (stage >= 1) {
-      const int pairs = n / 2;
-      const int rot =
-          stage == 2 ? static_cast<int>((blockIdx.x * 37u + blockIdx.y * 11u) % ((pairs + 31) / 32)) * 32
-                     : 0;
+    // of tokens' values interleaved with byte permutes.
+    if (stage_pairs) {
 #pragma unroll 4
-      for (int k = threadIdx.x; k < pairs; k += blockDim.x) {
-        const int c = 2 * (k + rot < pairs ? k + rot : k + rot - pairs);
+      for (int c = 2 * threadIdx.x; c < n; c += 2 * blockDim.x) {
         uint32_t w[TM];
 #pragma unroll
         for (int t = 0; t < TM; ++t) {
@@ -250,7 +243,7 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
       }
     }
   }
-  for (int c = threadIdx.x; c < n && stage == 0; c += blockDim.x) {
+  for (int c = threadIdx.x; c < n && !stage_pairs; c += blockDim.x) {
     alignas(16) E vals[TM];
 #pragma unroll
     for (int t = 0; t < TM; ++t) vals[t] = t < valid ? z[offset[t] + c] : FromF<E>(0.f);
@@ -280,7 +273,7 @@ template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kP
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
-                        int diag, int stage, bool contiguous) {
+                        int diag, bool stage_pairs, bool contiguous) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   if (diag == 3) return;  // benchmarks: an empty launch
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
@@ -339,15 +332,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
     for (int d = 0; d < D; ++d) fetch(d * P, pb[d], pe[d], pw[d]);
   };
   // The first steps' entries are requested before the staging, so that
-  // their loads overlap it, and before the wait for the previous kernel
-  // (launched with programmatic dependent launch, the block may start as the
-  // FWHT that makes z finishes; z, y_rows and y are read after the wait).
+  // their loads overlap it.
   fill();
-  WaitForPrevious();
   int64_t row_offset[TM];
   if constexpr (kShared) {
     if (diag != 2)
-      StageZ<TM>(reinterpret_cast<E*>(shared_raw), z, ldz, rows_of, valid, task.n, stage);
+      StageZ<TM>(reinterpret_cast<E*>(shared_raw), z, ldz, rows_of, valid, task.n, stage_pairs);
     __syncthreads();
   } else {
 #pragma unroll
@@ -504,24 +494,11 @@ std::atomic<int> tuned_staging{0};
 std::atomic<int> tuned_min_blocks{0};
 std::atomic<int> tuned_rows{0};
 std::atomic<int> tuned_pipeline{0};
-std::atomic<int> tuned_overlap{0};
-
-// What every launch of one LaunchSpectrumApply call shares.
-struct Operands {
-  const void* z;
-  int64_t ldz;
-  void* y;
-  int64_t ldy;
-  const int32_t* y_rows;
-  DeviceLimits limits;
-  cudaStream_t stream;
-  bool overlap;  // programmatic dependent launch (LaunchSpectrumApply)
-};
 
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
-                        const Operands& op) {
-  const DeviceLimits& limits = op.limits;
+                        const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
+                        const DeviceLimits& limits, cudaStream_t stream) {
   // Per instantiation; raised once, never lowered (launchers may run concurrently).
   static std::atomic<int> configured_shared{48 * 1024};
   static std::atomic<int> configured_stream{48 * 1024};  // the window stream's kernel
@@ -587,22 +564,13 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(count),
                   static_cast<unsigned>(chunks));
   // Column pairs where the rows are 4-byte aligned and of an even width
-  // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread),
-  // from a column of the block's own (stage 2; kernels/dev/spectrum_apply_dev.cu:
-  // one layer 89.4 against 94.5 us from column 0).
-  const int staging = tuned_staging.load(std::memory_order_relaxed);
-  const bool pairs = staging != 2 && sizeof(E) == 2 && n % 2 == 0 && op.ldz % 2 == 0 &&
-                     reinterpret_cast<uintptr_t>(op.z) % 4 == 0;
-  const int stage = !pairs ? 0 : staging == 1 ? 1 : 2;
-  // Programmatic dependent launch: the blocks may start as the previous
-  // kernel (the FWHT that makes z) finishes, load their bounds and first
-  // windows, then wait for it (WaitForPrevious) before staging z
-  // (kernels/dev/spectrum_apply_dev.cu, FWHT + product of one layer: 100.0
-  // against 103.3 us).
-  const LaunchStream on{op.stream, op.overlap && tuned_overlap.load(std::memory_order_relaxed) != 2};
-  return LaunchOn(on, grid, dim3(kWarpsPerBlock * 32), smem, kernel, batch,
-                  static_cast<const E*>(op.z), op.ldz, static_cast<E*>(op.y), op.ldy, op.y_rows,
-                  probe ? 0 : diag, stage, contiguous);
+  // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
+  const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
+                     n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
+  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
+                                                      static_cast<E*>(y), ldy, y_rows,
+                                                      probe ? 0 : diag, pairs, contiguous);
+  return cudaGetLastError();
 }
 
 // The segment shape of a batch: S lanes per row and K entries per lane.
@@ -632,10 +600,13 @@ Shape PickShape(int tokens_per_chunk, int64_t mean_row) {
 
 template <int TM, int S, int K, int kMinBlocks, typename E>
 cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
-                         int max_tokens, const Operands& op) {
+                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
+                         const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
   return shared
-             ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, op)
-             : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, op);
+             ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
+                                                          ldz, y, ldy, y_rows, limits, stream)
+             : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
+                                                           ldz, y, ldy, y_rows, limits, stream);
 }
 
 // Registers capped for 3 resident blocks per SM (and 3 blocks per SM aimed
@@ -645,26 +616,34 @@ cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, 
 // shape has the cap (other shapes are for the benchmark's sweep).
 template <int TM, int S, int K, typename E>
 cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
-                        int max_tokens, const Operands& op) {
+                        int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
+                        const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
   if constexpr ((S == 8 || S == 4) && K == 8) {
     const int min_blocks = tuned_min_blocks.load(std::memory_order_relaxed);
     if (min_blocks == 3 || (min_blocks == 0 && TM == 4)) {
-      return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, op);
+      return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y,
+                                          ldy, y_rows, limits, stream);
     }
   }
-  return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, op);
+  return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
+                                      y_rows, limits, stream);
 }
 
 template <int TM, int S, typename E>
 cudaError_t LaunchLanes(int entries, bool shared, const TaskBatch& batch, int count, int n,
-                        int max_rows, int max_tokens, const Operands& op) {
-  return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens, op)
-                       : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens, op);
+                        int max_rows, int max_tokens, const void* z, int64_t ldz, void* y,
+                        int64_t ldy, const int32_t* y_rows, const DeviceLimits& limits,
+                        cudaStream_t stream) {
+  return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens, z,
+                                                   ldz, y, ldy, y_rows, limits, stream)
+                       : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens, z,
+                                                  ldz, y, ldy, y_rows, limits, stream);
 }
 
 template <int TM, typename E>
-cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const Operands& op) {
-  const DeviceLimits& limits = op.limits;
+cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void* z, int64_t ldz,
+                         void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
+  static const DeviceLimits limits = Limits();
   // Batches of up to kMaxTasks tasks of one width n (the shared-memory size).
   std::vector<bool> done(tasks.size(), false);
   for (size_t i = 0; i < tasks.size(); ++i) {
@@ -687,23 +666,28 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const Oper
     cudaError_t err;
     if constexpr (TM == 4) {  // segments of 4 lanes hold chunks of at most 4 tokens
       if (shape.lanes == 4) {
-        err = LaunchLanes<TM, 4, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op);
+        err = LaunchLanes<TM, 4, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, z,
+                                    ldz, y, ldy, y_rows, limits, stream);
         if (err != cudaSuccess) return err;
         continue;
       }
     }
     err = shape.lanes <= 8
-              ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op)
+              ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                      z, ldz, y, ldy, y_rows, limits, stream)
           : shape.lanes == 16
-              ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op)
-              : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, op);
+              ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                       z, ldz, y, ldy, y_rows, limits, stream)
+              : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
+                                       z, ldz, y, ldy, y_rows, limits, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
 }
 
 template <typename E>
-cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const Operands& op) {
+cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const void* z, int64_t ldz,
+                        void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
   // Tasks of at most 4 tokens take the 4-token kernel; the rest go in chunks
   // of 8 tokens, one block per chunk.
   std::vector<SpectrumApplyTask> b4, b8;
@@ -713,8 +697,8 @@ cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const Ope
     (t.count <= 4 ? b4 : b8).push_back(t);
   }
   cudaError_t err = cudaSuccess;
-  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, op))) return err;
-  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, op))) return err;
+  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, z, ldz, y, ldy, y_rows, stream))) return err;
+  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, z, ldz, y, ldy, y_rows, stream))) return err;
   return cudaSuccess;
 }
 
@@ -729,21 +713,18 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_min_blocks.store(tuning.min_blocks_per_sm, std::memory_order_relaxed);
   tuned_rows.store(tuning.rows, std::memory_order_relaxed);
   tuned_pipeline.store(tuning.pipeline, std::memory_order_relaxed);
-  tuned_overlap.store(tuning.overlap, std::memory_order_relaxed);
 }
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                                DType dtype, cudaStream_t stream, bool overlap) {
-  static const DeviceLimits limits = Limits();
-  const Operands op{z, ldz, y, ldy, y_rows, limits, stream, overlap};
+                                DType dtype, cudaStream_t stream) {
   switch (dtype) {
     case DType::kFloat32:
-      return LaunchTyped<float>(tasks, num_tasks, op);
+      return LaunchTyped<float>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
     case DType::kBFloat16:
-      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, op);
+      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
     case DType::kFloat16:
-      return LaunchTyped<__half>(tasks, num_tasks, op);
+      return LaunchTyped<__half>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
     default:
       return cudaErrorInvalidValue;
   }

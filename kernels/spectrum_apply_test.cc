@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/fwht.h"
 #include "kernels/test_devices.h"
 
 #ifdef QWHA_WITH_CUDA
@@ -105,23 +104,6 @@ struct TaskSpec {
   int64_t rows, count;
 };
 
-std::vector<PackedSpectrum> OnCpu(const std::vector<PackedSpectrum>& spectra) {
-  std::vector<PackedSpectrum> out;
-  for (const PackedSpectrum& f : spectra) {
-    PackedSpectrum c = f;
-    c.row_ptr = f.row_ptr.cpu(), c.gaps = f.gaps.cpu(), c.values = f.values.cpu();
-    out.push_back(c);
-  }
-  return out;
-}
-
-// The tasks with their spectra replaced by `cpu` (OnCpu of theirs, in order).
-std::vector<SpectrumTask> CpuTasks(std::vector<SpectrumTask> tasks,
-                                   const std::vector<PackedSpectrum>& cpu) {
-  for (size_t i = 0; i < tasks.size(); ++i) tasks[i].spectrum = &cpu[i];
-  return tasks;
-}
-
 // Several spectra over one input, tokens of each task interleaved across y's
 // rows (as requests of different adapters are in a decode batch), token
 // counts that hit every bucket and the > 32 loop, output columns at offsets.
@@ -171,8 +153,15 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
   }
   if (dev.is_cuda()) {  // the CUDA kernel against the CPU loops
     torch::Tensor y_cpu = y0.clone();
-    const std::vector<PackedSpectrum> cpu_spectra = OnCpu(spectra);
-    SpectrumApply(z, CpuTasks(tasks, cpu_spectra), y_rows, y_cpu);
+    std::vector<PackedSpectrum> cpu_spectra;
+    for (const PackedSpectrum& f : spectra) {
+      PackedSpectrum c = f;
+      c.row_ptr = f.row_ptr.cpu(), c.gaps = f.gaps.cpu(), c.values = f.values.cpu();
+      cpu_spectra.push_back(c);
+    }
+    std::vector<SpectrumTask> cpu_tasks = tasks;
+    for (size_t i = 0; i < tasks.size(); ++i) cpu_tasks[i].spectrum = &cpu_spectra[i];
+    SpectrumApply(z, cpu_tasks, y_rows, y_cpu);
     EXPECT_LE((got - y_cpu.to(torch::kFloat64)).abs().max().item<double>(), tol * scale);
   }
 }
@@ -242,50 +231,6 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
     }
   }
   cuda::SetSpectrumApplyTuning({});
-}
-
-// Launched with overlap right after the FWHT that makes its z, as serving
-// launches it, the product's blocks start as the FWHT finishes and must still
-// read the FWHT's output: fresh x every round (z often lands where the last
-// round's z was), against the CPU product of the same z. 8 adapters × 4
-// tokens (the window stream) and 1 × 32 (chunks of 8), at both LLaMA widths.
-TEST(SpectrumApplyTest, AnOverlappedLaunchReadsTheFwhtItFollows) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  torch::manual_seed(9);
-  const torch::Device dev(torch::kCUDA);
-  for (int64_t n : {int64_t{4096}, int64_t{11008}}) {
-    for (int64_t per : {int64_t{4}, int64_t{32}}) {
-      SCOPED_TRACE(c10::str("n=", n, " tokens per task ", per));
-      const int64_t tasks_n = 32 / per, rows = 512;
-      std::vector<PackedSpectrum> spectra;
-      for (int64_t i = 0; i < tasks_n; ++i) {
-        const torch::Tensor idx = MixedIndex(rows, n, 0.02);
-        auto f = PackSpectrum(idx, torch::randn({idx.size(0)}, torch::kFloat64), rows, n, 0.5,
-                              torch::kBFloat16, dev);
-        ASSERT_TRUE(f.ok()) << f.status();
-        spectra.push_back(*std::move(f));
-      }
-      std::vector<SpectrumTask> tasks;
-      for (int64_t i = 0; i < tasks_n; ++i) tasks.push_back({&spectra[i], i * rows, i * per, per});
-      const std::vector<PackedSpectrum> cpu_spectra = OnCpu(spectra);
-      const std::vector<SpectrumTask> cpu_tasks = CpuTasks(tasks, cpu_spectra);
-      const torch::Tensor y_rows = torch::randperm(32, torch::kInt64).to(torch::kInt32);
-      const torch::Tensor y_rows_dev = y_rows.to(dev);
-      for (int round = 0; round < 10; ++round) {
-        const torch::Tensor x = torch::randn({32, n}, torch::kFloat64).to(torch::kBFloat16).to(dev);
-        torch::Tensor y = torch::zeros({32, tasks_n * rows}, x.options());
-        const torch::Tensor z = Fwht(x, 1.0, /*transpose=*/true);
-        SpectrumApply(z, tasks, y_rows_dev, y, /*overlap=*/true);
-        torch::Tensor expected = torch::zeros({32, tasks_n * rows}, torch::kBFloat16);
-        SpectrumApply(z.cpu(), cpu_tasks, y_rows, expected);
-        const double scale = expected.abs().max().item<double>();
-        ASSERT_GT(scale, 0.0);
-        EXPECT_LE((y.cpu().to(torch::kFloat64) - expected.to(torch::kFloat64)).abs().max().item<double>(),
-                  1e-2 * scale)
-            << "round " << round;
-      }
-    }
-  }
 }
 #endif
 

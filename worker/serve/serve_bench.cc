@@ -15,7 +15,6 @@
 // its best step time and TTFT.
 #include <torch/cuda.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -451,36 +450,6 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
   return argc % 2 == 1;
 }
 
-#ifdef QWHA_SERVE_BENCH_CUDA_STATS
-// Graph steps of the largest batch with 8 adapters with and without
-// programmatic dependent launch of SpectrumApply after its FWHT
-// (SpectrumApplyTuning::overlap), interleaved with base steps, each keeping
-// its best of `repeats` runs.
-void PdlSideBySide(const serve::ServingModel& base, const Flags& f,
-                   const std::vector<std::shared_ptr<const serve::ServingAdapter>>& adapters) {
-  const int64_t batch = *std::max_element(f.batches.begin(), f.batches.end());
-  if (batch < 8) return;
-  double base_ms = 0, best[2] = {0, 0};
-  for (int rep = 0; rep < f.repeats; ++rep) {
-    const double b = RunBatch(base, f, batch, {}, true).step_ms;
-    if (rep == 0 || b < base_ms) base_ms = b;
-    for (int pdl = 0; pdl < 2; ++pdl) {
-      kernels::cuda::SpectrumApplyTuning tuning;
-      tuning.overlap = pdl == 1 ? 1 : 2;
-      kernels::cuda::SetSpectrumApplyTuning(tuning);
-      const double ms = RunBatch(base, f, batch, adapters, true).step_ms;
-      if (rep == 0 || ms < best[pdl]) best[pdl] = ms;
-    }
-  }
-  kernels::cuda::SetSpectrumApplyTuning({});
-  std::printf(
-      "\nSpectrumApply after its FWHT (graph steps, batch %lld, 8 QWHA; base %.2f ms): without PDL "
-      "%.2f ms (%.3fx), with PDL %.2f ms (%.3fx)\n",
-      static_cast<long long>(batch), base_ms, best[0], best[0] / base_ms, best[1],
-      best[1] / base_ms);
-}
-#endif  // QWHA_SERVE_BENCH_CUDA_STATS
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -588,9 +557,6 @@ int main(int argc, char** argv) {
       }
     }
   }
-#ifdef QWHA_SERVE_BENCH_CUDA_STATS
-  if (device.is_cuda()) PdlSideBySide(*base, f, adapters);
-#endif
   // Right around the unload: the runs above leave buffers of their own (the
   // cuBLAS workspace LibTorch keeps per CUDA stream, one per engine stream).
   const int64_t before_unload = DeviceAllocated(device);

@@ -61,11 +61,7 @@ void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, in
       offset += slots_[static_cast<size_t>(base + k)].out_features;
     }
   }
-  // SpectrumApply's launches follow the FWHT's kernel and may start as it
-  // finishes (overlap).
-  if (!tasks.empty()) {
-    kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, y, /*overlap=*/true);
-  }
+  if (!tasks.empty()) kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, y);
   // LoRA adapters, group by group.
   for (const Rows::Group& g : rows.groups) {
     if (g.tok_begin >= 0) continue;
