@@ -294,7 +294,8 @@ int main(int argc, char** argv) {
   // The base's matmul of each launch, y = x · Wᵀ for a zero W [cols, n] (one
   // per copy of the layer), as LibTorch's matmul calls cuBLAS.
   cublasHandle_t blas;
-  if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(blas, stream) != CUBLAS_STATUS_SUCCESS) {
+  if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS ||
+      cublasSetStream(blas, stream) != CUBLAS_STATUS_SUCCESS) {
     std::fprintf(stderr, "cuBLAS setup failed\n");
     return 1;
   }
@@ -393,105 +394,91 @@ int main(int argc, char** argv) {
   }
   qc::SetSpectrumApplyTuning({});
 
-  // Time each launch (GPU time per launch, from graph replays) per variant,
-  // after one untimed pass (without it the first variant came out ~4 us per
-  // layer slow: 91.8 against 87.7 for the same launches timed again).
-  for (const Launch& l : launches) {
-    (void)TimeIt(reps, stream, [&] {
-      for (int c = 0; c < kCopies; ++c) run(l, c);
-    });
-  }
-  std::printf("\n%-36s %9s  %s\n", "variant (one layer, us)", "layer", "q/k/v o gate/up down");
-  for (const Variant& v : variants) {
-    qc::SetSpectrumApplyTuning(v.t);
+  // One layer's GPU time per copy, summed over its launches (per-launch
+  // figures in *parts): per_copy(li, c) enqueues launch li's work on copy c.
+  auto time_layer = [&](const std::function<void(size_t, int)>& per_copy, std::string* parts) {
     float sum = 0;
-    std::string parts;
-    for (const Launch& l : launches) {
+    parts->clear();
+    for (size_t li = 0; li < launches.size(); ++li) {
       const float us = TimeIt(reps, stream,
                               [&] {
-                                for (int c = 0; c < kCopies; ++c) run(l, c);
+                                for (int c = 0; c < kCopies; ++c) per_copy(li, c);
                               }) /
                        kCopies;
       sum += us;
       char buf[32];
       std::snprintf(buf, sizeof buf, " %6.1f", us);
-      parts += buf;
+      *parts += buf;
     }
+    return sum;
+  };
+  auto product_only = [&](size_t li, int c) { run(launches[li], c); };
+  std::string parts;
+  // Time each launch (GPU time per launch, from graph replays) per variant,
+  // after one untimed pass (without it the first variant came out ~4 us per
+  // layer slow: 91.8 against 87.7 for the same launches timed again).
+  (void)time_layer(product_only, &parts);
+  std::printf("\n%-36s %9s  %s\n", "variant (one layer, us)", "layer", "q/k/v o gate/up down");
+  for (const Variant& v : variants) {
+    qc::SetSpectrumApplyTuning(v.t);
+    const float sum = time_layer(product_only, &parts);
     std::printf("%-36s %9.1f  %s   (%.0f GB/s)\n", v.name, sum, parts.c_str(),
                 total_bytes / (sum * 1e-6) / 1e9);
   }
   qc::SetSpectrumApplyTuning({});
-  // The bandwidth reference: the same bytes streamed (one buffer per launch),
-  // by the whole grid in order, then as one slice per warp (48 warps per SM,
-  // as the product).
-  for (int slices : {0, 2, 8}) {
+  // The bandwidth reference: the same bytes streamed (one buffer per launch
+  // and copy), by the whole grid in order, then as one slice per warp (48
+  // warps per SM, as the product).
+  {
     unsigned* sink;
     CK(cudaMalloc(&sink, 4));
-    float sum = 0;
-    std::string parts;
-    for (const Launch& l : launches) {
-      uint8_t* buf[kCopies];
-      for (auto& b : buf) CK(cudaMalloc(&b, l.bytes + 16));
-      const size_t n16 = l.bytes / 16;
-      const float us = TimeIt(reps, stream,
-                              [&] {
-                                for (uint8_t* b : buf) {
-                                  const uint4* p = reinterpret_cast<const uint4*>(b);
-                                  if (slices == 2) {
-                                    SliceStreamKernel<2><<<prop.multiProcessorCount * 3, 512, 0,
-                                                           stream>>>(p, n16, sink);
-                                  } else if (slices == 8) {
-                                    SliceStreamKernel<8><<<prop.multiProcessorCount * 3, 512, 0,
-                                                           stream>>>(p, n16, sink);
-                                  } else {
-                                    StreamKernel<<<prop.multiProcessorCount * 4, 512, 0, stream>>>(
-                                        p, n16, sink);
-                                  }
-                                }
-                              }) /
-                       kCopies;
-      CK(cudaGetLastError());
-      sum += us;
-      char b2[32];
-      std::snprintf(b2, sizeof b2, " %6.1f", us);
-      parts += b2;
-      for (uint8_t* b : buf) CK(cudaFree(b));
+    std::vector<std::vector<uint8_t*>> bufs(launches.size());
+    for (size_t li = 0; li < launches.size(); ++li) {
+      for (int c = 0; c < kCopies; ++c) {
+        uint8_t* b;
+        CK(cudaMalloc(&b, launches[li].bytes + 16));
+        bufs[li].push_back(b);
+      }
     }
-    std::printf("%-36s %9.1f  %s   (%.0f GB/s)\n",
-                slices == 0   ? "stream the same bytes"
-                : slices == 2 ? "stream them, a slice per warp"
-                              : "a slice per warp, 8 loads ahead",
-                sum,
-                parts.c_str(), total_bytes / (sum * 1e-6) / 1e9);
+    for (int slices : {0, 2, 8}) {
+      const float sum = time_layer(
+          [&](size_t li, int c) {
+            const uint4* p = reinterpret_cast<const uint4*>(bufs[li][static_cast<size_t>(c)]);
+            const size_t n16 = launches[li].bytes / 16;
+            if (slices == 2) {
+              SliceStreamKernel<2><<<prop.multiProcessorCount * 3, 512, 0, stream>>>(p, n16, sink);
+            } else if (slices == 8) {
+              SliceStreamKernel<8><<<prop.multiProcessorCount * 3, 512, 0, stream>>>(p, n16, sink);
+            } else {
+              StreamKernel<<<prop.multiProcessorCount * 4, 512, 0, stream>>>(p, n16, sink);
+            }
+          },
+          &parts);
+      CK(cudaGetLastError());
+      std::printf("%-36s %9.1f  %s   (%.0f GB/s)\n",
+                  slices == 0   ? "stream the same bytes"
+                  : slices == 2 ? "stream them, a slice per warp"
+                                : "a slice per warp, 8 loads ahead",
+                  sum, parts.c_str(), total_bytes / (sum * 1e-6) / 1e9);
+    }
+    for (auto& v : bufs) {
+      for (uint8_t* b : v) CK(cudaFree(b));
+    }
     CK(cudaFree(sink));
   }
   // Each launch after the base's matmul and the FWHT, as serving enqueues
   // them (per copy of the layer): what the product adds to a decode step.
-  {
-    std::printf("\n%-36s %9s  %s\n", "in sequence (one layer, us)", "layer",
-                "q/k/v o gate/up down");
-    for (bool product : {false, true}) {
-      float sum = 0;
-      std::string parts;
-      for (size_t li = 0; li < launches.size(); ++li) {
-        const Launch& l = launches[li];
-        const float us = TimeIt(reps, stream,
-                                [&] {
-                                  for (int c = 0; c < kCopies; ++c) {
-                                    matmul(li, c);
-                                    fwht(l.n);
-                                    if (product) run(l, c);
-                                  }
-                                }) /
-                         kCopies;
-        sum += us;
-        char buf[32];
-        std::snprintf(buf, sizeof buf, " %6.1f", us);
-        parts += buf;
-      }
-      std::printf("%-36s %9.1f  %s\n", product ? "matmul, FWHT, product" : "matmul, FWHT", sum,
-                  parts.c_str());
-    }
+  std::printf("\n%-36s %9s  %s\n", "in sequence (one layer, us)", "layer", "q/k/v o gate/up down");
+  for (bool product : {false, true}) {
+    const float sum = time_layer(
+        [&](size_t li, int c) {
+          matmul(li, c);
+          fwht(launches[li].n);
+          if (product) run(launches[li], c);
+        },
+        &parts);
+    std::printf("%-36s %9.1f  %s\n", product ? "matmul, FWHT, product" : "matmul, FWHT", sum,
+                parts.c_str());
   }
   std::printf("%s\n", ok ? "all checks passed" : "CHECKS FAILED");
   return ok ? 0 : 1;
