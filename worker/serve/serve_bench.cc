@@ -609,7 +609,7 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "target (%s steps): batch >= 32 with 8 adapters at <= 1.30x the base's decode step time: "
-        "%.2fx %s (median of the repeats' paired ratios:%s; best against best %.3fx)\n",
+        "%.3fx %s (median of the repeats' paired ratios:%s; best against best %.3fx)\n",
         graphs ? "graph" : "eager", ratio.median, ratio.median <= 1.3 ? "MET" : "NOT MET",
         paired.c_str(), ratio.best);
   }
