@@ -64,6 +64,15 @@ cudaError_t LaunchSoftmaxCrossEntropy(void* logits, const int64_t* targets, int6
 // (round = to the tensors' dtype). y / dx do not overlap the inputs.
 cudaError_t LaunchRmsNormForward(const void* x, const void* weight, void* y, int64_t rows,
                                  int64_t hidden, float eps, DType dtype, cudaStream_t stream);
+// RMSNorm forward as above, then z = scale · FWHT(y) per row (H_n, n = hidden):
+// one kernel, y bit for bit LaunchRmsNormForward's. Only where
+// RmsNormFwhtFused (hidden 4096, a 2-byte dtype, 16-byte aligned pointers);
+// else cudaErrorInvalidValue.
+bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight,
+                      const void* y, const void* z);
+cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* z, int64_t rows,
+                              int64_t hidden, float eps, float scale, DType dtype,
+                              cudaStream_t stream);
 cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* weight, void* dx,
                                   int64_t rows, int64_t hidden, float eps, DType dtype,
                                   cudaStream_t stream);
@@ -95,8 +104,9 @@ struct SpectrumApplyTask {
 // thread; 0: as 1), a diagnostic mode that times a part (1: only the staging
 // of z, 2: everything but the staging, 3: an empty launch; for chunks of 4
 // tokens of a 2-byte type with 4 or 8 lanes × 8 entries and the cap, 4:
-// gathers of z free of bank conflicts, 5: entries loaded but not used; the
-// results are then wrong) and the rows of a warp (1: one contiguous range,
+// gathers of z free of bank conflicts, 5: entries loaded but not used, 6: as
+// 5 with the loads reading the warp's range in order; the results are then
+// wrong) and the rows of a warp (1: one contiguous range,
 // 2: strided, w, w + warps, ...; 0: contiguous for chunks of 4 tokens, else
 // strided). Process-wide; not for concurrent use
 // with launches.

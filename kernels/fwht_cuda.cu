@@ -17,6 +17,7 @@
 //
 // Launch configuration (V values x TR threads per row, rows per block) is the
 // table in DispatchPow2. K > 1 goes to fwht_k_cuda.cu.
+#include "kernels/cuda_rows.cuh"
 #include "kernels/fwht_cuda_common.cuh"
 
 namespace qwha::kernels::cuda {
@@ -128,6 +129,70 @@ cudaError_t DispatchPow2(const T* in, int64_t s, T* out, int64_t rows, int log_n
   }
 }
 
+// -------------------------------------------------- RMSNorm, then FWHT --
+// One block of 256 threads per row of 4096 elements of a 2-byte type. Thread
+// u holds the 16-byte packs u and u + 256 (layout A with V = 16, TR = 256),
+// as rms_norm_cuda.cu's forward kernel holds them, and sums their squares in
+// the same order with the same block sum: y is that kernel's, bit for bit.
+// The rounded y then goes through the FWHT of FwhtPow2Kernel (V = 16, TR =
+// 256: the low 4 of the 8 thread bits by shuffles) into z.
+constexpr int kNormThreads = 256;
+constexpr int kNormV = 16;
+constexpr int kNormN = kNormV * kNormThreads;
+
+template <typename T>
+__global__ void __launch_bounds__(kNormThreads)
+    RmsNormFwhtKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+                      T* __restrict__ z, float eps, float scale) {
+  extern __shared__ float4 smem4[];
+  __shared__ float scratch[kNormThreads / 32];
+  const int u = threadIdx.x;
+  const int64_t row = blockIdx.x;
+  const T* src = x + row * kNormN;
+  float v[kNormV], wv[kNormV];
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    LoadF<T, 8>(src + c * 8 * kNormThreads + u * 8, v + c * 8);
+    LoadF<T, 8>(w + c * 8 * kNormThreads + u * 8, wv + c * 8);
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) ss += v[i] * v[i];
+  const float r = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(kNormN) + eps);
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) {
+    // As the RMSNorm kernel: round(w · round(x · r)); the FWHT reads y.
+    v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
+  }
+  T* out = y + row * kNormN;
+#pragma unroll
+  for (int c = 0; c < 2; ++c) StoreF<T, 8>(out + c * 8 * kNormThreads + u * 8, v + c * 8);
+  Sylvester<kNormV>(v);
+  float* seg = reinterpret_cast<float*>(smem4);
+  WriteA<kNormV, kNormThreads>(seg, u, v);
+  __syncthreads();
+  AccessB<kNormV, kNormThreads, false>(seg, u, v);
+  SylvesterB<kNormV, kNormThreads>(v, u);
+  AccessB<kNormV, kNormThreads, true>(seg, u, v);
+  __syncthreads();
+  ReadA<kNormV, kNormThreads>(seg, u, v);
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) v[i] *= scale;
+  T* zo = z + row * kNormN;
+#pragma unroll
+  for (int c = 0; c < 2; ++c) StoreF<T, 8>(zo + c * 8 * kNormThreads + u * 8, v + c * 8);
+}
+
+template <typename T>
+cudaError_t LaunchNormFwht(const void* x, const void* w, void* y, void* z, int64_t rows, float eps,
+                           float scale, cudaStream_t stream) {
+  const int smem = SegLayout<kNormV, kNormThreads>::kStride * 4;
+  RmsNormFwhtKernel<T><<<static_cast<unsigned>(rows), kNormThreads, smem, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), static_cast<T*>(z),
+      eps, scale);
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t DispatchFwht(const T* in, int64_t s, T* out, int64_t rows, int k, int log2_m,
                          float scale, bool transpose, cudaStream_t st) {
@@ -136,6 +201,24 @@ cudaError_t DispatchFwht(const T* in, int64_t s, T* out, int64_t rows, int k, in
 }
 
 }  // namespace
+
+bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight,
+                      const void* y, const void* z) {
+  return hidden == kNormN && (dtype == DType::kBFloat16 || dtype == DType::kFloat16) &&
+         PackAligned(hidden, 2, x, weight, y, z);
+}
+
+cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* z, int64_t rows,
+                              int64_t hidden, float eps, float scale, DType dtype,
+                              cudaStream_t stream) {
+  if (!RmsNormFwhtFused(hidden, dtype, x, weight, y, z) || rows < 0 || rows > 0x7fffffff) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows == 0) return cudaSuccess;
+  return dtype == DType::kBFloat16
+             ? LaunchNormFwht<__nv_bfloat16>(x, weight, y, z, rows, eps, scale, stream)
+             : LaunchNormFwht<__half>(x, weight, y, z, rows, eps, scale, stream);
+}
 
 cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,
                        int log2_m, DType dtype, float scale, bool transpose, cudaStream_t stream) {

@@ -2,6 +2,8 @@
 // function (the backward is RmsNormBackward; weight gets no gradient).
 #include "kernels/rms_norm.h"
 
+#include "kernels/fwht.h"
+
 #ifdef QWHA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 
@@ -105,6 +107,33 @@ torch::Tensor RmsNormBackward(const torch::Tensor& dy, const torch::Tensor& x,
   const torch::Tensor r = torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
   const torch::Tensor c = r * r * (gw * h).mean(-1, /*keepdim=*/true);
   return (r * (gw - h * c)).to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
+                                                    const torch::Tensor& weight, double eps,
+                                                    double scale, bool transpose) {
+  CheckArgs(x, weight, "RmsNormFwht");
+  torch::NoGradGuard no_grad;
+#ifdef QWHA_WITH_CUDA
+  if (UseCuda(x)) {
+    const torch::Tensor xc = x.contiguous(), wc = weight.contiguous();
+    torch::Tensor y = torch::empty_like(xc), z = torch::empty_like(xc);
+    const int64_t hidden = x.size(-1);
+    const cuda::DType dtype = ToCudaDType(x.scalar_type());
+    if (cuda::RmsNormFwhtFused(hidden, dtype, xc.data_ptr(), wc.data_ptr(), y.data_ptr(),
+                               z.data_ptr())) {
+      CheckCuda(cuda::LaunchRmsNormFwht(
+                    xc.data_ptr(), wc.data_ptr(), y.data_ptr(), z.data_ptr(), xc.numel() / hidden,
+                    hidden, static_cast<float>(eps), static_cast<float>(scale), dtype,
+                    at::cuda::getCurrentCUDAStream(x.device().index()).stream()),
+                "RmsNormFwht");
+      return {y, z};
+    }
+  }
+#endif
+  torch::Tensor y = ForwardImpl(x, weight, eps);
+  torch::Tensor z = Fwht(y, scale, transpose);
+  return {std::move(y), std::move(z)};
 }
 
 }  // namespace qwha::kernels

@@ -14,12 +14,24 @@
 
 #include <torch/torch.h>
 
+#include <utility>
+
 namespace qwha::kernels {
 
 // x [..., H] float; weight [H] of x's dtype and device. Returns y in x's shape
 // and dtype; differentiable w.r.t. x. Throws c10::Error for mismatched shapes,
 // dtypes or devices.
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
+// RmsNorm(x, weight, eps) and Fwht(that, scale, transpose) at once, without
+// autograd (serving: the input of a projection and of its QWHA adapters). On
+// CUDA, for a last dimension of 4096 in bfloat16 or float16, one kernel: the
+// first tensor bit for bit RmsNorm's, the second within float32 rounding of
+// Fwht's (the same butterflies, in another order); elsewhere the two ops.
+// Same preconditions as RmsNorm, plus Fwht's on the last dimension.
+std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
+                                                    const torch::Tensor& weight, double eps,
+                                                    double scale = 1.0, bool transpose = false);
 
 // The backward alone: dx for dy (x's shape and dtype). Same preconditions.
 torch::Tensor RmsNormBackward(const torch::Tensor& dy, const torch::Tensor& x,

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/fwht.h"
 #include "kernels/test_devices.h"
 
 namespace qwha::kernels {
@@ -89,12 +90,50 @@ TEST(RmsNormTest, GradientEqualsAutogradOfTheComposition) {
   EXPECT_LT((RmsNorm(x.detach(), w, 1e-6) - ref.detach()).abs().max().item<double>(), 1e-14);
 }
 
+// RmsNormFwht: the normalized rows bit for bit RmsNorm's on the same device,
+// the transform within rounding of a float64 FWHT of them (one fused kernel
+// on CUDA for 4096 in bfloat16/float16; the two ops elsewhere).
+TEST(RmsNormTest, RmsNormFwhtEqualsRmsNormThenFwht) {
+  torch::manual_seed(4);
+  const double eps = 1e-5;
+  for (const torch::Device dev : Devices()) {
+    for (const torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
+      for (const int64_t hidden : {int64_t{4096}, int64_t{2048}}) {
+        const std::string where =
+            dev.str() + " " + c10::toString(dtype) + " H=" + std::to_string(hidden);
+        const torch::Tensor x =
+            (torch::randn({3, 5, hidden}, torch::kFloat64) * 3).to(dtype).to(dev);
+        const torch::Tensor w =
+            (1 + 0.3 * torch::randn({hidden}, torch::kFloat64)).to(dtype).to(dev);
+        const auto [y, z] = RmsNormFwht(x, w, eps, 0.5, /*transpose=*/true);
+        ASSERT_EQ(y.sizes(), x.sizes()) << where;
+        ASSERT_EQ(z.sizes(), x.sizes()) << where;
+        ASSERT_EQ(z.scalar_type(), dtype) << where;
+        EXPECT_TRUE(y.equal(RmsNorm(x, w, eps))) << where;
+        // z against the float64 transform of y, row by row: within a few
+        // units of the dtype's rounding of the row's scale.
+        const torch::Tensor ref = Fwht(y.to(torch::kCPU, torch::kFloat64), 0.5, true);
+        const torch::Tensor err = (z.to(torch::kCPU, torch::kFloat64) - ref).abs();
+        const torch::Tensor row_scale = ref.abs().amax(-1, /*keepdim=*/true);
+        const double ulp = dtype == torch::kBFloat16  ? 1.0 / 128
+                           : dtype == torch::kFloat16 ? 1.0 / 1024
+                                                      : 2e-5;
+        EXPECT_TRUE((err <= row_scale * ulp).all().item<bool>())
+            << where << ": max error / row scale "
+            << (err / row_scale).max().item<double>();
+        EXPECT_LT(RelErr(z, ref), ulp / 2) << where;
+      }
+    }
+  }
+}
+
 TEST(RmsNormTest, RejectsBadArguments) {
   const torch::Tensor x = torch::randn({2, 8});
   EXPECT_THROW(RmsNorm(x, torch::ones({7}), 1e-5), c10::Error);
   EXPECT_THROW(RmsNorm(x, torch::ones({8}, torch::kFloat64), 1e-5), c10::Error);
   EXPECT_THROW(RmsNorm(x.to(torch::kInt64), torch::ones({8}, torch::kInt64), 1e-5), c10::Error);
   EXPECT_THROW(RmsNormBackward(torch::randn({2, 7}), x, torch::ones({8}), 1e-5), c10::Error);
+  EXPECT_THROW(RmsNormFwht(x, torch::ones({7}), 1e-5), c10::Error);
 }
 
 }  // namespace

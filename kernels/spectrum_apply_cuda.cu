@@ -258,10 +258,12 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
   }
 }
 
-// kProbe (benchmarks only, diagnostic modes 4 and 5; the results are wrong):
+// kProbe (benchmarks only, diagnostic modes 4, 5 and 6; the results are wrong):
 // 1: every gather of z reads a place of its own lane instead (the same loads,
 // free of bank conflicts); 2: entries are loaded but not used (no scan, no
-// gathers, no arithmetic).
+// gathers, no arithmetic); 3: as 2, but the loads read the warp's range of
+// entries in order, 32 consecutive 8-entry pieces per load (what the access
+// pattern of the segments' windows costs against a coalesced stream).
 //
 // kAhead 1 (the window stream): the warp reads its windows as one stream,
 // the next window always in flight (the step's next window, or the next
@@ -347,6 +349,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   }
   if (diag == 1) return;  // benchmarks: the staging alone
   const E* zs = reinterpret_cast<const E*>(shared_raw);
+  // kProbe 3: the warp's whole range of entries, read in order.
+  int flat = 0, flat_end = 0;
+  if constexpr (kProbe == 3) {
+    flat = first < limit ? __ldg(task.row_ptr + first) : 0;
+    flat_end = first < limit ? __ldg(task.row_ptr + limit) : 0;
+  }
   while (first < limit) {
     for (int k = 0; k < rows_here; k += P) {
       const int r = first + (k + sub) * stride;
@@ -361,7 +369,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
       for (int o = 16; o >= S; o >>= 1) windows = max(windows, __shfl_xor_sync(kFull, windows, o));
       int carry = 0;
       auto window = [&](const RawK<K>& cur, int w) {
-        if constexpr (kProbe == 2) {
+        if constexpr (kProbe >= 2) {
 #pragma unroll
           for (int q = 0; q < K / 8; ++q) {
             acc[0] += __uint_as_float(
@@ -425,12 +433,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
         // window is worked on, its first window.
         int nb, ne;
         bounds(k + P, nb, ne);
+        // kProbe 3: the same number of loads, at consecutive places of the
+        // warp's range (one 8-entry piece per lane).
+        auto load_in_order = [&]() {
+          const int at = flat + K * lane;
+          flat += 32 * K;
+          return LoadRawK<K, E>(task, at, flat_end);
+        };
         RawK<K> cur = pw[0];
         if (windows == 0) cur = LoadRawK<K, E>(task, nb + K * sl, ne);
         for (int w = 0; w < windows; ++w) {
-          const RawK<K> next = w + 1 < windows
-                                   ? LoadRawK<K, E>(task, begin + (w + 1) * K * S + K * sl, end)
-                                   : LoadRawK<K, E>(task, nb + K * sl, ne);
+          const RawK<K> next =
+              kProbe == 3      ? load_in_order()
+              : w + 1 < windows ? LoadRawK<K, E>(task, begin + (w + 1) * K * S + K * sl, end)
+                                : LoadRawK<K, E>(task, nb + K * sl, ne);
           window(cur, w);
           cur = next;
         }
@@ -530,17 +546,18 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
                 sizeof(E) == 2) {
     // The window stream (the default here: one layer of 8 adapters × 4
     // tokens read from DRAM, 88.6 us against 101.1 for the step pipeline),
-    // and the probes of diagnostic modes 4 and 5 (kProbe 1 and 2).
+    // and the probes of diagnostic modes 4, 5 and 6 (kProbe 1, 2 and 3).
     if (tuned_pipeline.load(std::memory_order_relaxed) != 1) {
       kernel = diag == 4   ? SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 1, 1>
                : diag == 5 ? SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 2, 1>
+               : diag == 6 ? SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 3, 1>
                            : SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1>;
       stream_kernel = true;
     } else {
       if (diag == 4) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 1>;
       if (diag == 5) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 2>;
     }
-    probe = diag == 4 || diag == 5;
+    probe = diag == 4 || diag == 5 || diag == 6;
   }
   std::atomic<int>& configured = stream_kernel ? configured_stream : configured_shared;
   if (probe) {

@@ -14,12 +14,12 @@ cd "$(dirname "$0")/.." || exit 1
 mkdir -p "$out"
 # shellcheck source=scripts/gpu-env.sh
 source scripts/gpu-env.sh
-tests="${QWHA_GPU_TESTS:-^(spectrum_apply_test|serving_graph_test|fwht_test|llama_test|trainer_test)$}"
+tests="${QWHA_GPU_TESTS:-^(spectrum_apply_test|serving_graph_test|fwht_test|rms_norm_test|llama_test|trainer_test)$}"
 
 gpu_configure "$out" || exit 1
 # shellcheck disable=SC2206  # QWHA_GPU_TARGETS is a list of targets
 targets=(${QWHA_GPU_TARGETS:-qwha-serve-bench qwha-train spectrum_apply_test serving_graph_test
-  fwht_test llama_test trainer_test})
+  fwht_test rms_norm_test llama_test trainer_test})
 if [[ -n "${QWHA_NCU:-}" ]]; then targets=(qwha-serve-bench); fi
 if ! cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$out/build.log" 2>&1; then
   grep -E "error|FAILED" "$out/build.log" | head -40

@@ -44,8 +44,31 @@ torch::Tensor ServingModel::RmsNorm(const torch::Tensor& x, const torch::Tensor&
   return weight * h.to(x.scalar_type());
 }
 
+bool ServingModel::HasSpectrum(const Rows& rows, int64_t layer, int first_kind, int kinds) const {
+  const int64_t base = layer * kSlotsPerLayer;
+  for (const Rows::Group& g : rows.groups) {
+    if (g.tok_begin < 0) continue;
+    for (int k = first_kind; k < first_kind + kinds; ++k) {
+      if (g.adapter->slot(base + k).kind == SlotDelta::Kind::kSpectrum) return true;
+    }
+  }
+  return false;
+}
+
+std::pair<torch::Tensor, torch::Tensor> ServingModel::NormInput(const Rows& rows, int64_t layer,
+                                                                int first_kind, int kinds,
+                                                                const torch::Tensor& h,
+                                                                const torch::Tensor& weight) const {
+  if (h.is_cuda() && norm_fwht_ && HasSpectrum(rows, layer, first_kind, kinds)) {
+    // One kernel instead of two in a row (the FWHT is short and waits on
+    // the RMSNorm): SpectrumInput's transform, the RMSNorm bit for bit.
+    return kernels::RmsNormFwht(h, weight, config_.rms_norm_eps, 1.0, /*transpose=*/true);
+  }
+  return {RmsNorm(h, weight), torch::Tensor()};
+}
+
 void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                             const torch::Tensor& x, torch::Tensor& y) const {
+                             const torch::Tensor& x, torch::Tensor z, torch::Tensor& y) const {
   const int64_t base = layer * kSlotsPerLayer;
   // Spectrum adapters: one FWHT of the input rows they correct (shared by
   // q/k/v, gate/up) and one SpectrumApply for every slot of every adapter.
@@ -61,7 +84,10 @@ void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, in
       offset += slots_[static_cast<size_t>(base + k)].out_features;
     }
   }
-  if (!tasks.empty()) kernels::SpectrumApply(SpectrumInput(x), tasks, rows.spectrum_rows, y);
+  if (!tasks.empty()) {
+    if (!z.defined()) z = SpectrumInput(x);
+    kernels::SpectrumApply(z, tasks, rows.spectrum_rows, y);
+  }
   // LoRA adapters, group by group.
   for (const Rows::Group& g : rows.groups) {
     if (g.tok_begin >= 0) continue;
@@ -284,10 +310,10 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = *layers_[l];
     const int64_t li = static_cast<int64_t>(l);
-    torch::Tensor x = RmsNorm(h, layer.input_norm);
+    auto [x, z] = NormInput(rows, li, 0, 3, h, layer.input_norm);
     torch::Tensor qkv = torch::matmul(x, layer.w_qkv.t());
     if (layer.b_qkv.defined()) qkv.add_(layer.b_qkv);
-    AddDeltas(rows, li, 0, 3, x, qkv);
+    AddDeltas(rows, li, 0, 3, x, z, qkv);
     torch::Tensor q = qkv.narrow(1, 0, heads * d).view({n, heads, d});
     torch::Tensor k = qkv.narrow(1, heads * d, kv_heads * d).view({n, kv_heads, d});
     torch::Tensor v = qkv.narrow(1, (heads + kv_heads) * d, kv_heads * d).view({n, kv_heads, d});
@@ -296,17 +322,17 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
     torch::Tensor attn = Attention(rows, li, q, k, v, pool);
     torch::Tensor o = torch::matmul(attn, layer.w_o.t());
     if (layer.b_o.defined()) o.add_(layer.b_o);
-    AddDeltas(rows, li, 3, 1, attn, o);
+    AddDeltas(rows, li, 3, 1, attn, torch::Tensor(), o);
     h = h + o;
 
-    x = RmsNorm(h, layer.post_norm);
+    std::tie(x, z) = NormInput(rows, li, 4, 2, h, layer.post_norm);
     torch::Tensor gate_up = torch::matmul(x, layer.w_gate_up.t());
     if (layer.b_gate_up.defined()) gate_up.add_(layer.b_gate_up);
-    AddDeltas(rows, li, 4, 2, x, gate_up);
+    AddDeltas(rows, li, 4, 2, x, z, gate_up);
     torch::Tensor a = torch::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
     torch::Tensor down = torch::matmul(a, layer.w_down.t());
     if (layer.b_down.defined()) down.add_(layer.b_down);
-    AddDeltas(rows, li, 6, 1, a, down);
+    AddDeltas(rows, li, 6, 1, a, torch::Tensor(), down);
     h = h + down;
   }
   torch::Tensor hl = RmsNorm(h.index_select(0, rows.last), final_norm_);

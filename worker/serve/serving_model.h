@@ -28,6 +28,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -114,6 +115,11 @@ class ServingModel {
   // checks them before calling).
   torch::Tensor Forward(const std::vector<StepSegment>& segments, KvPool* pool) const;
 
+  // Whether, on CUDA, the RMSNorm before q/k/v and gate/up and the FWHT of
+  // their QWHA adapters' input run as one kernel (the default) or as two
+  // (for benchmarks to compare). Not while steps run.
+  void set_norm_fwht(bool fused) { norm_fwht_ = fused; }
+
  private:
   struct Layer;
   struct Rows;
@@ -132,8 +138,19 @@ class ServingModel {
   // Upload + Run, the batch reading `len` keys per slot (>= the longest).
   torch::Tensor RunEager(const StepPlan& plan, KvPool* pool, int64_t len) const;
   torch::Tensor ForwardCaptured(const StepPlan& plan, KvPool* pool) const;
+  // Whether a group of the step has a spectrum (QWHA) adapter on one of the
+  // layer's slots [first_kind, first_kind + kinds).
+  bool HasSpectrum(const Rows& rows, int64_t layer, int first_kind, int kinds) const;
+  // RmsNorm(h, weight) and, where HasSpectrum on CUDA, SpectrumInput of it
+  // from the same kernel (kernels::RmsNormFwht); else an undefined second.
+  std::pair<torch::Tensor, torch::Tensor> NormInput(const Rows& rows, int64_t layer,
+                                                    int first_kind, int kinds,
+                                                    const torch::Tensor& h,
+                                                    const torch::Tensor& weight) const;
+  // Adds the adapters' corrections of those slots to y (the base projection
+  // of x). z: SpectrumInput(x) if already computed, else undefined.
   void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
-                 torch::Tensor& y) const;
+                 torch::Tensor z, torch::Tensor& y) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
   torch::Tensor Attention(const Rows& rows, int64_t layer, const torch::Tensor& q,
                           const torch::Tensor& k, const torch::Tensor& v, KvPool* pool) const;
@@ -145,6 +162,7 @@ class ServingModel {
   std::vector<std::string> target_modules_;
   int64_t max_seq_len_ = 0;
   std::vector<SlotInfo> slots_;
+  bool norm_fwht_ = true;
   std::map<std::string, int64_t> slot_index_;
   torch::Tensor embed_tokens_;  // [vocab, hidden]
   torch::Tensor final_norm_;    // [hidden]
