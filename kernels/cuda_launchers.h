@@ -68,8 +68,8 @@ cudaError_t LaunchRmsNormForward(const void* x, const void* weight, void* y, int
 // one kernel, y bit for bit LaunchRmsNormForward's. Only where
 // RmsNormFwhtFused (hidden 4096, a 2-byte dtype, 16-byte aligned pointers);
 // else cudaErrorInvalidValue.
-bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight,
-                      const void* y, const void* z);
+bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight, const void* y,
+                      const void* z);
 cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* z, int64_t rows,
                               int64_t hidden, float eps, float scale, DType dtype,
                               cudaStream_t stream);

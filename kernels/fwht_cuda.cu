@@ -202,8 +202,8 @@ cudaError_t DispatchFwht(const T* in, int64_t s, T* out, int64_t rows, int k, in
 
 }  // namespace
 
-bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight,
-                      const void* y, const void* z) {
+bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight, const void* y,
+                      const void* z) {
   return hidden == kNormN && (dtype == DType::kBFloat16 || dtype == DType::kFloat16) &&
          PackAligned(hidden, 2, x, weight, y, z);
 }

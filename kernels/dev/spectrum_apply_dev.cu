@@ -11,7 +11,8 @@
 //     kernels/dev/spectrum_apply_dev.cu kernels/spectrum_apply_cuda.cu kernels/fwht_cuda.cu \
 //     kernels/fwht_k_cuda.cu -lcublas -o /tmp/sa_dev && /tmp/sa_dev [--reps N] [--cv X]
 // Last, each launch runs after the base's matmul (cuBLAS) and the FWHT of a
-// step's 32 rows, as serving enqueues them: what the product adds to them.
+// step's 32 rows, as serving enqueues them: what the product adds to them;
+// and with the FWHT on a second stream beside the matmul.
 // Exit status 1 if a check fails.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>

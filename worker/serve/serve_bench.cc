@@ -411,8 +411,8 @@ void KernelSideBySide(const serve::ServingModel& base,
     const torch::Tensor w = torch::ones({n}, opts).to(base.dtype());
     const double two = GraphSeconds(
         [&] { (void)kernels::Fwht(kernels::RmsNorm(h, w, 1e-5), 1.0, /*transpose=*/true); }, 20);
-    const double one = GraphSeconds(
-        [&] { (void)kernels::RmsNormFwht(h, w, 1e-5, 1.0, /*transpose=*/true); }, 20);
+    const double one =
+        GraphSeconds([&] { (void)kernels::RmsNormFwht(h, w, 1e-5, 1.0, /*transpose=*/true); }, 20);
     std::printf("  RMSNorm then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f\n",
                 static_cast<long long>(n), 1e6 * two, 1e6 * one);
   }
@@ -591,9 +591,9 @@ int main(int argc, char** argv) {
         }
         std::printf("%-6lld %-7s %-9s %14.1f %10.2f %10.1f %12.2f %12.2f\n",
                     static_cast<long long>(batch), graphs ? "graphs" : "eager",
-                    counts[i] == 0 ? "base"
-                    : two_kernels[i]   ? absl::StrCat(counts[i], " QWHA*").c_str()
-                                   : absl::StrCat(counts[i], " QWHA").c_str(),
+                    counts[i] == 0   ? "base"
+                    : two_kernels[i] ? absl::StrCat(counts[i], " QWHA*").c_str()
+                                     : absl::StrCat(counts[i], " QWHA").c_str(),
                     best[i].decode_tokens_per_s, best[i].step_ms, best[i].ttft_ms, ratio,
                     best[i].ttft_ms / best[0].ttft_ms);
       }
@@ -606,9 +606,10 @@ int main(int argc, char** argv) {
           std::snprintf(buf, sizeof buf, " %.3f", steps[counts.size() - 2][k] / steps.back()[k]);
           paired += buf;
         }
-        std::printf("%-6lld %-7s 8 QWHA*: RMSNorm and FWHT as two kernels instead of one; one "
-                    "/ two, per repeat:%s\n",
-                    static_cast<long long>(batch), graphs ? "graphs" : "eager", paired.c_str());
+        std::printf(
+            "%-6lld %-7s 8 QWHA*: RMSNorm and FWHT as two kernels instead of one; one "
+            "/ two, per repeat:%s\n",
+            static_cast<long long>(batch), graphs ? "graphs" : "eager", paired.c_str());
       }
     }
   }

@@ -143,9 +143,8 @@ class ServingModel {
   bool HasSpectrum(const Rows& rows, int64_t layer, int first_kind, int kinds) const;
   // RmsNorm(h, weight) and, where HasSpectrum on CUDA, SpectrumInput of it
   // from the same kernel (kernels::RmsNormFwht); else an undefined second.
-  std::pair<torch::Tensor, torch::Tensor> NormInput(const Rows& rows, int64_t layer,
-                                                    int first_kind, int kinds,
-                                                    const torch::Tensor& h,
+  std::pair<torch::Tensor, torch::Tensor> NormInput(const Rows& rows, int64_t layer, int first_kind,
+                                                    int kinds, const torch::Tensor& h,
                                                     const torch::Tensor& weight) const;
   // Adds the adapters' corrections of those slots to y (the base projection
   // of x). z: SpectrumInput(x) if already computed, else undefined.
