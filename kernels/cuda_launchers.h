@@ -66,8 +66,8 @@ cudaError_t LaunchRmsNormForward(const void* x, const void* weight, void* y, int
                                  int64_t hidden, float eps, DType dtype, cudaStream_t stream);
 // RMSNorm forward as above, then z = scale · FWHT(y) per row (H_n, n = hidden):
 // one kernel, y bit for bit LaunchRmsNormForward's. Only where
-// RmsNormFwhtFused (hidden 4096, a 2-byte dtype, 16-byte aligned pointers);
-// else cudaErrorInvalidValue.
+// RmsNormFwhtFused (hidden 4096, a 2-byte dtype, 16-byte aligned pointers;
+// nullptr counts as aligned); else cudaErrorInvalidValue.
 bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight, const void* y,
                       const void* z);
 cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* z, int64_t rows,

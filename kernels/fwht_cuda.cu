@@ -26,6 +26,22 @@ namespace {
 using namespace fwht_internal;  // NOLINT: the helpers are this file's vocabulary
 
 // ------------------------------------------------------------ power of two --
+// The transform of one row held in layout A by its kTR threads (v: thread
+// u's kV values; seg: the row's shared-memory segment where kTR > 1).
+template <int kV, int kTR>
+__device__ __forceinline__ void TransformRow(float* v, float* seg, int u) {
+  Sylvester<kV>(v);
+  if constexpr (kTR > 1) {
+    WriteA<kV, kTR>(seg, u, v);
+    SegSync<(kTR > 32)>();
+    AccessB<kV, kTR, false>(seg, u, v);
+    SylvesterB<kV, kTR>(v, u);
+    AccessB<kV, kTR, true>(seg, u, v);
+    SegSync<(kTR > 32)>();
+    ReadA<kV, kTR>(seg, u, v);
+  }
+}
+
 template <typename T, int kLogN, int kV, int kTR, int kRows>
 __global__ void __launch_bounds__(kTR* kRows)
     FwhtPow2Kernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int64_t rows,
@@ -47,17 +63,11 @@ __global__ void __launch_bounds__(kTR* kRows)
 #pragma unroll
     for (int i = 0; i < kV; ++i) v[i] = 0.f;
   }
-  Sylvester<kV>(v);
   if constexpr (kTR > 1) {
-    using L = SegLayout<kV, kTR>;
-    float* s = reinterpret_cast<float*>(smem4) + seg * L::kStride;
-    WriteA<kV, kTR>(s, u, v);
-    SegSync<(kTR > 32)>();
-    AccessB<kV, kTR, false>(s, u, v);
-    SylvesterB<kV, kTR>(v, u);
-    AccessB<kV, kTR, true>(s, u, v);
-    SegSync<(kTR > 32)>();
-    ReadA<kV, kTR>(s, u, v);
+    TransformRow<kV, kTR>(v, reinterpret_cast<float*>(smem4) + seg * SegLayout<kV, kTR>::kStride,
+                          u);
+  } else {
+    TransformRow<kV, kTR>(v, nullptr, u);
   }
   if (active) {
 #pragma unroll
@@ -167,15 +177,7 @@ __global__ void __launch_bounds__(kNormThreads)
   T* out = y + row * kNormN;
 #pragma unroll
   for (int c = 0; c < 2; ++c) StoreF<T, 8>(out + c * 8 * kNormThreads + u * 8, v + c * 8);
-  Sylvester<kNormV>(v);
-  float* seg = reinterpret_cast<float*>(smem4);
-  WriteA<kNormV, kNormThreads>(seg, u, v);
-  __syncthreads();
-  AccessB<kNormV, kNormThreads, false>(seg, u, v);
-  SylvesterB<kNormV, kNormThreads>(v, u);
-  AccessB<kNormV, kNormThreads, true>(seg, u, v);
-  __syncthreads();
-  ReadA<kNormV, kNormThreads>(seg, u, v);
+  TransformRow<kNormV, kNormThreads>(v, reinterpret_cast<float*>(smem4), u);
 #pragma unroll
   for (int i = 0; i < kNormV; ++i) v[i] *= scale;
   T* zo = z + row * kNormN;
