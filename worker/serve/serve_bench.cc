@@ -171,6 +171,17 @@ struct RunResult {
   double decode_tokens_per_s = 0, step_ms = 0, ttft_ms = 0;
 };
 
+// " 1.234 1.301 ...": step ratios as the summary lines print them.
+std::string FormatRatios(const std::vector<double>& ratios) {
+  std::string out;
+  for (double r : ratios) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, " %.3f", r);
+    out += buf;
+  }
+  return out;
+}
+
 RunResult RunBatch(const serve::ServingModel& base, const Flags& f, int64_t batch,
                    const std::vector<std::shared_ptr<const serve::ServingAdapter>>& adapters,
                    bool graphs) {
@@ -599,17 +610,15 @@ int main(int argc, char** argv) {
       }
       if (two_kernels.back()) {
         // The 8-adapter step with one kernel for RMSNorm and FWHT over the same
-        // repeat's step with two.
-        std::string paired;
-        for (size_t k = 0; k < steps.back().size(); ++k) {
-          char buf[16];
-          std::snprintf(buf, sizeof buf, " %.3f", steps[counts.size() - 2][k] / steps.back()[k]);
-          paired += buf;
-        }
+        // repeat's step with two (the configuration just before it).
+        const std::vector<double>& one = steps[counts.size() - 2];
+        std::vector<double> ratios;
+        for (size_t k = 0; k < one.size(); ++k) ratios.push_back(one[k] / steps.back()[k]);
         std::printf(
             "%-6lld %-7s 8 QWHA*: RMSNorm and FWHT as two kernels instead of one; one "
             "/ two, per repeat:%s\n",
-            static_cast<long long>(batch), graphs ? "graphs" : "eager", paired.c_str());
+            static_cast<long long>(batch), graphs ? "graphs" : "eager",
+            FormatRatios(ratios).c_str());
       }
     }
   }
@@ -631,12 +640,6 @@ int main(int argc, char** argv) {
   // CUDA. Eager steps on CUDA are set by the host's dispatch (the adapters'
   // GPU work hides behind it), so their ratio is printed but judges nothing.
   for (const auto& [graphs, ratio] : ratio8) {
-    std::string paired;
-    for (double p : ratio.paired) {
-      char buf[16];
-      std::snprintf(buf, sizeof buf, " %.3f", p);
-      paired += buf;
-    }
     if (!graphs && ratio8.count(true) > 0) {
       std::printf(
           "eager steps (host-bound, not a measure of the adapters' cost): 8 adapters %.2fx\n",
@@ -647,7 +650,7 @@ int main(int argc, char** argv) {
         "target (%s steps): batch >= 32 with 8 adapters at <= 1.30x the base's decode step time: "
         "%.3fx %s (median of the repeats' paired ratios:%s; best against best %.3fx)\n",
         graphs ? "graph" : "eager", ratio.median, ratio.median <= 1.3 ? "MET" : "NOT MET",
-        paired.c_str(), ratio.best);
+        FormatRatios(ratio.paired).c_str(), ratio.best);
   }
   return 0;
 }
