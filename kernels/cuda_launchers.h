@@ -73,6 +73,12 @@ bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* we
 cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* z, int64_t rows,
                               int64_t hidden, float eps, float scale, DType dtype,
                               cudaStream_t stream);
+// y[rows[i]] = x[i] and z[rows[i]] = scale · FWHT(x[i]) for i < count (rows
+// nullptr: rows[i] = i; int64 on the device), rows of `hidden` contiguous
+// elements: one kernel, where RmsNormFwhtFused(hidden, dtype, x, nullptr, y, z)
+// holds; else cudaErrorInvalidValue. The FWHT is LaunchRmsNormFwht's.
+cudaError_t LaunchCopyFwht(const void* x, const int64_t* rows, void* y, void* z, int64_t count,
+                           int64_t hidden, float scale, DType dtype, cudaStream_t stream);
 cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* weight, void* dx,
                                   int64_t rows, int64_t hidden, float eps, DType dtype,
                                   cudaStream_t stream);

@@ -341,6 +341,47 @@ torch::Tensor Fwht(const torch::Tensor& x, double scale, bool transpose) {
   return FwhtFunction::apply(x, scale, transpose);
 }
 
+torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, torch::Tensor& out,
+                           double scale, bool transpose) {
+  TORCH_CHECK(x.dim() == 2 && out.dim() == 2 && x.size(1) == out.size(1) &&
+                  x.scalar_type() == out.scalar_type() && x.device() == out.device(),
+              "qwha::kernels::CopyRowsFwht: x [m, n] and out [rows, n] of one dtype and device, "
+              "got ",
+              x.sizes(), " and ", out.sizes());
+  TORCH_CHECK(rows.defined()
+                  ? rows.dim() == 1 && rows.size(0) == x.size(0) &&
+                        rows.scalar_type() == torch::kInt64 && rows.device() == x.device()
+                  : x.size(0) <= out.size(0),
+              "qwha::kernels::CopyRowsFwht: rows must be int64 [", x.size(0), "] on ", x.device(),
+              " (or undefined, with at most ", out.size(0), " rows in x)");
+  torch::NoGradGuard no_grad;
+#ifdef QWHA_WITH_CUDA
+  if (x.is_cuda() && out.is_contiguous()) {
+    const torch::Tensor xc = x.contiguous();
+    const int64_t n = x.size(1);
+    const cuda::DType dtype = ToCudaDType(x.scalar_type());
+    if (cuda::RmsNormFwhtFused(n, dtype, xc.data_ptr(), nullptr, out.data_ptr(), nullptr)) {
+      // A power of two: H is symmetric, transpose changes nothing.
+      torch::Tensor z = torch::empty_like(out);
+      const torch::Tensor r = rows.defined() ? rows.contiguous() : rows;
+      const cudaError_t err = cuda::LaunchCopyFwht(
+          xc.data_ptr(), r.defined() ? r.data_ptr<int64_t>() : nullptr, out.data_ptr(),
+          z.data_ptr(), xc.size(0), n, static_cast<float>(scale), dtype,
+          at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+      TORCH_CHECK(err == cudaSuccess,
+                  "qwha::kernels::CopyRowsFwht: CUDA launch failed: ", cudaGetErrorString(err));
+      return z;
+    }
+  }
+#endif
+  if (rows.defined()) {
+    out.index_copy_(0, rows, x);
+  } else {
+    out.narrow(0, 0, x.size(0)).copy_(x);
+  }
+  return Fwht(out, scale, transpose);
+}
+
 absl::StatusOr<torch::Tensor> FwhtChecked(const torch::Tensor& x, double scale, bool transpose) {
   if (absl::Status s = ValidateFwhtInput(x); !s.ok()) return s;
   try {

@@ -56,6 +56,18 @@ absl::Status ValidateFwhtInput(const torch::Tensor& x);
 // FwhtChecked at boundaries that must not throw).
 torch::Tensor Fwht(const torch::Tensor& x, double scale = 1.0, bool transpose = false);
 
+// Copies x [m, n] into rows of out [rows, n] — out[rows[i]] = x[i] (rows:
+// int64 [m] on x's device), or out[i] = x[i] with rows undefined — and
+// returns z [rows, n] with z[r] = Fwht(out[r], scale, transpose) for the rows
+// written (the others unspecified). Without autograd. On CUDA, for n = 4096 in
+// bfloat16 or float16 with contiguous out, one kernel (the transform within
+// float32 rounding of Fwht's, as RmsNormFwht's); elsewhere the copy, then Fwht
+// of all of out. Serving: the attention output's copy with the FWHT that the
+// o projection's QWHA adapters need. Throws c10::Error for mismatched shapes,
+// dtypes or devices, and Fwht's preconditions on n.
+torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, torch::Tensor& out,
+                           double scale = 1.0, bool transpose = false);
+
 // Fwht() with validation and exceptions turned into a Status.
 absl::StatusOr<torch::Tensor> FwhtChecked(const torch::Tensor& x, double scale = 1.0,
                                           bool transpose = false);

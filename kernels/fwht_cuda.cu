@@ -150,6 +150,20 @@ constexpr int kNormThreads = 256;
 constexpr int kNormV = 16;
 constexpr int kNormN = kNormV * kNormThreads;
 
+// A row held in layout A (V = 16, TR = 256; thread u's kNormV values, exact
+// in float32): stored unchanged to y_row, then scale · FWHT to z_row.
+template <typename T>
+__device__ __forceinline__ void StoreRowAndTransform(float (&v)[kNormV], T* y_row, T* z_row,
+                                                     float scale, float4* smem4, int u) {
+#pragma unroll
+  for (int c = 0; c < 2; ++c) StoreF<T, 8>(y_row + c * 8 * kNormThreads + u * 8, v + c * 8);
+  TransformRow<kNormV, kNormThreads>(v, reinterpret_cast<float*>(smem4), u);
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) v[i] *= scale;
+#pragma unroll
+  for (int c = 0; c < 2; ++c) StoreF<T, 8>(z_row + c * 8 * kNormThreads + u * 8, v + c * 8);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kNormThreads)
     RmsNormFwhtKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
@@ -174,15 +188,24 @@ __global__ void __launch_bounds__(kNormThreads)
     // As the RMSNorm kernel: round(w · round(x · r)); the FWHT reads y.
     v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
   }
-  T* out = y + row * kNormN;
+  StoreRowAndTransform(v, y + row * kNormN, z + row * kNormN, scale, smem4, u);
+}
+
+// Row i of x to row rows[i] (rows nullptr: i) of y, unchanged, and its
+// transform to the same row of z: the copy of the attention's output into the
+// step's rows, with the FWHT the o projection's adapters need.
+template <typename T>
+__global__ void __launch_bounds__(kNormThreads)
+    CopyFwhtKernel(const T* __restrict__ x, const int64_t* __restrict__ rows, T* __restrict__ y,
+                   T* __restrict__ z, float scale) {
+  extern __shared__ float4 smem4[];
+  const int u = threadIdx.x;
+  const int64_t i = blockIdx.x;
+  const int64_t row = rows != nullptr ? __ldg(rows + i) : i;
+  float v[kNormV];
 #pragma unroll
-  for (int c = 0; c < 2; ++c) StoreF<T, 8>(out + c * 8 * kNormThreads + u * 8, v + c * 8);
-  TransformRow<kNormV, kNormThreads>(v, reinterpret_cast<float*>(smem4), u);
-#pragma unroll
-  for (int i = 0; i < kNormV; ++i) v[i] *= scale;
-  T* zo = z + row * kNormN;
-#pragma unroll
-  for (int c = 0; c < 2; ++c) StoreF<T, 8>(zo + c * 8 * kNormThreads + u * 8, v + c * 8);
+  for (int c = 0; c < 2; ++c) LoadF<T, 8>(x + i * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+  StoreRowAndTransform(v, y + row * kNormN, z + row * kNormN, scale, smem4, u);
 }
 
 template <typename T>
@@ -192,6 +215,15 @@ cudaError_t LaunchNormFwht(const void* x, const void* w, void* y, void* z, int64
   RmsNormFwhtKernel<T><<<static_cast<unsigned>(rows), kNormThreads, smem, stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), static_cast<T*>(z),
       eps, scale);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchCopyRowsFwht(const void* x, const int64_t* rows, void* y, void* z, int64_t count,
+                               float scale, cudaStream_t stream) {
+  const int smem = SegLayout<kNormV, kNormThreads>::kStride * 4;
+  CopyFwhtKernel<T><<<static_cast<unsigned>(count), kNormThreads, smem, stream>>>(
+      static_cast<const T*>(x), rows, static_cast<T*>(y), static_cast<T*>(z), scale);
   return cudaGetLastError();
 }
 
@@ -220,6 +252,17 @@ cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* 
   return dtype == DType::kBFloat16
              ? LaunchNormFwht<__nv_bfloat16>(x, weight, y, z, rows, eps, scale, stream)
              : LaunchNormFwht<__half>(x, weight, y, z, rows, eps, scale, stream);
+}
+
+cudaError_t LaunchCopyFwht(const void* x, const int64_t* rows, void* y, void* z, int64_t count,
+                           int64_t hidden, float scale, DType dtype, cudaStream_t stream) {
+  if (!RmsNormFwhtFused(hidden, dtype, x, nullptr, y, z) || count < 0 || count > 0x7fffffff) {
+    return cudaErrorInvalidValue;
+  }
+  if (count == 0) return cudaSuccess;
+  return dtype == DType::kBFloat16
+             ? LaunchCopyRowsFwht<__nv_bfloat16>(x, rows, y, z, count, scale, stream)
+             : LaunchCopyRowsFwht<__half>(x, rows, y, z, count, scale, stream);
 }
 
 cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,

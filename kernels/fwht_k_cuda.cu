@@ -195,6 +195,13 @@ __global__ void __launch_bounds__(512)
   }
 }
 
+// k-steps of 16 rows of the largest K (172): the register kernel's rows
+// (K·fold <= 128 when folded) never have more.
+constexpr int kMaxKTiles = 11;
+#define QWHA_CHECK_K(K) static_assert((K) <= 16 * kMaxKTiles, "kMaxKTiles must cover every K");
+QWHA_FOR_EACH_K(QWHA_CHECK_K)
+#undef QWHA_CHECK_K
+
 // M <= 128: warp w takes m-tiles w, w + W, ...; for each it accumulates the
 // 16 x M tile of Y over all k-steps (acc[group][n-tile][4]: rows g, g+8,
 // columns 16*group + 8*nt + 2t + {0,1}), then runs the length-M FWHT on the
@@ -222,26 +229,40 @@ __global__ void __launch_bounds__(128)
     CpAsync16(xs + (f / (kM / kVec)) * kSX + (f % (kM / kVec)) * kVec, src + f * kVec);
   }
   asm volatile("cp.async.commit_group;\n" ::);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const uint32_t* table = FragFor(k_orig, fold, transpose);
+  // The row's m-tiles are split over the gridDim.y blocks of the row.
+  const int warps = blockDim.x / 32;
+  // The sign words of the warp's m-tile, all requested at once (while the
+  // row is in flight): one load per k-step, each waited on in turn, cost
+  // ~2 us of a 32-row decode step's 6 at K = 172.
+  uint32_t wt[kMaxKTiles];
+  auto load_signs = [&](int i) {
+#pragma unroll
+    for (int kk = 0; kk < kMaxKTiles; ++kk) {
+      wt[kk] = kk < mt ? __ldg(&table[(i * mt + kk) * 32 + lane]) : 0u;
+    }
+  };
+  int i = warp + static_cast<int>(blockIdx.y) * warps;
+  if (i < mt) load_signs(i);
   for (int f = threadIdx.x; f < (16 * mt - k) * kSX / kVec; f += blockDim.x) {
     reinterpret_cast<uint4*>(xs + k * kSX)[f] = make_uint4(0, 0, 0, 0);
   }
   asm volatile("cp.async.wait_group 0;\n" ::);
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const uint32_t* table = FragFor(k_orig, fold, transpose);
-  // The row's m-tiles are split over the gridDim.y blocks of the row.
-  const int warps = blockDim.x / 32;
-  for (int i = warp + static_cast<int>(blockIdx.y) * warps; i < mt;
-       i += warps * static_cast<int>(gridDim.y)) {
+  for (; i < mt; i += warps * static_cast<int>(gridDim.y)) {
+    if (i != warp + static_cast<int>(blockIdx.y) * warps) load_signs(i);
     float acc[kNG][2][4];
 #pragma unroll
     for (int grp = 0; grp < kNG; ++grp)
 #pragma unroll
       for (int j = 0; j < 8; ++j) acc[grp][j / 4][j % 4] = 0.f;
-    for (int kk = 0; kk < mt; ++kk) {
-      const uint32_t w = __ldg(&table[(i * mt + kk) * 32 + lane]);
+#pragma unroll
+    for (int kk = 0; kk < kMaxKTiles; ++kk) {
+      if (kk >= mt) break;
+      const uint32_t w = wt[kk];
       const uint4 a = make_uint4(kOne | (w & 0x80008000u), kOne | ((w << 1) & 0x80008000u),
                                  kOne | ((w << 2) & 0x80008000u), kOne | ((w << 3) & 0x80008000u));
 #pragma unroll

@@ -11,6 +11,10 @@
 //                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
 //                    [--batches 1,32] [--repeats 3] [--work-dir DIR]
 //                    [--kernel-only 1]  (stop after the kernel measurements)
+//                    [--trace DIR]  (CUDA builds with the Kineto profiler: a
+//                    timeline of batch-32 graph steps, base and 8 adapters,
+//                    saved as Chrome traces DIR/trace-base.json and
+//                    DIR/trace-8qwha.json; scripts/trace-summary.py reads them)
 // Each configuration of a batch size runs `repeats` times in turn and keeps
 // its best step time and TTFT. The target is judged on the median over the
 // repeats of the 8-adapter step over the base step of the same repeat
@@ -27,6 +31,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,6 +55,9 @@
 
 #include "kernels/cuda_launchers.h"
 #endif
+#ifdef QWHA_SERVE_BENCH_TRACE
+#include <torch/csrc/autograd/profiler_kineto.h>
+#endif
 
 namespace {
 
@@ -63,6 +71,7 @@ struct Flags {
   std::vector<int64_t> batches = {1, 32};
   int repeats = 3;
   bool kernel_only = false;  // --kernel-only 1: stop after the kernel measurements
+  std::string trace_dir;     // --trace DIR: Chrome traces of batch-32 graph steps
 };
 
 model::ModelConfig Preset(const std::string& name) {
@@ -228,6 +237,43 @@ RunResult RunBatch(const serve::ServingModel& base, const Flags& f, int64_t batc
   out.decode_tokens_per_s = static_cast<double>(batch * (f.new_tokens - 1)) / decode;
   out.ttft_ms = 1e3 * ttft / static_cast<double>(batch);
   return out;
+}
+
+// --trace DIR: batch-32 graph steps of the base and of 8 adapters (16 new
+// tokens each) under the Kineto profiler, saved as Chrome traces. Every
+// kernel of a replayed graph is recorded with its start and duration, so the
+// trace shows what a serving step spends where, gaps between kernels
+// included (scripts/trace-summary.py).
+bool TraceSteps(const serve::ServingModel& base, const Flags& f,
+                const std::vector<std::shared_ptr<const serve::ServingAdapter>>& adapters) {
+#ifdef QWHA_SERVE_BENCH_TRACE
+  namespace profiler = torch::autograd::profiler;
+  namespace impl = torch::profiler::impl;
+  std::filesystem::create_directories(f.trace_dir);
+  Flags short_run = f;
+  short_run.new_tokens = std::min<int64_t>(f.new_tokens, 16);
+  for (size_t count : {size_t{0}, size_t{8}}) {
+    const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(
+        adapters.begin(), adapters.begin() + static_cast<std::ptrdiff_t>(count));
+    (void)RunBatch(base, short_run, 32, used, /*graphs=*/true);  // graphs captured, warm
+    const impl::ProfilerConfig config(impl::ProfilerState::KINETO);
+    const std::set<impl::ActivityType> activities = {impl::ActivityType::CPU,
+                                                     impl::ActivityType::CUDA};
+    profiler::prepareProfiler(config, activities);
+    profiler::enableProfiler(config, activities);
+    (void)RunBatch(base, short_run, 32, used, /*graphs=*/true);
+    torch::cuda::synchronize();
+    const std::string path = f.trace_dir + (count == 0 ? "/trace-base.json" : "/trace-8qwha.json");
+    profiler::disableProfiler()->save(path);
+    std::printf("trace: batch 32, %s, %lld new tokens: %s\n", count == 0 ? "base" : "8 QWHA",
+                static_cast<long long>(short_run.new_tokens), path.c_str());
+  }
+  return true;
+#else
+  (void)base, (void)f, (void)adapters;
+  std::fprintf(stderr, "--trace: this build has no Kineto profiler (QWHA_SERVE_BENCH_TRACE)\n");
+  return false;
+#endif
 }
 
 #ifdef QWHA_SERVE_BENCH_CUDA_STATS
@@ -427,6 +473,23 @@ void KernelSideBySide(const serve::ServingModel& base,
     std::printf("  RMSNorm then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f\n",
                 static_cast<long long>(n), 1e6 * two, 1e6 * one);
   }
+  // The copy of the attention's output into the step's rows and its FWHT (the
+  // o projection's adapters): two kernels, or one (kernels::CopyRowsFwht).
+  {
+    const int64_t n = base.config().hidden_size;
+    const torch::Tensor o = torch::randn({32, n}, opts).to(base.dtype());
+    torch::Tensor out = torch::empty_like(o);
+    const double two = GraphSeconds(
+        [&] {
+          out.copy_(o);
+          (void)kernels::Fwht(out, 1.0, /*transpose=*/true);
+        },
+        20);
+    const double one = GraphSeconds(
+        [&] { (void)kernels::CopyRowsFwht(o, torch::Tensor(), out, 1.0, /*transpose=*/true); }, 20);
+    std::printf("  copy then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f\n",
+                static_cast<long long>(n), 1e6 * two, 1e6 * one);
+  }
 #endif
   std::printf(
       "kernel: one layer, %lld adapters x %lld tokens: packed SpectrumApply %.1f us (%.0f GB/s of "
@@ -460,6 +523,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->rank = n;
     else if (a == "--prompt-len" && num)
       f->prompt_len = n;
+    else if (a == "--trace")
+      f->trace_dir = v;
     else if (a == "--kernel-only")
       f->kernel_only = v == "1";
     else if (a == "--repeats" && num)
@@ -562,8 +627,9 @@ int main(int argc, char** argv) {
       // Configurations of this batch size, run in turn `repeats` times; each
       // keeps its best (shortest) step and TTFT, so that a slow moment of the
       // host does not land on one configuration only.
-      // With graphs and 8 adapters, also with the RMSNorm and the FWHT of
-      // q/k/v and gate/up as two kernels (two_kernels), side by side.
+      // With graphs and 8 adapters, also with every FWHT of the adapters'
+      // input in a kernel of its own (two_kernels: after the RMSNorm of q/k/v
+      // and gate/up, after the copy of the attention's output), side by side.
       std::vector<size_t> counts = {0};
       std::vector<bool> two_kernels = {false};
       for (size_t c : {size_t{1}, size_t{8}}) {
@@ -576,9 +642,9 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < counts.size(); ++i) {
           const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(
               adapters.begin(), adapters.begin() + static_cast<std::ptrdiff_t>(counts[i]));
-          base->set_norm_fwht(!two_kernels[i]);
+          base->set_fused_fwht(!two_kernels[i]);
           const RunResult r = RunBatch(*base, f, batch, used, graphs);
-          base->set_norm_fwht(true);
+          base->set_fused_fwht(true);
           steps[i].push_back(r.step_ms);
           if (rep == 0 || r.step_ms < best[i].step_ms) {
             best[i].step_ms = r.step_ms;
@@ -609,19 +675,20 @@ int main(int argc, char** argv) {
                     best[i].ttft_ms / best[0].ttft_ms);
       }
       if (two_kernels.back()) {
-        // The 8-adapter step with one kernel for RMSNorm and FWHT over the same
-        // repeat's step with two (the configuration just before it).
+        // The 8-adapter step with the FWHTs fused (the configuration just before
+        // it) over the same repeat's step with them in kernels of their own.
         const std::vector<double>& one = steps[counts.size() - 2];
         std::vector<double> ratios;
         for (size_t k = 0; k < one.size(); ++k) ratios.push_back(one[k] / steps.back()[k]);
         std::printf(
-            "%-6lld %-7s 8 QWHA*: RMSNorm and FWHT as two kernels instead of one; one "
-            "/ two, per repeat:%s\n",
+            "%-6lld %-7s 8 QWHA*: each FWHT in a kernel of its own instead of fused into the "
+            "RMSNorm or the attention output's copy; fused / own, per repeat:%s\n",
             static_cast<long long>(batch), graphs ? "graphs" : "eager",
             FormatRatios(ratios).c_str());
       }
     }
   }
+  if (!f.trace_dir.empty() && !TraceSteps(*base, f, adapters)) return 1;
   // Right around the unload: the runs above leave buffers of their own (the
   // cuBLAS workspace LibTorch keeps per CUDA stream, one per engine stream).
   const int64_t before_unload = DeviceAllocated(device);

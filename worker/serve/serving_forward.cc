@@ -15,6 +15,7 @@
 #include <torch/version.h>
 #endif
 
+#include "kernels/fwht.h"
 #include "kernels/rms_norm.h"
 #include "kernels/spectrum_apply.h"
 #include "worker/adapters/adapter.h"
@@ -59,7 +60,7 @@ std::pair<torch::Tensor, torch::Tensor> ServingModel::NormInput(const Rows& rows
                                                                 int first_kind, int kinds,
                                                                 const torch::Tensor& h,
                                                                 const torch::Tensor& weight) const {
-  if (h.is_cuda() && norm_fwht_ && HasSpectrum(rows, layer, first_kind, kinds)) {
+  if (h.is_cuda() && fused_fwht_ && HasSpectrum(rows, layer, first_kind, kinds)) {
     // One kernel instead of two in a row (the FWHT is short and waits on
     // the RMSNorm): SpectrumInput's transform, the RMSNorm bit for bit.
     return kernels::RmsNormFwht(h, weight, config_.rms_norm_eps, 1.0, /*transpose=*/true);
@@ -111,8 +112,8 @@ void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, in
 }
 
 torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const torch::Tensor& q,
-                                      const torch::Tensor& k, const torch::Tensor& v,
-                                      KvPool* pool) const {
+                                      const torch::Tensor& k, const torch::Tensor& v, KvPool* pool,
+                                      torch::Tensor* z) const {
   using torch::indexing::Slice;
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv_heads = config_.num_key_value_heads;
@@ -152,7 +153,12 @@ torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const tor
     scores = scores.masked_fill(allowed.logical_not().view({n, 1, 1, len}), neg_inf);
     torch::Tensor probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
     torch::Tensor o = torch::matmul(probs, vd).reshape({n, heads * d});
-    if (rows.single_leading) {
+    if (z != nullptr && rows.spans.empty()) {
+      // Every row is a single: the copy into place also gives the FWHT of the
+      // o projection's QWHA adapters (one kernel on CUDA instead of two).
+      *z = kernels::CopyRowsFwht(o, rows.single_leading ? torch::Tensor() : rows.single_rows, out,
+                                 1.0, /*transpose=*/true);
+    } else if (rows.single_leading) {
       out.narrow(0, 0, n).copy_(o);
     } else {
       out.index_copy_(0, rows.single_rows, o);
@@ -319,10 +325,12 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
     torch::Tensor v = qkv.narrow(1, (heads + kv_heads) * d, kv_heads * d).view({n, kv_heads, d});
     q = Rope(q, cos, sin);
     k = Rope(k, cos, sin);
-    torch::Tensor attn = Attention(rows, li, q, k, v, pool);
+    torch::Tensor z_attn;
+    const bool o_fwht = h.is_cuda() && fused_fwht_ && HasSpectrum(rows, li, 3, 1);
+    torch::Tensor attn = Attention(rows, li, q, k, v, pool, o_fwht ? &z_attn : nullptr);
     torch::Tensor o = torch::matmul(attn, layer.w_o.t());
     if (layer.b_o.defined()) o.add_(layer.b_o);
-    AddDeltas(rows, li, 3, 1, attn, torch::Tensor(), o);
+    AddDeltas(rows, li, 3, 1, attn, z_attn, o);
     h = h + o;
 
     std::tie(x, z) = NormInput(rows, li, 4, 2, h, layer.post_norm);

@@ -115,10 +115,11 @@ class ServingModel {
   // checks them before calling).
   torch::Tensor Forward(const std::vector<StepSegment>& segments, KvPool* pool) const;
 
-  // Whether, on CUDA, the RMSNorm before q/k/v and gate/up and the FWHT of
-  // their QWHA adapters' input run as one kernel (the default) or as two
+  // Whether, on CUDA, the FWHT of the QWHA adapters' input comes from the
+  // kernel before it (the default: the RMSNorm before q/k/v and gate/up, the
+  // copy of the attention's output before o) or from a kernel of its own
   // (for benchmarks to compare). Not while steps run.
-  void set_norm_fwht(bool fused) { norm_fwht_ = fused; }
+  void set_fused_fwht(bool fused) { fused_fwht_ = fused; }
 
  private:
   struct Layer;
@@ -151,8 +152,13 @@ class ServingModel {
   void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
                  torch::Tensor z, torch::Tensor& y) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  // The attention's output [rows, heads · head_dim]. With z, where every
+  // row of the step is a single token, also sets *z to SpectrumInput of it
+  // from the kernel that copies it into place (kernels::CopyRowsFwht); *z
+  // stays undefined otherwise.
   torch::Tensor Attention(const Rows& rows, int64_t layer, const torch::Tensor& q,
-                          const torch::Tensor& k, const torch::Tensor& v, KvPool* pool) const;
+                          const torch::Tensor& k, const torch::Tensor& v, KvPool* pool,
+                          torch::Tensor* z = nullptr) const;
 
   model::ModelConfig config_;
   torch::Device device_ = torch::kCPU;
@@ -161,7 +167,7 @@ class ServingModel {
   std::vector<std::string> target_modules_;
   int64_t max_seq_len_ = 0;
   std::vector<SlotInfo> slots_;
-  bool norm_fwht_ = true;
+  bool fused_fwht_ = true;
   std::map<std::string, int64_t> slot_index_;
   torch::Tensor embed_tokens_;  // [vocab, hidden]
   torch::Tensor final_norm_;    // [hidden]
