@@ -11,6 +11,8 @@
 //                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
 //                    [--batches 1,32] [--repeats 3] [--work-dir DIR]
 //                    [--kernel-only 1]  (stop after the kernel measurements)
+//                    [--alt-pipeline N]  (CUDA: also 8 adapters with the
+//                    product's entry loads of SpectrumApplyTuning::pipeline N)
 //                    [--trace DIR]  (CUDA builds with the Kineto profiler: a
 //                    timeline of batch-32 graph steps, base and 8 adapters,
 //                    saved as Chrome traces DIR/trace-base.json and
@@ -72,6 +74,7 @@ struct Flags {
   int repeats = 3;
   bool kernel_only = false;  // --kernel-only 1: stop after the kernel measurements
   std::string trace_dir;     // --trace DIR: Chrome traces of batch-32 graph steps
+  int alt_pipeline = 0;      // --alt-pipeline N: an 8-adapter row with that pipeline
 };
 
 model::ModelConfig Preset(const std::string& name) {
@@ -174,6 +177,18 @@ void WriteAdapter(const serve::ServingModel& base, const Flags& f, const std::st
       {"target_modules", base.target_modules()},
       {"quantization", {{"bits", f.bits}, {"group_size", f.group_size}, {"method", "rtn"}}}};
   TORCH_CHECK(io::WriteFileAtomically(dir + "/adapter_config.json", config.dump()).ok());
+}
+
+// The product's entry loads for the steps that follow (kernels::cuda::
+// SpectrumApplyTuning::pipeline; 0: the default). CUDA benchmark builds only.
+void SetPipeline(int pipeline) {
+#ifdef QWHA_SERVE_BENCH_CUDA_STATS
+  kernels::cuda::SpectrumApplyTuning tuning;
+  tuning.pipeline = pipeline;
+  kernels::cuda::SetSpectrumApplyTuning(tuning);
+#else
+  (void)pipeline;
+#endif
 }
 
 struct RunResult {
@@ -392,6 +407,7 @@ void KernelSideBySide(const serve::ServingModel& base,
                                                        {0, 0, 0, 3, 0, 0},
                                                        {0, 0, 0, 1, 0, 0},
                                                        {0, 0, 0, 0, 0, 0, 0, 1},
+                                                       {0, 0, 0, 0, 0, 0, 0, 2},
                                                        {8, 0, 0, 0, 0, 0, 1},
                                                        {8, 0, 0, 0, 0, 0, 2},
                                                        {4, 0, 0, 0, 0, 0, 2},
@@ -424,8 +440,10 @@ void KernelSideBySide(const serve::ServingModel& base,
   }
   kernels::cuda::SetSpectrumApplyTuning({});
   // The same layer as serving launches it: q/k/v in one launch (they share
-  // their input), o, gate/up in one, down; 8 adapters × 4 tokens.
-  {
+  // their input), o, gate/up in one, down; 8 adapters × 4 tokens; with the
+  // default entry loads, then with L1 prefetch (pipeline 2).
+  for (int pipeline : {0, 2}) {
+    SetPipeline(pipeline);
     const std::vector<std::vector<int64_t>> launches = {{0, 1, 2}, {3}, {4, 5}, {6}};
     double total = 0;
     std::string cells;
@@ -448,9 +466,11 @@ void KernelSideBySide(const serve::ServingModel& base,
       total += t;
       cells += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
     }
-    std::printf("  as serving launches it (q/k/v, o, gate/up, down), 8x4: %6.1f (%s )\n",
-                1e6 * total, cells.c_str());
+    std::printf(
+        "  as serving launches it (q/k/v, o, gate/up, down), 8x4, pipeline %d: %6.1f (%s )\n",
+        pipeline, 1e6 * total, cells.c_str());
   }
+  SetPipeline(0);
   // The FWHT of a step's rows (SpectrumInput) at the layer's two widths.
   for (int64_t n : {base.config().hidden_size, base.config().intermediate_size}) {
     for (int64_t m : {int64_t{4}, int64_t{32}}) {
@@ -523,6 +543,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->rank = n;
     else if (a == "--prompt-len" && num)
       f->prompt_len = n;
+    else if (a == "--alt-pipeline" && num)
+      f->alt_pipeline = static_cast<int>(n);
     else if (a == "--trace")
       f->trace_dir = v;
     else if (a == "--kernel-only")
@@ -627,24 +649,34 @@ int main(int argc, char** argv) {
       // Configurations of this batch size, run in turn `repeats` times; each
       // keeps its best (shortest) step and TTFT, so that a slow moment of the
       // host does not land on one configuration only.
-      // With graphs and 8 adapters, also with every FWHT of the adapters'
-      // input in a kernel of its own (two_kernels: after the RMSNorm of q/k/v
-      // and gate/up, after the copy of the attention's output), side by side.
+      // With graphs and 8 adapters, also variants of the 8-adapter step, side
+      // by side: kOwnFwht, every FWHT of the adapters' input in a kernel of
+      // its own (not fused into the RMSNorm of q/k/v and gate/up or into the
+      // copy of the attention's output); kAltPipeline, the product's entry
+      // loads of --alt-pipeline (SpectrumApplyTuning::pipeline).
+      enum Variant { kDefault, kOwnFwht, kAltPipeline };
       std::vector<size_t> counts = {0};
-      std::vector<bool> two_kernels = {false};
+      std::vector<Variant> variant = {kDefault};
       for (size_t c : {size_t{1}, size_t{8}}) {
-        if (static_cast<int64_t>(c) <= batch) counts.push_back(c), two_kernels.push_back(false);
+        if (static_cast<int64_t>(c) <= batch) counts.push_back(c), variant.push_back(kDefault);
       }
-      if (graphs && batch >= 8) counts.push_back(8), two_kernels.push_back(true);
+      if (graphs && batch >= 8) {
+        counts.push_back(8), variant.push_back(kOwnFwht);
+        if (f.alt_pipeline > 0) counts.push_back(8), variant.push_back(kAltPipeline);
+      }
+      const size_t default8 =
+          static_cast<size_t>(std::find(counts.begin(), counts.end(), size_t{8}) - counts.begin());
       std::vector<RunResult> best(counts.size());
       std::vector<std::vector<double>> steps(counts.size());
       for (int rep = 0; rep < f.repeats; ++rep) {
         for (size_t i = 0; i < counts.size(); ++i) {
           const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(
               adapters.begin(), adapters.begin() + static_cast<std::ptrdiff_t>(counts[i]));
-          base->set_fused_fwht(!two_kernels[i]);
+          base->set_fused_fwht(variant[i] != kOwnFwht);
+          SetPipeline(variant[i] == kAltPipeline ? f.alt_pipeline : 0);
           const RunResult r = RunBatch(*base, f, batch, used, graphs);
           base->set_fused_fwht(true);
+          SetPipeline(0);
           steps[i].push_back(r.step_ms);
           if (rep == 0 || r.step_ms < best[i].step_ms) {
             best[i].step_ms = r.step_ms;
@@ -655,7 +687,7 @@ int main(int argc, char** argv) {
       }
       for (size_t i = 0; i < counts.size(); ++i) {
         const double ratio = best[i].step_ms / best[0].step_ms;
-        if (counts[i] == 8 && batch >= 32 && !two_kernels[i]) {
+        if (counts[i] == 8 && batch >= 32 && variant[i] == kDefault) {
           Ratio& r = ratio8[graphs];
           r.best = ratio;
           r.paired.clear();
@@ -666,24 +698,27 @@ int main(int argc, char** argv) {
           const size_t m = sorted.size();
           r.median = m % 2 == 1 ? sorted[m / 2] : (sorted[m / 2 - 1] + sorted[m / 2]) / 2;
         }
+        const char* mark = variant[i] == kOwnFwht ? "*" : variant[i] == kAltPipeline ? "^" : "";
         std::printf("%-6lld %-7s %-9s %14.1f %10.2f %10.1f %12.2f %12.2f\n",
                     static_cast<long long>(batch), graphs ? "graphs" : "eager",
-                    counts[i] == 0   ? "base"
-                    : two_kernels[i] ? absl::StrCat(counts[i], " QWHA*").c_str()
-                                     : absl::StrCat(counts[i], " QWHA").c_str(),
+                    counts[i] == 0 ? "base" : absl::StrCat(counts[i], " QWHA", mark).c_str(),
                     best[i].decode_tokens_per_s, best[i].step_ms, best[i].ttft_ms, ratio,
                     best[i].ttft_ms / best[0].ttft_ms);
       }
-      if (two_kernels.back()) {
-        // The 8-adapter step with the FWHTs fused (the configuration just before
-        // it) over the same repeat's step with them in kernels of their own.
-        const std::vector<double>& one = steps[counts.size() - 2];
+      // Each variant against the default 8-adapter step of the same repeat.
+      for (size_t i = default8 + 1; i < counts.size(); ++i) {
         std::vector<double> ratios;
-        for (size_t k = 0; k < one.size(); ++k) ratios.push_back(one[k] / steps.back()[k]);
+        for (size_t k = 0; k < steps[i].size(); ++k) {
+          ratios.push_back(steps[default8][k] / steps[i][k]);
+        }
         std::printf(
-            "%-6lld %-7s 8 QWHA*: each FWHT in a kernel of its own instead of fused into the "
-            "RMSNorm or the attention output's copy; fused / own, per repeat:%s\n",
-            static_cast<long long>(batch), graphs ? "graphs" : "eager",
+            "%-6lld %-7s %s; default / this, per repeat:%s\n", static_cast<long long>(batch),
+            graphs ? "graphs" : "eager",
+            variant[i] == kOwnFwht
+                ? "8 QWHA*: each FWHT in a kernel of its own instead of fused into the "
+                  "RMSNorm or the attention output's copy"
+                : absl::StrCat("8 QWHA^: the product's entry loads of pipeline ", f.alt_pipeline)
+                      .c_str(),
             FormatRatios(ratios).c_str());
       }
     }
