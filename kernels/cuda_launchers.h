@@ -125,10 +125,9 @@ struct SpectrumApplyTuning {
   int diagnostic = 0;
   int rows = 0;
   // Entry loads: 1 the step pipeline (the first windows of the next steps in
-  // flight); 0 the window stream (the next window in flight) where it exists
-  // (chunks of 4 tokens of 2-byte types, 4 or 8 lanes × 8 entries, the
-  // register cap), else the step pipeline; 2 the window stream with each
-  // step's later windows requested into L1 a step ahead (prefetch.global.L1).
+  // flight); 0 or 2 the window stream (the next window in flight) where it
+  // exists (chunks of 4 tokens of 2-byte types, 4 or 8 lanes × 8 entries, the
+  // register cap), else the step pipeline.
   int pipeline = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);

@@ -265,32 +265,11 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
 // entries in order, 32 consecutive 8-entry pieces per load (what the access
 // pattern of the segments' windows costs against a coalesced stream).
 //
-// Requests the 128-byte line of p into L1 without holding a register.
-__device__ __forceinline__ void PrefetchL1(const void* p) {
-  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
-}
-
-// The windows 1 .. kPrefetchWindows of the segment's row [b, e) (window 0
-// is loaded into registers) into L1.
-constexpr int kPrefetchWindows = 3;
-template <int K, int S, typename E>
-__device__ __forceinline__ void PrefetchRow(const SpectrumApplyTask& task, int b, int e, int sl) {
-#pragma unroll
-  for (int w = 1; w <= kPrefetchWindows; ++w) {
-    const int pos = b + w * K * S + K * sl;
-    if (pos < e) {
-      PrefetchL1(task.gaps + pos);
-      PrefetchL1(static_cast<const E*>(task.values) + pos);
-    }
-  }
-}
-
 // kAhead 1 (the window stream): the warp reads its windows as one stream,
 // the next window always in flight (the step's next window, or the next
 // step's first while the last is worked on), instead of the first windows of
 // the next D steps (kAhead 0, the step pipeline), where a step's later
-// windows are loaded when they are used. kAhead 2: the window stream, with
-// each step's later windows also requested into L1 a step ahead (PrefetchRow).
+// windows are loaded when they are used.
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kProbe = 0,
           int kAhead = 0>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
@@ -357,7 +336,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   // The first steps' entries are requested before the staging, so that
   // their loads overlap it.
   fill();
-  if constexpr (kAhead == 2) PrefetchRow<K, S, E>(task, pb[0], pe[0], sl);
   int64_t row_offset[TM];
   if constexpr (kShared) {
     if (diag != 2)
@@ -455,7 +433,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
         // window is worked on, its first window.
         int nb, ne;
         bounds(k + P, nb, ne);
-        if constexpr (kAhead == 2) PrefetchRow<K, S, E>(task, nb, ne, sl);
         // kProbe 3: the same number of loads, at consecutive places of the
         // warp's range (one 8-entry piece per lane).
         auto load_in_order = [&]() {
@@ -504,10 +481,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
       }
     }
     first += 32 * stride;
-    if (first < limit) {
-      fill();
-      if constexpr (kAhead == 2) PrefetchRow<K, S, E>(task, pb[0], pe[0], sl);
-    }
+    if (first < limit) fill();
   }
 }
 
@@ -545,8 +519,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
                         const DeviceLimits& limits, cudaStream_t stream) {
   // Per instantiation; raised once, never lowered (launchers may run concurrently).
   static std::atomic<int> configured_shared{48 * 1024};
-  static std::atomic<int> configured_stream{48 * 1024};    // the window stream's kernel
-  static std::atomic<int> configured_prefetch{48 * 1024};  // ... with L1 prefetch
+  static std::atomic<int> configured_stream{48 * 1024};  // the window stream's kernel
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
@@ -570,17 +543,13 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
   const int diag = tuned_diag.load(std::memory_order_relaxed);
-  bool probe = false, stream_kernel = false, prefetch_kernel = false;
+  bool probe = false, stream_kernel = false;
   if constexpr (TM == 4 && (S == 8 || S == 4) && K == 8 && kShared && kMinBlocks == 3 &&
                 sizeof(E) == 2) {
     // The window stream (the default here: one layer of 8 adapters × 4
     // tokens read from DRAM, 88.6 us against 101.1 for the step pipeline),
     // and the probes of diagnostic modes 4, 5 and 6 (kProbe 1, 2 and 3).
-    const int pipeline = tuned_pipeline.load(std::memory_order_relaxed);
-    if (pipeline == 2) {
-      kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 2>;
-      prefetch_kernel = true;
-    } else if (pipeline != 1) {
+    if (tuned_pipeline.load(std::memory_order_relaxed) != 1) {
       kernel = diag == 4   ? SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 1, 1>
                : diag == 5 ? SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 2, 1>
                : diag == 6 ? SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 3, 1>
@@ -592,9 +561,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
     }
     probe = diag == 4 || diag == 5 || diag == 6;
   }
-  std::atomic<int>& configured = prefetch_kernel ? configured_prefetch
-                                 : stream_kernel ? configured_stream
-                                                 : configured_shared;
+  std::atomic<int>& configured = stream_kernel ? configured_stream : configured_shared;
   if (probe) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Limits().shared);

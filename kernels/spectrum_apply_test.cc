@@ -221,8 +221,7 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
         CheckApply(torch::kCUDA, torch::kFloat16, 4096, specs, 1e-2, 0.1);
         CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
         for (int rows : {1, 2}) {
-          // The window stream, the step pipeline, the stream with L1 prefetch.
-          for (int pipeline : {0, 1, 2}) {
+          for (int pipeline : {1, 2}) {  // step pipeline, window stream
             cuda::SetSpectrumApplyTuning({lanes, 1, 8, min_blocks, staging, 0, rows, pipeline});
             CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
             CheckApply(torch::kCUDA, torch::kFloat16, 1024, specs, 1e-2, 0.1);

@@ -11,8 +11,8 @@
 //                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
 //                    [--batches 1,32] [--repeats 3] [--work-dir DIR]
 //                    [--kernel-only 1]  (stop after the kernel measurements)
-//                    [--alt-pipeline N]  (CUDA: also 8 adapters with the
-//                    product's entry loads of SpectrumApplyTuning::pipeline N)
+//                    [--alt-tuning "L,E,B,M,S,D,R,P[;...]"]  (CUDA: also 8
+//                    adapters with those SpectrumApplyTuning fields)
 //                    [--trace DIR]  (CUDA builds with the Kineto profiler: a
 //                    timeline of batch-32 graph steps, base and 8 adapters,
 //                    saved as Chrome traces DIR/trace-base.json and
@@ -39,6 +39,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "kernels/fwht.h"
 #include "kernels/rms_norm.h"
@@ -74,7 +75,11 @@ struct Flags {
   int repeats = 3;
   bool kernel_only = false;  // --kernel-only 1: stop after the kernel measurements
   std::string trace_dir;     // --trace DIR: Chrome traces of batch-32 graph steps
-  int alt_pipeline = 0;      // --alt-pipeline N: an 8-adapter row with that pipeline
+  // --alt-tuning "L,E,B,M,S,D,R,P[;...]": 8-adapter rows with those
+  // SpectrumApplyTuning fields (lanes, entries, blocks/SM, min blocks,
+  // staging, diagnostic, rows, pipeline; CUDA builds), e.g. diagnostic 2 (no
+  // staging of z) for what the staging costs inside the step.
+  std::vector<std::vector<int>> alt_tunings;
 };
 
 model::ModelConfig Preset(const std::string& name) {
@@ -179,15 +184,18 @@ void WriteAdapter(const serve::ServingModel& base, const Flags& f, const std::st
   TORCH_CHECK(io::WriteFileAtomically(dir + "/adapter_config.json", config.dump()).ok());
 }
 
-// The product's entry loads for the steps that follow (kernels::cuda::
-// SpectrumApplyTuning::pipeline; 0: the default). CUDA benchmark builds only.
-void SetPipeline(int pipeline) {
+// The product's launch tuning for what follows (kernels::cuda::
+// SpectrumApplyTuning's 8 fields in order; empty: the defaults). CUDA
+// benchmark builds only.
+void SetTuning(const std::vector<int>& t) {
 #ifdef QWHA_SERVE_BENCH_CUDA_STATS
   kernels::cuda::SpectrumApplyTuning tuning;
-  tuning.pipeline = pipeline;
+  if (t.size() == 8) {
+    tuning = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]};
+  }
   kernels::cuda::SetSpectrumApplyTuning(tuning);
 #else
-  (void)pipeline;
+  (void)t;
 #endif
 }
 
@@ -329,7 +337,8 @@ double Seconds(const std::function<void()>& fn, const torch::Device& device, int
 // did). The FWHT of the inputs is left out of both.
 void KernelSideBySide(const serve::ServingModel& base,
                       const std::vector<std::shared_ptr<const serve::ServingAdapter>>& adapters,
-                      const torch::Device& device) {
+                      const torch::Device& device,
+                      const std::vector<std::vector<int>>& alt_tunings) {
   const int64_t per = 4, count = static_cast<int64_t>(adapters.size()), tokens = per * count;
   const auto opts = torch::TensorOptions().device(device);
   const torch::Tensor y_rows = torch::arange(tokens, opts.dtype(torch::kInt32));
@@ -441,9 +450,11 @@ void KernelSideBySide(const serve::ServingModel& base,
   kernels::cuda::SetSpectrumApplyTuning({});
   // The same layer as serving launches it: q/k/v in one launch (they share
   // their input), o, gate/up in one, down; 8 adapters × 4 tokens; with the
-  // default entry loads, then with L1 prefetch (pipeline 2).
-  for (int pipeline : {0, 2}) {
-    SetPipeline(pipeline);
+  // default tuning, then each --alt-tuning.
+  std::vector<std::vector<int>> tunings = {{}};
+  tunings.insert(tunings.end(), alt_tunings.begin(), alt_tunings.end());
+  for (const std::vector<int>& tuning : tunings) {
+    SetTuning(tuning);
     const std::vector<std::vector<int64_t>> launches = {{0, 1, 2}, {3}, {4, 5}, {6}};
     double total = 0;
     std::string cells;
@@ -466,11 +477,11 @@ void KernelSideBySide(const serve::ServingModel& base,
       total += t;
       cells += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
     }
-    std::printf(
-        "  as serving launches it (q/k/v, o, gate/up, down), 8x4, pipeline %d: %6.1f (%s )\n",
-        pipeline, 1e6 * total, cells.c_str());
+    std::printf("  as serving launches it (q/k/v, o, gate/up, down), 8x4, tuning %s: %6.1f (%s )\n",
+                tuning.empty() ? "default" : absl::StrJoin(tuning, ",").c_str(), 1e6 * total,
+                cells.c_str());
   }
-  SetPipeline(0);
+  SetTuning({});
   // The FWHT of a step's rows (SpectrumInput) at the layer's two widths.
   for (int64_t n : {base.config().hidden_size, base.config().intermediate_size}) {
     for (int64_t m : {int64_t{4}, int64_t{32}}) {
@@ -543,9 +554,18 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->rank = n;
     else if (a == "--prompt-len" && num)
       f->prompt_len = n;
-    else if (a == "--alt-pipeline" && num)
-      f->alt_pipeline = static_cast<int>(n);
-    else if (a == "--trace")
+    else if (a == "--alt-tuning") {
+      for (absl::string_view one : absl::StrSplit(v, ';', absl::SkipEmpty())) {
+        std::vector<int> fields;
+        for (absl::string_view x : absl::StrSplit(one, ',')) {
+          int value = 0;
+          if (!absl::SimpleAtoi(x, &value)) return false;
+          fields.push_back(value);
+        }
+        if (fields.size() != 8) return false;
+        f->alt_tunings.push_back(std::move(fields));
+      }
+    } else if (a == "--trace")
       f->trace_dir = v;
     else if (a == "--kernel-only")
       f->kernel_only = v == "1";
@@ -628,7 +648,7 @@ int main(int argc, char** argv) {
                 ((got - expected).abs().max() / expected.abs().max()).item<double>());
   }
 
-  KernelSideBySide(*base, adapters, device);
+  KernelSideBySide(*base, adapters, device, f.alt_tunings);
   if (f.kernel_only) return 0;
 
   std::printf("\n%-6s %-7s %-9s %14s %10s %10s %12s %12s\n", "batch", "steps", "adapters",
@@ -652,17 +672,22 @@ int main(int argc, char** argv) {
       // With graphs and 8 adapters, also variants of the 8-adapter step, side
       // by side: kOwnFwht, every FWHT of the adapters' input in a kernel of
       // its own (not fused into the RMSNorm of q/k/v and gate/up or into the
-      // copy of the attention's output); kAltPipeline, the product's entry
-      // loads of --alt-pipeline (SpectrumApplyTuning::pipeline).
-      enum Variant { kDefault, kOwnFwht, kAltPipeline };
+      // copy of the attention's output); kAltTuning, the product launched with
+      // an --alt-tuning (alt[i]).
+      enum Variant { kDefault, kOwnFwht, kAltTuning };
       std::vector<size_t> counts = {0};
       std::vector<Variant> variant = {kDefault};
+      std::vector<std::vector<int>> alt = {{}};
       for (size_t c : {size_t{1}, size_t{8}}) {
-        if (static_cast<int64_t>(c) <= batch) counts.push_back(c), variant.push_back(kDefault);
+        if (static_cast<int64_t>(c) <= batch) {
+          counts.push_back(c), variant.push_back(kDefault), alt.emplace_back();
+        }
       }
       if (graphs && batch >= 8) {
-        counts.push_back(8), variant.push_back(kOwnFwht);
-        if (f.alt_pipeline > 0) counts.push_back(8), variant.push_back(kAltPipeline);
+        counts.push_back(8), variant.push_back(kOwnFwht), alt.emplace_back();
+        for (const std::vector<int>& t : f.alt_tunings) {
+          counts.push_back(8), variant.push_back(kAltTuning), alt.push_back(t);
+        }
       }
       const size_t default8 =
           static_cast<size_t>(std::find(counts.begin(), counts.end(), size_t{8}) - counts.begin());
@@ -673,10 +698,10 @@ int main(int argc, char** argv) {
           const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(
               adapters.begin(), adapters.begin() + static_cast<std::ptrdiff_t>(counts[i]));
           base->set_fused_fwht(variant[i] != kOwnFwht);
-          SetPipeline(variant[i] == kAltPipeline ? f.alt_pipeline : 0);
+          SetTuning(alt[i]);
           const RunResult r = RunBatch(*base, f, batch, used, graphs);
           base->set_fused_fwht(true);
-          SetPipeline(0);
+          SetTuning({});
           steps[i].push_back(r.step_ms);
           if (rep == 0 || r.step_ms < best[i].step_ms) {
             best[i].step_ms = r.step_ms;
@@ -698,7 +723,7 @@ int main(int argc, char** argv) {
           const size_t m = sorted.size();
           r.median = m % 2 == 1 ? sorted[m / 2] : (sorted[m / 2 - 1] + sorted[m / 2]) / 2;
         }
-        const char* mark = variant[i] == kOwnFwht ? "*" : variant[i] == kAltPipeline ? "^" : "";
+        const char* mark = variant[i] == kOwnFwht ? "*" : variant[i] == kAltTuning ? "^" : "";
         std::printf("%-6lld %-7s %-9s %14.1f %10.2f %10.1f %12.2f %12.2f\n",
                     static_cast<long long>(batch), graphs ? "graphs" : "eager",
                     counts[i] == 0 ? "base" : absl::StrCat(counts[i], " QWHA", mark).c_str(),
@@ -711,15 +736,15 @@ int main(int argc, char** argv) {
         for (size_t k = 0; k < steps[i].size(); ++k) {
           ratios.push_back(steps[default8][k] / steps[i][k]);
         }
-        std::printf(
-            "%-6lld %-7s %s; default / this, per repeat:%s\n", static_cast<long long>(batch),
-            graphs ? "graphs" : "eager",
-            variant[i] == kOwnFwht
-                ? "8 QWHA*: each FWHT in a kernel of its own instead of fused into the "
-                  "RMSNorm or the attention output's copy"
-                : absl::StrCat("8 QWHA^: the product's entry loads of pipeline ", f.alt_pipeline)
-                      .c_str(),
-            FormatRatios(ratios).c_str());
+        std::printf("%-6lld %-7s %s; default / this, per repeat:%s\n",
+                    static_cast<long long>(batch), graphs ? "graphs" : "eager",
+                    variant[i] == kOwnFwht
+                        ? "8 QWHA*: each FWHT in a kernel of its own instead of fused into the "
+                          "RMSNorm or the attention output's copy"
+                        : absl::StrCat("8 QWHA^: the product launched with tuning ",
+                                       absl::StrJoin(alt[i], ","))
+                              .c_str(),
+                    FormatRatios(ratios).c_str());
       }
     }
   }
