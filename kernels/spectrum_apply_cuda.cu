@@ -270,9 +270,12 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
 // step's first while the last is worked on), instead of the first windows of
 // the next D steps (kAhead 0, the step pipeline), where a step's later
 // windows are loaded when they are used.
+//
+// W: warps per block (kWarpsPerBlock, or 32 for one block per SM where no
+// more than 2 blocks of 16 would be resident: one staging of z per 32 warps).
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kProbe = 0,
-          int kAhead = 0>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
+          int kAhead = 0, int W = kWarpsPerBlock>
+__global__ void __launch_bounds__(W * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
                         int diag, bool stage_pairs, bool contiguous) {
@@ -293,8 +296,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kMinBlocks)
   const int lane = threadIdx.x & 31;
   const int sub = lane / S;  // the lane's row of the P
   const int sl = lane % S;   // the lane's place in its segment
-  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  const int warps = gridDim.x * kWarpsPerBlock;
+  const int warp = blockIdx.x * W + (threadIdx.x >> 5);
+  const int warps = gridDim.x * W;
   // The warp's rows: one contiguous range [first, limit) of ceil(rows /
   // warps) rows (a warp's P rows of a step are then adjacent in memory, and
   // so are its steps), or, strided, rows warp, warp + warps, ...
@@ -512,6 +515,7 @@ std::atomic<int> tuned_staging{0};
 std::atomic<int> tuned_min_blocks{0};
 std::atomic<int> tuned_rows{0};
 std::atomic<int> tuned_pipeline{0};
+std::atomic<int> tuned_warps{0};
 
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
@@ -520,6 +524,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // Per instantiation; raised once, never lowered (launchers may run concurrently).
   static std::atomic<int> configured_shared{48 * 1024};
   static std::atomic<int> configured_stream{48 * 1024};  // the window stream's kernel
+  static std::atomic<int> configured_wide{48 * 1024};    // ... in blocks of 32 warps
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
@@ -543,7 +548,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
   const int diag = tuned_diag.load(std::memory_order_relaxed);
-  bool probe = false, stream_kernel = false;
+  bool probe = false, stream_kernel = false, wide = false;
   if constexpr (TM == 4 && (S == 8 || S == 4) && K == 8 && kShared && kMinBlocks == 3 &&
                 sizeof(E) == 2) {
     // The window stream (the default here: one layer of 8 adapters × 4
@@ -560,8 +565,23 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
       if (diag == 5) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 2>;
     }
     probe = diag == 4 || diag == 5 || diag == 6;
+    // Where no more than 2 blocks of 16 warps per SM would be resident
+    // (shared memory: the down projection's z of 11008 columns; or few rows:
+    // o), one block of 32 warps per SM instead: the same warps, half the
+    // stagings of z (whose L2 reads set the cost of the staging), 64
+    // registers. Diagnostics 1 and 2 too (timing the staging).
+    const int warps = tuned_warps.load(std::memory_order_relaxed);
+    if (stream_kernel && !probe &&
+        (warps == 32 ||
+         (warps == 0 && static_cast<int64_t>(blocks) * count * chunks <= 2 * limits.sms))) {
+      kernel = SpectrumApplyKernel<TM, S, K, kShared, 1, E, 0, 1, 32>;
+      blocks = (blocks + 1) / 2;
+      wide = true;
+    }
   }
-  std::atomic<int>& configured = stream_kernel ? configured_stream : configured_shared;
+  std::atomic<int>& configured = wide            ? configured_wide
+                                 : stream_kernel ? configured_stream
+                                                 : configured_shared;
   if (probe) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Limits().shared);
@@ -586,9 +606,9 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
   const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
                      n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
-  kernel<<<grid, kWarpsPerBlock * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
-                                                      static_cast<E*>(y), ldy, y_rows,
-                                                      probe ? 0 : diag, pairs, contiguous);
+  kernel<<<grid, (wide ? 32 : kWarpsPerBlock) * 32, smem, stream>>>(
+      batch, static_cast<const E*>(z), ldz, static_cast<E*>(y), ldy, y_rows, probe ? 0 : diag,
+      pairs, contiguous);
   return cudaGetLastError();
 }
 
@@ -732,6 +752,7 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_min_blocks.store(tuning.min_blocks_per_sm, std::memory_order_relaxed);
   tuned_rows.store(tuning.rows, std::memory_order_relaxed);
   tuned_pipeline.store(tuning.pipeline, std::memory_order_relaxed);
+  tuned_warps.store(tuning.warps_per_block, std::memory_order_relaxed);
 }
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,

@@ -222,9 +222,13 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
         CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
         for (int rows : {1, 2}) {
           for (int pipeline : {1, 2}) {  // step pipeline, window stream
-            cuda::SetSpectrumApplyTuning({lanes, 1, 8, min_blocks, staging, 0, rows, pipeline});
-            CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
-            CheckApply(torch::kCUDA, torch::kFloat16, 1024, specs, 1e-2, 0.1);
+            // The window stream in blocks of 16 and of 32 warps.
+            for (int warps : {16, 32}) {
+              cuda::SetSpectrumApplyTuning(
+                  {lanes, 1, 8, min_blocks, staging, 0, rows, pipeline, warps});
+              CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
+              CheckApply(torch::kCUDA, torch::kFloat16, 1024, specs, 1e-2, 0.1);
+            }
           }
         }
       }

@@ -11,16 +11,18 @@
 //                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
 //                    [--batches 1,32] [--repeats 3] [--work-dir DIR]
 //                    [--kernel-only 1]  (stop after the kernel measurements)
-//                    [--alt-tuning "L,E,B,M,S,D,R,P[;...]"]  (CUDA: also 8
+//                    [--alt-tuning "L,B,E,M,S,D,R,P[,W][;...]"]  (CUDA: also 8
 //                    adapters with those SpectrumApplyTuning fields)
 //                    [--trace DIR]  (CUDA builds with the Kineto profiler: a
 //                    timeline of batch-32 graph steps, base and 8 adapters,
 //                    saved as Chrome traces DIR/trace-base.json and
 //                    DIR/trace-8qwha.json; scripts/trace-summary.py reads them)
-// Each configuration of a batch size runs `repeats` times in turn and keeps
-// its best step time and TTFT. The target is judged on the median over the
-// repeats of the 8-adapter step over the base step of the same repeat
-// (paired, so that a slow or fast spell of the device lands on both).
+// Each configuration of a batch size runs `repeats` times in turn (in
+// reverse order on odd repeats, so that a drift of the device within a
+// repeat favours no configuration) and keeps its best step time and TTFT.
+// The target is judged on the median over the repeats of the 8-adapter step
+// over the base step of the same repeat (paired, so that a slow or fast
+// spell of the device lands on both).
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -75,10 +77,10 @@ struct Flags {
   int repeats = 3;
   bool kernel_only = false;  // --kernel-only 1: stop after the kernel measurements
   std::string trace_dir;     // --trace DIR: Chrome traces of batch-32 graph steps
-  // --alt-tuning "L,E,B,M,S,D,R,P[;...]": 8-adapter rows with those
-  // SpectrumApplyTuning fields (lanes, entries, blocks/SM, min blocks,
-  // staging, diagnostic, rows, pipeline; CUDA builds), e.g. diagnostic 2 (no
-  // staging of z) for what the staging costs inside the step.
+  // --alt-tuning "L,B,E,M,S,D,R,P[,W][;...]": 8-adapter rows with those
+  // SpectrumApplyTuning fields (lanes, blocks/SM, entries, min blocks,
+  // staging, diagnostic, rows, pipeline, warps per block; CUDA builds), e.g.
+  // diagnostic 2 (no staging of z) for what the staging costs in the step.
   std::vector<std::vector<int>> alt_tunings;
 };
 
@@ -185,13 +187,13 @@ void WriteAdapter(const serve::ServingModel& base, const Flags& f, const std::st
 }
 
 // The product's launch tuning for what follows (kernels::cuda::
-// SpectrumApplyTuning's 8 fields in order; empty: the defaults). CUDA
+// SpectrumApplyTuning's fields in order, 8 or 9; empty: the defaults). CUDA
 // benchmark builds only.
 void SetTuning(const std::vector<int>& t) {
 #ifdef QWHA_SERVE_BENCH_CUDA_STATS
   kernels::cuda::SpectrumApplyTuning tuning;
-  if (t.size() == 8) {
-    tuning = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]};
+  if (t.size() >= 8) {
+    tuning = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t.size() > 8 ? t[8] : 0};
   }
   kernels::cuda::SetSpectrumApplyTuning(tuning);
 #else
@@ -562,7 +564,7 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
           if (!absl::SimpleAtoi(x, &value)) return false;
           fields.push_back(value);
         }
-        if (fields.size() != 8) return false;
+        if (fields.size() != 8 && fields.size() != 9) return false;
         f->alt_tunings.push_back(std::move(fields));
       }
     } else if (a == "--trace")
@@ -694,7 +696,11 @@ int main(int argc, char** argv) {
       std::vector<RunResult> best(counts.size());
       std::vector<std::vector<double>> steps(counts.size());
       for (int rep = 0; rep < f.repeats; ++rep) {
-        for (size_t i = 0; i < counts.size(); ++i) {
+        // Odd repeats run the configurations in reverse order: a drift of the
+        // device over a repeat (seconds of one configuration after another)
+        // then favours neither side of a pair.
+        for (size_t j = 0; j < counts.size(); ++j) {
+          const size_t i = rep % 2 == 0 ? j : counts.size() - 1 - j;
           const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(
               adapters.begin(), adapters.begin() + static_cast<std::ptrdiff_t>(counts[i]));
           base->set_fused_fwht(variant[i] != kOwnFwht);
