@@ -129,9 +129,9 @@ struct SpectrumApplyTuning {
   // exists (chunks of 4 tokens of 2-byte types, 4 or 8 lanes × 8 entries, the
   // register cap), else the step pipeline.
   int pipeline = 0;
-  // Warps per block of the window stream: 16 (3 or 2 blocks per SM), 32 (one
-  // block per SM), 0: 32 where no more than 2 blocks of 16 would be resident
-  // per SM over the launch, else 16.
+  // Warps per block of the window stream: 16 (3 or 2 blocks per SM); 32 (one
+  // block per SM); 0 or 24: 32 where no more than 2 blocks of 16 would be
+  // resident per SM over the launch, else 24 (2 blocks per SM).
   int warps_per_block = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);

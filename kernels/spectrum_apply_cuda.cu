@@ -29,7 +29,10 @@
 // segment (xor shuffles), leaving each token's total in one lane, which adds
 // it to y with an atomic add (nothing waits on it). Where the chunk does not
 // fit in shared memory (float32 with a large n) the entries read z from
-// global memory instead.
+// global memory instead. Blocks have 16 warps, or with the window stream 24
+// (2 blocks per SM) or 32 (one per SM, where shared memory or few rows leave
+// at most 2 blocks of 16): every block stages its chunk of z once, and those
+// L2 reads are what the staging costs.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -525,6 +528,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   static std::atomic<int> configured_shared{48 * 1024};
   static std::atomic<int> configured_stream{48 * 1024};  // the window stream's kernel
   static std::atomic<int> configured_wide{48 * 1024};    // ... in blocks of 32 warps
+  static std::atomic<int> configured_24{48 * 1024};      // ... of 24 warps
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
   const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
@@ -548,7 +552,8 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   blocks = blocks < 1 ? 1 : blocks > row_blocks ? row_blocks : blocks;
   auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E>;
   const int diag = tuned_diag.load(std::memory_order_relaxed);
-  bool probe = false, stream_kernel = false, wide = false;
+  bool probe = false, stream_kernel = false;
+  int block_warps = kWarpsPerBlock;
   if constexpr (TM == 4 && (S == 8 || S == 4) && K == 8 && kShared && kMinBlocks == 3 &&
                 sizeof(E) == 2) {
     // The window stream (the default here: one layer of 8 adapters × 4
@@ -565,23 +570,30 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
       if (diag == 5) kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 2>;
     }
     probe = diag == 4 || diag == 5 || diag == 6;
-    // Where no more than 2 blocks of 16 warps per SM would be resident
-    // (shared memory: the down projection's z of 11008 columns; or few rows:
-    // o), one block of 32 warps per SM instead: the same warps, half the
-    // stagings of z (whose L2 reads set the cost of the staging), 64
-    // registers. Diagnostics 1 and 2 too (timing the staging).
+    // Fewer, larger blocks: the stagings of z, whose L2 reads set the
+    // staging's cost, go with the blocks. Where no more than 2 blocks of 16
+    // warps per SM would be resident (shared memory: the down projection's z
+    // of 11008 columns; or few rows: o), one block of 32 warps per SM (64
+    // registers); elsewhere 2 blocks of 24 warps per SM instead of 3 of 16
+    // (the same 48 warps, 40 registers). In the 8-adapter decode step
+    // (qwha-serve-bench, paired per repeat): 16 → 32 warps for o and down
+    // 0.8 % faster, 16 → 24 for q/k/v and gate/up another 1.5 %.
+    // Diagnostics 1 and 2 too (timing the staging).
     const int warps = tuned_warps.load(std::memory_order_relaxed);
-    if (stream_kernel && !probe &&
-        (warps == 32 ||
-         (warps == 0 && static_cast<int64_t>(blocks) * count * chunks <= 2 * limits.sms))) {
+    const bool few = static_cast<int64_t>(blocks) * count * chunks <= 2 * limits.sms;
+    if (stream_kernel && !probe && (warps == 32 || (warps != 16 && few))) {
       kernel = SpectrumApplyKernel<TM, S, K, kShared, 1, E, 0, 1, 32>;
-      blocks = (blocks + 1) / 2;
-      wide = true;
+      block_warps = 32;
+    } else if (stream_kernel && !probe && warps != 16 && per_sm >= 2) {
+      kernel = SpectrumApplyKernel<TM, S, K, kShared, 2, E, 0, 1, 24>;
+      block_warps = 24;
     }
+    blocks = (blocks * kWarpsPerBlock + block_warps - 1) / block_warps;
   }
-  std::atomic<int>& configured = wide            ? configured_wide
-                                 : stream_kernel ? configured_stream
-                                                 : configured_shared;
+  std::atomic<int>& configured = block_warps == 32   ? configured_wide
+                                 : block_warps == 24 ? configured_24
+                                 : stream_kernel     ? configured_stream
+                                                     : configured_shared;
   if (probe) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Limits().shared);
@@ -606,9 +618,9 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
   const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
                      n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
-  kernel<<<grid, (wide ? 32 : kWarpsPerBlock) * 32, smem, stream>>>(
-      batch, static_cast<const E*>(z), ldz, static_cast<E*>(y), ldy, y_rows, probe ? 0 : diag,
-      pairs, contiguous);
+  kernel<<<grid, block_warps * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
+                                                   static_cast<E*>(y), ldy, y_rows,
+                                                   probe ? 0 : diag, pairs, contiguous);
   return cudaGetLastError();
 }
 

@@ -222,8 +222,8 @@ TEST(SpectrumApplyTest, EveryCudaLaunchShapeMatchesTheReference) {
         CheckApply(torch::kCUDA, torch::kFloat32, 8192, specs, 1e-5, 0.02);
         for (int rows : {1, 2}) {
           for (int pipeline : {1, 2}) {  // step pipeline, window stream
-            // The window stream in blocks of 16 and of 32 warps.
-            for (int warps : {16, 32}) {
+            // The window stream in blocks of 16, 24 and 32 warps.
+            for (int warps : {16, 24, 32}) {
               cuda::SetSpectrumApplyTuning(
                   {lanes, 1, 8, min_blocks, staging, 0, rows, pipeline, warps});
               CheckApply(torch::kCUDA, torch::kBFloat16, 1024, many, 1e-2, 0.1);
