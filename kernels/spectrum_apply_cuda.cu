@@ -274,8 +274,9 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
 // the next D steps (kAhead 0, the step pipeline), where a step's later
 // windows are loaded when they are used.
 //
-// W: warps per block (kWarpsPerBlock, or 32 for one block per SM where no
-// more than 2 blocks of 16 would be resident: one staging of z per 32 warps).
+// W: warps per block (kWarpsPerBlock; 24 for 2 blocks per SM, or 32 for one
+// block per SM where no more than 2 blocks of 16 would be resident: fewer
+// stagings of z for the same warps; see LaunchBatch).
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kProbe = 0,
           int kAhead = 0, int W = kWarpsPerBlock>
 __global__ void __launch_bounds__(W * 32, kMinBlocks)
@@ -575,9 +576,11 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
     // warps per SM would be resident (shared memory: the down projection's z
     // of 11008 columns; or few rows: o), one block of 32 warps per SM (64
     // registers); elsewhere 2 blocks of 24 warps per SM instead of 3 of 16
-    // (the same 48 warps, 40 registers). In the 8-adapter decode step
-    // (qwha-serve-bench, paired per repeat): 16 → 32 warps for o and down
-    // 0.8 % faster, 16 → 24 for q/k/v and gate/up another 1.5 %.
+    // (the same 48 warps, 40 registers). qwha-serve-bench, one layer as
+    // served: 81.1–81.6 us against 82.2–83.4 with 16-warp blocks; in the
+    // 8-adapter decode step (paired per repeat) 16 → 32 warps for o and down
+    // measured 0.8 % faster, 16 → 24 for q/k/v and gate/up 1.5 % in one run
+    // and within the noise (±2 %) in the next.
     // Diagnostics 1 and 2 too (timing the staging).
     const int warps = tuned_warps.load(std::memory_order_relaxed);
     const bool few = static_cast<int64_t>(blocks) * count * chunks <= 2 * limits.sms;
