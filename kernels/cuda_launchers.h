@@ -88,6 +88,11 @@ cudaError_t LaunchNormFwhtChunks(const void* x, const void* weight, void* y, voi
                                  const int32_t* z_rows, int64_t chunks, int64_t rows,
                                  int64_t hidden, float eps, float scale, DType dtype,
                                  cudaStream_t stream);
+// The kernel of LaunchNormFwhtChunks, for benchmarks: 0 (the default) a
+// cluster of 4 blocks per chunk, one row per block, where the device has
+// clusters (compute capability 9.0); 1 one block of 4 rows per chunk (the
+// kernel used without clusters). Process-wide; not for concurrent use.
+void SetNormFwhtChunksKernel(int kernel);
 cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* weight, void* dx,
                                   int64_t rows, int64_t hidden, float eps, DType dtype,
                                   cudaStream_t stream);
