@@ -341,8 +341,21 @@ torch::Tensor Fwht(const torch::Tensor& x, double scale, bool transpose) {
   return FwhtFunction::apply(x, scale, transpose);
 }
 
+torch::Tensor ChunkRows(const torch::Tensor& z, const torch::Tensor& z_rows) {
+  TORCH_CHECK(z.dim() == 2, "qwha::kernels::ChunkRows: z must be [m, n], got ", z.sizes());
+  TORCH_CHECK(z_rows.defined() && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
+                  z_rows.scalar_type() == torch::kInt32 && z_rows.device() == z.device(),
+              "qwha::kernels::ChunkRows: z_rows must be int32 [4 * chunks] on ", z.device());
+  const int64_t chunks = z_rows.size(0) / 4;
+  const torch::Tensor rows = z_rows.to(torch::kInt64);
+  const torch::Tensor valid = rows.ge(0);
+  torch::Tensor picked = z.index_select(0, rows.clamp_min(0));  // [4C, n]
+  picked = picked.masked_fill(valid.logical_not().unsqueeze(1), 0);
+  return picked.view({chunks, 4, z.size(1)}).transpose(1, 2).contiguous();
+}
+
 torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, torch::Tensor& out,
-                           double scale, bool transpose) {
+                           double scale, bool transpose, const torch::Tensor& z_rows) {
   TORCH_CHECK(x.dim() == 2 && out.dim() == 2 && x.size(1) == out.size(1) &&
                   x.scalar_type() == out.scalar_type() && x.device() == out.device(),
               "qwha::kernels::CopyRowsFwht: x [m, n] and out [rows, n] of one dtype and device, "
@@ -354,6 +367,11 @@ torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, to
                   : x.size(0) <= out.size(0),
               "qwha::kernels::CopyRowsFwht: rows must be int64 [", x.size(0), "] on ", x.device(),
               " (or undefined, with at most ", out.size(0), " rows in x)");
+  TORCH_CHECK(
+      !z_rows.defined() || (!rows.defined() && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
+                            z_rows.scalar_type() == torch::kInt32 && z_rows.device() == x.device()),
+      "qwha::kernels::CopyRowsFwht: z_rows must be int32 [4 * chunks] on ", x.device(),
+      ", with rows undefined");
   torch::NoGradGuard no_grad;
 #ifdef QWHA_WITH_CUDA
   if (x.is_cuda() && out.is_contiguous()) {
@@ -362,12 +380,23 @@ torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, to
     const cuda::DType dtype = ToCudaDType(x.scalar_type());
     if (cuda::RmsNormFwhtFused(n, dtype, xc.data_ptr(), nullptr, out.data_ptr(), nullptr)) {
       // A power of two: H is symmetric, transpose changes nothing.
-      torch::Tensor z = torch::empty_like(out);
-      const torch::Tensor r = rows.defined() ? rows.contiguous() : rows;
-      const cudaError_t err = cuda::LaunchCopyFwht(
-          xc.data_ptr(), r.defined() ? r.data_ptr<int64_t>() : nullptr, out.data_ptr(),
-          z.data_ptr(), xc.size(0), n, static_cast<float>(scale), dtype,
-          at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+      const cudaStream_t stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+      cudaError_t err;
+      torch::Tensor z;
+      if (z_rows.defined()) {
+        const int64_t chunks = z_rows.size(0) / 4;
+        z = torch::empty({chunks, n, 4}, out.options());
+        err =
+            cuda::LaunchNormFwhtChunks(xc.data_ptr(), nullptr, out.data_ptr(), z.data_ptr(),
+                                       z_rows.contiguous().data_ptr<int32_t>(), chunks, xc.size(0),
+                                       n, 0.f, static_cast<float>(scale), dtype, stream);
+      } else {
+        z = torch::empty_like(out);
+        const torch::Tensor r = rows.defined() ? rows.contiguous() : rows;
+        err = cuda::LaunchCopyFwht(xc.data_ptr(), r.defined() ? r.data_ptr<int64_t>() : nullptr,
+                                   out.data_ptr(), z.data_ptr(), xc.size(0), n,
+                                   static_cast<float>(scale), dtype, stream);
+      }
       TORCH_CHECK(err == cudaSuccess,
                   "qwha::kernels::CopyRowsFwht: CUDA launch failed: ", cudaGetErrorString(err));
       return z;
@@ -379,7 +408,8 @@ torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, to
   } else {
     out.narrow(0, 0, x.size(0)).copy_(x);
   }
-  return Fwht(out, scale, transpose);
+  torch::Tensor z = Fwht(out, scale, transpose);
+  return z_rows.defined() ? ChunkRows(z, z_rows) : z;
 }
 
 absl::StatusOr<torch::Tensor> FwhtChecked(const torch::Tensor& x, double scale, bool transpose) {

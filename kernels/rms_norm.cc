@@ -109,10 +109,26 @@ torch::Tensor RmsNormBackward(const torch::Tensor& dy, const torch::Tensor& x,
   return (r * (gw - h * c)).to(x.scalar_type());
 }
 
+bool FusedNormFwht(int64_t hidden, torch::ScalarType dtype, const torch::Device& device) {
+#ifdef QWHA_WITH_CUDA
+  return device.is_cuda() &&
+         cuda::RmsNormFwhtFused(hidden, ToCudaDType(dtype), nullptr, nullptr, nullptr, nullptr);
+#else
+  (void)hidden, (void)dtype, (void)device;
+  return false;
+#endif
+}
+
 std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
                                                     const torch::Tensor& weight, double eps,
-                                                    double scale, bool transpose) {
+                                                    double scale, bool transpose,
+                                                    const torch::Tensor& z_rows) {
   CheckArgs(x, weight, "RmsNormFwht");
+  TORCH_CHECK(
+      !z_rows.defined() || (x.dim() == 2 && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
+                            z_rows.scalar_type() == torch::kInt32 && z_rows.device() == x.device()),
+      "qwha::kernels::RmsNormFwht: z_rows must be int32 [4 * chunks] on ", x.device(),
+      ", with x 2-D");
   torch::NoGradGuard no_grad;
 #ifdef QWHA_WITH_CUDA
   if (UseCuda(x)) {
@@ -121,18 +137,30 @@ std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
     const cuda::DType dtype = ToCudaDType(x.scalar_type());
     // (Fresh outputs are aligned: the launch checks them too.)
     if (cuda::RmsNormFwhtFused(hidden, dtype, xc.data_ptr(), wc.data_ptr(), nullptr, nullptr)) {
-      torch::Tensor y = torch::empty_like(xc), z = torch::empty_like(xc);
-      CheckCuda(cuda::LaunchRmsNormFwht(
-                    xc.data_ptr(), wc.data_ptr(), y.data_ptr(), z.data_ptr(), xc.numel() / hidden,
-                    hidden, static_cast<float>(eps), static_cast<float>(scale), dtype,
-                    at::cuda::getCurrentCUDAStream(x.device().index()).stream()),
-                "RmsNormFwht");
+      const cudaStream_t stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+      torch::Tensor y = torch::empty_like(xc), z;
+      if (z_rows.defined()) {
+        const int64_t chunks = z_rows.size(0) / 4;
+        z = torch::empty({chunks, hidden, 4}, xc.options());
+        CheckCuda(cuda::LaunchNormFwhtChunks(xc.data_ptr(), wc.data_ptr(), y.data_ptr(),
+                                             z.data_ptr(), z_rows.contiguous().data_ptr<int32_t>(),
+                                             chunks, xc.size(0), hidden, static_cast<float>(eps),
+                                             static_cast<float>(scale), dtype, stream),
+                  "RmsNormFwht");
+      } else {
+        z = torch::empty_like(xc);
+        CheckCuda(cuda::LaunchRmsNormFwht(xc.data_ptr(), wc.data_ptr(), y.data_ptr(), z.data_ptr(),
+                                          xc.numel() / hidden, hidden, static_cast<float>(eps),
+                                          static_cast<float>(scale), dtype, stream),
+                  "RmsNormFwht");
+      }
       return {y, z};
     }
   }
 #endif
   torch::Tensor y = ForwardImpl(x, weight, eps);
   torch::Tensor z = Fwht(y, scale, transpose);
+  if (z_rows.defined()) z = ChunkRows(z, z_rows);
   return {std::move(y), std::move(z)};
 }
 

@@ -29,9 +29,19 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
 // first tensor bit for bit RmsNorm's, the second within float32 rounding of
 // Fwht's (the same butterflies, in another order); elsewhere the two ops.
 // Same preconditions as RmsNorm, plus Fwht's on the last dimension.
+// With z_rows (int32 [4·C] on x's device, values in [-1, rows of x)), the
+// second tensor comes in chunks of 4 rows, ChunkRows(Fwht(y), z_rows)
+// ([C, H, 4], kernels/fwht.h), straight from the kernel in the one-kernel
+// case. x must then be 2-D.
 std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
                                                     const torch::Tensor& weight, double eps,
-                                                    double scale = 1.0, bool transpose = false);
+                                                    double scale = 1.0, bool transpose = false,
+                                                    const torch::Tensor& z_rows = torch::Tensor());
+
+// Whether RmsNormFwht and CopyRowsFwht take one kernel for rows of `hidden`
+// elements of `dtype` on `device` (this build's CUDA kernels; aligned
+// tensors assumed, as fresh LibTorch tensors are).
+bool FusedNormFwht(int64_t hidden, torch::ScalarType dtype, const torch::Device& device);
 
 // The backward alone: dx for dy (x's shape and dtype). Same preconditions.
 torch::Tensor RmsNormBackward(const torch::Tensor& dy, const torch::Tensor& x,

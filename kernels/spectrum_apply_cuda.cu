@@ -111,10 +111,11 @@ __device__ __forceinline__ void AccumulateShared(float (&acc)[TM], float v, cons
 template <int TM, typename E>
 __device__ __forceinline__ void AccumulateGlobal(float (&acc)[TM], float v, const E* z,
                                                  const int64_t (&row_offset)[TM], int col,
-                                                 int valid) {
+                                                 int col_stride, int valid) {
 #pragma unroll
   for (int t = 0; t < TM; ++t) {
-    if (t < valid) acc[t] += v * ToF(__ldg(z + row_offset[t] + col));
+    if (t < valid)
+      acc[t] += v * ToF(__ldg(z + row_offset[t] + static_cast<int64_t>(col) * col_stride));
   }
 }
 
@@ -261,6 +262,70 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
   }
 }
 
+// z in chunks of 4 tokens (LaunchSpectrumApply's z_chunks): the block's chunk
+// is n · 4 contiguous elements, already in the order of shared memory.
+// kZRows: rows of z, staged transposed (StageZ); kZChunkCopy: a chunk copied
+// by the block's threads (16-byte pieces); kZChunkBulk: a chunk copied by one
+// bulk copy (TMA, sm_90), issued by thread 0 before the warps' first loads
+// and completing on an mbarrier after the chunk in shared memory, so that no
+// instruction and no register waits on it until the first window is worked
+// on.
+constexpr int kZRows = 0;
+constexpr int kZChunkCopy = 1;
+constexpr int kZChunkBulk = 2;
+
+template <typename E>
+__device__ __forceinline__ void CopyChunk(E* zs, const E* __restrict__ src, int elements) {
+  const int bytes = elements * static_cast<int>(sizeof(E));
+  if ((reinterpret_cast<uintptr_t>(src) | static_cast<uintptr_t>(bytes)) % 16 == 0) {
+    for (int i = threadIdx.x; i < bytes / 16; i += blockDim.x) {
+      reinterpret_cast<uint4*>(zs)[i] = __ldg(reinterpret_cast<const uint4*>(src) + i);
+    }
+  } else {
+    for (int i = threadIdx.x; i < elements; i += blockDim.x) zs[i] = src[i];
+  }
+}
+
+__device__ __forceinline__ void IssueBulkCopy(void* dst, const void* src, uint32_t bytes,
+                                              uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const auto b = static_cast<uint32_t>(__cvta_generic_to_shared(bar));
+  const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(b) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes)
+               : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(d),
+      "l"(src), "r"(bytes), "r"(b)
+      : "memory");
+#else
+  (void)dst, (void)src, (void)bytes, (void)bar;
+#endif
+}
+
+__device__ __forceinline__ void WaitBulkCopy(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const auto b = static_cast<uint32_t>(__cvta_generic_to_shared(bar));
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(b)
+        : "memory");
+  } while (done == 0);
+#else
+  (void)bar;
+#endif
+}
+
 // kProbe (benchmarks only, diagnostic modes 4, 5 and 6; the results are wrong):
 // 1: every gather of z reads a place of its own lane instead (the same loads,
 // free of bank conflicts); 2: entries are loaded but not used (no scan, no
@@ -282,7 +347,7 @@ template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kP
 __global__ void __launch_bounds__(W * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
-                        int diag, bool stage_pairs, bool contiguous) {
+                        int diag, bool stage_pairs, bool contiguous, int z_mode) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   if (diag == 3) return;  // benchmarks: an empty launch
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
@@ -340,18 +405,41 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
 #pragma unroll
     for (int d = 0; d < D; ++d) fetch(d * P, pb[d], pe[d], pw[d]);
   };
+  // z in chunks: this block's chunk (TM == 4), at chunk_at.
+  const bool chunked = z_mode != kZRows;
+  const int64_t chunk_at = chunked ? static_cast<int64_t>((task.tok_begin + tok0) / TM) * ldz : 0;
+  bool bulk = false;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  bulk = z_mode == kZChunkBulk;
+#endif
+  const int z_elements = task.n * TM;
+  uint64_t* bar =
+      reinterpret_cast<uint64_t*>(shared_raw + static_cast<size_t>(z_elements) * sizeof(E));
+  if constexpr (kShared) {
+    if (bulk && diag != 2 && threadIdx.x == 0) {
+      IssueBulkCopy(shared_raw, z + chunk_at, static_cast<uint32_t>(z_elements * sizeof(E)), bar);
+    }
+  }
   // The first steps' entries are requested before the staging, so that
   // their loads overlap it.
   fill();
   int64_t row_offset[TM];
   if constexpr (kShared) {
-    if (diag != 2)
-      StageZ<TM>(reinterpret_cast<E*>(shared_raw), z, ldz, rows_of, valid, task.n, stage_pairs);
+    if (diag != 2 && !bulk) {
+      if (chunked) {
+        CopyChunk(reinterpret_cast<E*>(shared_raw), z + chunk_at, z_elements);
+      } else {
+        StageZ<TM>(reinterpret_cast<E*>(shared_raw), z, ldz, rows_of, valid, task.n, stage_pairs);
+      }
+    }
     __syncthreads();
+    if (diag != 2 && bulk) WaitBulkCopy(bar);
   } else {
 #pragma unroll
     for (int t = 0; t < TM; ++t) {
-      row_offset[t] = t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz : 0;
+      row_offset[t] = chunked     ? chunk_at + t
+                      : t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz
+                                  : 0;
     }
   }
   if (diag == 1) return;  // benchmarks: the staging alone
@@ -429,7 +517,7 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
                 AccumulateShared<TM>(acc, v[i], zc);
               } else {
                 col += step;
-                AccumulateGlobal<TM>(acc, v[i], z, row_offset, col, valid);
+                AccumulateGlobal<TM>(acc, v[i], z, row_offset, col, chunked ? TM : 1, valid);
               }
             }
           }
@@ -523,8 +611,8 @@ std::atomic<int> tuned_warps{0};
 
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
-                        const void* z, int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                        const DeviceLimits& limits, cudaStream_t stream) {
+                        const void* z, int64_t ldz, bool z_chunks, void* y, int64_t ldy,
+                        const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
   // Per instantiation; raised once, never lowered (launchers may run concurrently).
   static std::atomic<int> configured_shared{48 * 1024};
   static std::atomic<int> configured_stream{48 * 1024};  // the window stream's kernel
@@ -532,7 +620,8 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   static std::atomic<int> configured_24{48 * 1024};      // ... of 24 warps
   const int chunks = (max_tokens + TM - 1) / TM;
   if (chunks > 65535) return cudaErrorInvalidValue;
-  const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) : 0;
+  // (A chunked z copied in bulk completes on an mbarrier after the chunk.)
+  const size_t smem = kShared ? static_cast<size_t>(n) * TM * sizeof(E) + (z_chunks ? 16 : 0) : 0;
   // Blocks resident on an SM at once: `per_sm` as registers allow (3 where
   // they are capped for it, else 2), fewer where shared memory holds fewer
   // (1 KiB per block is the runtime's).
@@ -621,9 +710,16 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // (qwha-serve-bench: 8 to 25 % faster staging than one column per thread).
   const bool pairs = tuned_staging.load(std::memory_order_relaxed) != 2 && sizeof(E) == 2 &&
                      n % 2 == 0 && ldz % 2 == 0 && reinterpret_cast<uintptr_t>(z) % 4 == 0;
+  // A chunked z in one bulk copy where its chunks are 16-byte aligned
+  // (sm_90 kernels; elsewhere the kernel copies them with its threads).
+  const bool aligned = reinterpret_cast<uintptr_t>(z) % 16 == 0 && (ldz * sizeof(E)) % 16 == 0 &&
+                       (static_cast<size_t>(n) * TM * sizeof(E)) % 16 == 0;
+  const int z_mode = !z_chunks                                                       ? kZRows
+                     : aligned && tuned_staging.load(std::memory_order_relaxed) != 3 ? kZChunkBulk
+                                                                                     : kZChunkCopy;
   kernel<<<grid, block_warps * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
                                                    static_cast<E*>(y), ldy, y_rows,
-                                                   probe ? 0 : diag, pairs, contiguous);
+                                                   probe ? 0 : diag, pairs, contiguous, z_mode);
   return cudaGetLastError();
 }
 
@@ -654,13 +750,15 @@ Shape PickShape(int tokens_per_chunk, int64_t mean_row) {
 
 template <int TM, int S, int K, int kMinBlocks, typename E>
 cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
-                         int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
-                         const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
-  return shared
-             ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
-                                                          ldz, y, ldy, y_rows, limits, stream)
-             : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens, z,
-                                                           ldz, y, ldy, y_rows, limits, stream);
+                         int max_tokens, const void* z, int64_t ldz, bool z_chunks, void* y,
+                         int64_t ldy, const int32_t* y_rows, const DeviceLimits& limits,
+                         cudaStream_t stream) {
+  return shared ? LaunchBatch<TM, S, K, true, kMinBlocks, E>(batch, count, n, max_rows, max_tokens,
+                                                             z, ldz, z_chunks, y, ldy, y_rows,
+                                                             limits, stream)
+                : LaunchBatch<TM, S, K, false, kMinBlocks, E>(batch, count, n, max_rows, max_tokens,
+                                                              z, ldz, z_chunks, y, ldy, y_rows,
+                                                              limits, stream);
 }
 
 // Registers capped for 3 resident blocks per SM (and 3 blocks per SM aimed
@@ -670,33 +768,35 @@ cudaError_t LaunchBlocks(bool shared, const TaskBatch& batch, int count, int n, 
 // shape has the cap (other shapes are for the benchmark's sweep).
 template <int TM, int S, int K, typename E>
 cudaError_t LaunchShape(bool shared, const TaskBatch& batch, int count, int n, int max_rows,
-                        int max_tokens, const void* z, int64_t ldz, void* y, int64_t ldy,
-                        const int32_t* y_rows, const DeviceLimits& limits, cudaStream_t stream) {
+                        int max_tokens, const void* z, int64_t ldz, bool z_chunks, void* y,
+                        int64_t ldy, const int32_t* y_rows, const DeviceLimits& limits,
+                        cudaStream_t stream) {
   if constexpr ((S == 8 || S == 4) && K == 8) {
     const int min_blocks = tuned_min_blocks.load(std::memory_order_relaxed);
     if (min_blocks == 3 || (min_blocks == 0 && TM == 4)) {
-      return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y,
-                                          ldy, y_rows, limits, stream);
+      return LaunchBlocks<TM, S, K, 3, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz,
+                                          z_chunks, y, ldy, y_rows, limits, stream);
     }
   }
-  return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz, y, ldy,
-                                      y_rows, limits, stream);
+  return LaunchBlocks<TM, S, K, 1, E>(shared, batch, count, n, max_rows, max_tokens, z, ldz,
+                                      z_chunks, y, ldy, y_rows, limits, stream);
 }
 
 template <int TM, int S, typename E>
 cudaError_t LaunchLanes(int entries, bool shared, const TaskBatch& batch, int count, int n,
-                        int max_rows, int max_tokens, const void* z, int64_t ldz, void* y,
-                        int64_t ldy, const int32_t* y_rows, const DeviceLimits& limits,
+                        int max_rows, int max_tokens, const void* z, int64_t ldz, bool z_chunks,
+                        void* y, int64_t ldy, const int32_t* y_rows, const DeviceLimits& limits,
                         cudaStream_t stream) {
   return entries == 16 ? LaunchShape<TM, S, 16, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                                   ldz, y, ldy, y_rows, limits, stream)
+                                                   ldz, z_chunks, y, ldy, y_rows, limits, stream)
                        : LaunchShape<TM, S, 8, E>(shared, batch, count, n, max_rows, max_tokens, z,
-                                                  ldz, y, ldy, y_rows, limits, stream);
+                                                  ldz, z_chunks, y, ldy, y_rows, limits, stream);
 }
 
 template <int TM, typename E>
 cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void* z, int64_t ldz,
-                         void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
+                         bool z_chunks, void* y, int64_t ldy, const int32_t* y_rows,
+                         cudaStream_t stream) {
   static const DeviceLimits limits = Limits();
   // Batches of up to kMaxTasks tasks of one width n (the shared-memory size).
   std::vector<bool> done(tasks.size(), false);
@@ -721,19 +821,19 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
     if constexpr (TM == 4) {  // segments of 4 lanes hold chunks of at most 4 tokens
       if (shape.lanes == 4) {
         err = LaunchLanes<TM, 4, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens, z,
-                                    ldz, y, ldy, y_rows, limits, stream);
+                                    ldz, z_chunks, y, ldy, y_rows, limits, stream);
         if (err != cudaSuccess) return err;
         continue;
       }
     }
     err = shape.lanes <= 8
               ? LaunchLanes<TM, 8, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                      z, ldz, y, ldy, y_rows, limits, stream)
+                                      z, ldz, z_chunks, y, ldy, y_rows, limits, stream)
           : shape.lanes == 16
               ? LaunchLanes<TM, 16, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                       z, ldz, y, ldy, y_rows, limits, stream)
+                                       z, ldz, z_chunks, y, ldy, y_rows, limits, stream)
               : LaunchLanes<TM, 32, E>(shape.entries, shared, batch, count, n, max_rows, max_tokens,
-                                       z, ldz, y, ldy, y_rows, limits, stream);
+                                       z, ldz, z_chunks, y, ldy, y_rows, limits, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
@@ -741,18 +841,22 @@ cudaError_t LaunchBucket(const std::vector<SpectrumApplyTask>& tasks, const void
 
 template <typename E>
 cudaError_t LaunchTyped(const SpectrumApplyTask* tasks, int num_tasks, const void* z, int64_t ldz,
-                        void* y, int64_t ldy, const int32_t* y_rows, cudaStream_t stream) {
+                        bool z_chunks, void* y, int64_t ldy, const int32_t* y_rows,
+                        cudaStream_t stream) {
   // Tasks of at most 4 tokens take the 4-token kernel; the rest go in chunks
   // of 8 tokens, one block per chunk.
   std::vector<SpectrumApplyTask> b4, b8;
   for (int i = 0; i < num_tasks; ++i) {
     const SpectrumApplyTask& t = tasks[i];
     if (t.rows <= 0 || t.count <= 0) continue;
+    if (z_chunks && (t.count > 4 || t.tok_begin % 4 != 0)) return cudaErrorInvalidValue;
     (t.count <= 4 ? b4 : b8).push_back(t);
   }
   cudaError_t err = cudaSuccess;
-  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, z, ldz, y, ldy, y_rows, stream))) return err;
-  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, z, ldz, y, ldy, y_rows, stream))) return err;
+  if (!b4.empty() && (err = LaunchBucket<4, E>(b4, z, ldz, z_chunks, y, ldy, y_rows, stream)))
+    return err;
+  if (!b8.empty() && (err = LaunchBucket<8, E>(b8, z, ldz, z_chunks, y, ldy, y_rows, stream)))
+    return err;
   return cudaSuccess;
 }
 
@@ -772,14 +876,14 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
-                                DType dtype, cudaStream_t stream) {
+                                DType dtype, cudaStream_t stream, bool z_chunks) {
   switch (dtype) {
     case DType::kFloat32:
-      return LaunchTyped<float>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<float>(tasks, num_tasks, z, ldz, z_chunks, y, ldy, y_rows, stream);
     case DType::kBFloat16:
-      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<__nv_bfloat16>(tasks, num_tasks, z, ldz, z_chunks, y, ldy, y_rows, stream);
     case DType::kFloat16:
-      return LaunchTyped<__half>(tasks, num_tasks, z, ldz, y, ldy, y_rows, stream);
+      return LaunchTyped<__half>(tasks, num_tasks, z, ldz, z_chunks, y, ldy, y_rows, stream);
     default:
       return cudaErrorInvalidValue;
   }

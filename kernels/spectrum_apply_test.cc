@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/fwht.h"
 #include "kernels/test_devices.h"
 
 #ifdef QWHA_WITH_CUDA
@@ -107,9 +108,14 @@ struct TaskSpec {
 // Several spectra over one input, tokens of each task interleaved across y's
 // rows (as requests of different adapters are in a decode batch), token
 // counts that hit every bucket and the > 32 loop, output columns at offsets.
+// With chunks (tasks of at most 4 tokens): task i's tokens are positions
+// [4i, 4i + count) of y_rows (the rest -1) and z comes in chunks of 4
+// tokens (ChunkRows); y must then equal, bit for bit, the product with z in
+// rows.
 void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
-                const std::vector<TaskSpec>& specs, double tol, double density = 0.05) {
-  SCOPED_TRACE(c10::str(dev, " ", dtype, " n=", n, " density=", density));
+                const std::vector<TaskSpec>& specs, double tol, double density = 0.05,
+                bool chunks = false) {
+  SCOPED_TRACE(c10::str(dev, " ", dtype, " n=", n, " density=", density, chunks ? " chunks" : ""));
   std::vector<PackedSpectrum> spectra;
   std::vector<torch::Tensor> dense;
   int64_t tokens = 0, cols = 0;
@@ -121,7 +127,7 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
     ASSERT_TRUE(f.ok()) << f.status();
     dense.push_back(Dense64(idx, values, s.rows, n, 0.5).to(dtype).to(torch::kFloat64));
     spectra.push_back(*std::move(f));
-    begin.push_back(tokens);
+    begin.push_back(chunks ? 4 * static_cast<int64_t>(begin.size()) : tokens);
     tokens += s.count;
     col.push_back(cols);
     cols += s.rows + 3;
@@ -129,6 +135,14 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
   // Each task's tokens are rows of z and y taken from a random permutation.
   const int64_t real = tokens;
   torch::Tensor y_rows = torch::randperm(real, torch::kInt64).to(torch::kInt32);
+  if (chunks) {
+    torch::Tensor spread = torch::full({4 * static_cast<int64_t>(specs.size())}, -1, torch::kInt32);
+    for (size_t i = 0, at = 0; i < specs.size(); at += specs[i].count, ++i) {
+      ASSERT_LE(specs[i].count, 4);
+      spread.narrow(0, begin[i], specs[i].count).copy_(y_rows.narrow(0, at, specs[i].count));
+    }
+    y_rows = spread;
+  }
   torch::Tensor z = torch::randn({real, n}, torch::kFloat64).to(dtype);
   torch::Tensor y0 = torch::randn({real, cols}, torch::kFloat64).to(dtype);
 
@@ -142,8 +156,13 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
     expected.narrow(1, col[i], specs[i].rows).index_add_(0, rows, delta);
   }
   torch::Tensor y = y0.to(dev);
-  SpectrumApply(z.to(dev), tasks, y_rows.to(dev), y);
+  SpectrumApply(chunks ? ChunkRows(z, y_rows).to(dev) : z.to(dev), tasks, y_rows.to(dev), y);
   const torch::Tensor got = y.cpu().to(torch::kFloat64);
+  if (chunks) {  // the same product with z in rows
+    torch::Tensor y_rows_z = y0.to(dev);
+    SpectrumApply(z.to(dev), tasks, y_rows.to(dev), y_rows_z);
+    EXPECT_TRUE(y_rows_z.cpu().equal(y.cpu()));
+  }
   const double scale = expected.abs().max().item<double>();
   EXPECT_LE((got - expected).abs().max().item<double>(), tol * scale);
   // Columns no task writes keep their value.
@@ -184,6 +203,45 @@ TEST(SpectrumApplyTest, BatchedProductMatchesFloat64Reference) {
     // kernel reads z from global memory.
     CheckApply(dev, torch::kFloat32, 8192, specs, 1e-5, 0.02);
   }
+}
+
+// z in chunks of 4 tokens (the serving step's q/k/v, o and gate/up inputs):
+// every dtype, widths that fit shared memory and one (float32, 16384) that
+// does not, chunks copied by one bulk copy and by the block's threads.
+TEST(SpectrumApplyTest, ChunkedInputGivesTheSameProduct) {
+  torch::manual_seed(9);
+  const std::vector<TaskSpec> specs = {{33, 1}, {64, 3}, {17, 4}, {40, 4}, {50, 2}, {8, 4}};
+  for (torch::Device dev : Devices()) {
+    for (int staging : {0, 3}) {
+#ifdef QWHA_WITH_CUDA
+      cuda::SpectrumApplyTuning tuning;
+      tuning.staging = staging;
+      cuda::SetSpectrumApplyTuning(tuning);
+#else
+      if (staging != 0) continue;
+#endif
+      CheckApply(dev, torch::kBFloat16, 640, specs, 1e-2, 0.05, true);
+      CheckApply(dev, torch::kFloat16, 4096, specs, 1e-2, 0.1, true);
+      CheckApply(dev, torch::kBFloat16, 4096, specs, 1e-2, 0.02, true);
+      CheckApply(dev, torch::kFloat32, 1024, specs, 1e-5, 0.05, true);
+      CheckApply(dev, torch::kFloat32, 16384, specs, 1e-5, 0.01, true);
+    }
+#ifdef QWHA_WITH_CUDA
+    cuda::SetSpectrumApplyTuning({});
+#endif
+  }
+  // The window stream's blocks of 16, 24 and 32 warps with a chunked z.
+#ifdef QWHA_WITH_CUDA
+  if (torch::cuda::is_available()) {
+    const std::vector<TaskSpec> many(24, TaskSpec{1100, 4});
+    for (int warps : {16, 24, 32}) {
+      SCOPED_TRACE(c10::str("warps ", warps));
+      cuda::SetSpectrumApplyTuning({0, 0, 0, 0, 0, 0, 0, 0, warps});
+      CheckApply(torch::kCUDA, torch::kBFloat16, 4096, many, 1e-2, 0.03, true);
+    }
+    cuda::SetSpectrumApplyTuning({});
+  }
+#endif
 }
 
 #ifdef QWHA_WITH_CUDA
@@ -252,6 +310,12 @@ TEST(SpectrumApplyTest, MismatchesAreErrors) {
   EXPECT_THROW(SpectrumApply(torch::zeros({2, 8}), {{&*f, 0, 0, 2}}, rows, y16), c10::Error);
   EXPECT_THROW(SpectrumApply(torch::zeros({2, 8}, torch::kBFloat16), {{&*f, 0, 0, 2}}, rows, y),
                c10::Error);
+  // z in chunks: a task must start a chunk and have at most 4 tokens.
+  const torch::Tensor z4 = torch::zeros({1, 8, 4});
+  EXPECT_THROW(SpectrumApply(z4, {{&*f, 0, 1, 1}}, rows, y), c10::Error);
+  EXPECT_THROW(SpectrumApply(z4, {{&*f, 0, 4, 1}}, torch::zeros({8}, torch::kInt32), y),
+               c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({1, 8, 3}), {{&*f, 0, 0, 2}}, rows, y), c10::Error);
   // F row 0 holds column 1 only: y[r, 0] = z[r, 1] for both tokens' rows.
   SpectrumApply(torch::tensor({{0., 3., 0., 0., 0., 0., 0., 0.}, {0., 5., 0., 0., 0., 0., 0., 0.}})
                     .to(torch::kFloat32),

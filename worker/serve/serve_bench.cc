@@ -454,33 +454,39 @@ void KernelSideBySide(const serve::ServingModel& base,
   // default tuning, then each --alt-tuning.
   std::vector<std::vector<int>> tunings = {{}};
   tunings.insert(tunings.end(), alt_tunings.begin(), alt_tunings.end());
+  // Chunks: the inputs of q/k/v, o and gate/up in chunks of 4 tokens, as
+  // serving's decode steps give them (down's in rows).
   for (const std::vector<int>& tuning : tunings) {
-    SetTuning(tuning);
-    const std::vector<std::vector<int64_t>> launches = {{0, 1, 2}, {3}, {4, 5}, {6}};
-    double total = 0;
-    std::string cells;
-    for (const std::vector<int64_t>& slots : launches) {
-      const int64_t in = base.slots()[static_cast<size_t>(slots[0])].in_features;
-      int64_t width = 0;
-      for (int64_t k : slots) width += base.slots()[static_cast<size_t>(k)].out_features;
-      const torch::Tensor z = torch::randn({32, in}, opts).to(base.dtype());
-      std::vector<kernels::SpectrumTask> tasks;
-      for (int64_t a = 0; a < count; ++a) {
-        int64_t offset = 0;
-        for (int64_t k : slots) {
-          tasks.push_back(
-              {&adapters[static_cast<size_t>(a)]->slot(k).spectrum, offset, a * per, per});
-          offset += base.slots()[static_cast<size_t>(k)].out_features;
+    for (bool chunks : {true, false}) {
+      SetTuning(tuning);
+      const std::vector<std::vector<int64_t>> launches = {{0, 1, 2}, {3}, {4, 5}, {6}};
+      double total = 0;
+      std::string cells;
+      for (const std::vector<int64_t>& slots : launches) {
+        const int64_t in = base.slots()[static_cast<size_t>(slots[0])].in_features;
+        int64_t width = 0;
+        for (int64_t k : slots) width += base.slots()[static_cast<size_t>(k)].out_features;
+        torch::Tensor z = torch::randn({32, in}, opts).to(base.dtype());
+        if (chunks && slots[0] != 6) z = kernels::ChunkRows(z, y_rows);
+        std::vector<kernels::SpectrumTask> tasks;
+        for (int64_t a = 0; a < count; ++a) {
+          int64_t offset = 0;
+          for (int64_t k : slots) {
+            tasks.push_back(
+                {&adapters[static_cast<size_t>(a)]->slot(k).spectrum, offset, a * per, per});
+            offset += base.slots()[static_cast<size_t>(k)].out_features;
+          }
         }
+        torch::Tensor y = torch::zeros({32, width}, opts.dtype(base.dtype()));
+        const double t = GraphSeconds([&] { kernels::SpectrumApply(z, tasks, y_rows, y); }, 20);
+        total += t;
+        cells += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
       }
-      torch::Tensor y = torch::zeros({32, width}, opts.dtype(base.dtype()));
-      const double t = GraphSeconds([&] { kernels::SpectrumApply(z, tasks, y_rows, y); }, 20);
-      total += t;
-      cells += absl::StrCat(" ", static_cast<int>(1e6 * t + 0.5));
+      std::printf(
+          "  as serving launches it (q/k/v, o, gate/up, down), 8x4, tuning %s, z %s: %6.1f (%s )\n",
+          tuning.empty() ? "default" : absl::StrJoin(tuning, ",").c_str(),
+          chunks ? "in chunks" : "in rows", 1e6 * total, cells.c_str());
     }
-    std::printf("  as serving launches it (q/k/v, o, gate/up, down), 8x4, tuning %s: %6.1f (%s )\n",
-                tuning.empty() ? "default" : absl::StrJoin(tuning, ",").c_str(), 1e6 * total,
-                cells.c_str());
   }
   SetTuning({});
   // The FWHT of a step's rows (SpectrumInput) at the layer's two widths.
@@ -502,8 +508,17 @@ void KernelSideBySide(const serve::ServingModel& base,
         [&] { (void)kernels::Fwht(kernels::RmsNorm(h, w, 1e-5), 1.0, /*transpose=*/true); }, 20);
     const double one =
         GraphSeconds([&] { (void)kernels::RmsNormFwht(h, w, 1e-5, 1.0, /*transpose=*/true); }, 20);
-    std::printf("  RMSNorm then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f\n",
-                static_cast<long long>(n), 1e6 * two, 1e6 * one);
+    const torch::Tensor z_rows = torch::arange(32, opts.dtype(torch::kInt32));
+    double chunked[2];
+    for (int kernel : {1, 0}) {  // blocks of 4 rows; clusters of 4 blocks (the default)
+      kernels::cuda::SetNormFwhtChunksKernel(kernel);
+      chunked[kernel] = GraphSeconds(
+          [&] { (void)kernels::RmsNormFwht(h, w, 1e-5, 1.0, /*transpose=*/true, z_rows); }, 20);
+    }
+    std::printf(
+        "  RMSNorm then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f; in one kernel, z "
+        "in chunks of 4: %.1f (blocks of 4 rows instead of clusters: %.1f)\n",
+        static_cast<long long>(n), 1e6 * two, 1e6 * one, 1e6 * chunked[0], 1e6 * chunked[1]);
   }
   // The copy of the attention's output into the step's rows and its FWHT (the
   // o projection's adapters): two kernels, or one (kernels::CopyRowsFwht).
@@ -519,8 +534,20 @@ void KernelSideBySide(const serve::ServingModel& base,
         20);
     const double one = GraphSeconds(
         [&] { (void)kernels::CopyRowsFwht(o, torch::Tensor(), out, 1.0, /*transpose=*/true); }, 20);
-    std::printf("  copy then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f\n",
-                static_cast<long long>(n), 1e6 * two, 1e6 * one);
+    const torch::Tensor z_rows = torch::arange(32, opts.dtype(torch::kInt32));
+    double chunked[2];
+    for (int kernel : {1, 0}) {
+      kernels::cuda::SetNormFwhtChunksKernel(kernel);
+      chunked[kernel] = GraphSeconds(
+          [&] {
+            (void)kernels::CopyRowsFwht(o, torch::Tensor(), out, 1.0, /*transpose=*/true, z_rows);
+          },
+          20);
+    }
+    std::printf(
+        "  copy then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f; in one kernel, z in "
+        "chunks of 4: %.1f (blocks of 4 rows instead of clusters: %.1f)\n",
+        static_cast<long long>(n), 1e6 * two, 1e6 * one, 1e6 * chunked[0], 1e6 * chunked[1]);
   }
 #endif
   std::printf(
@@ -673,9 +700,10 @@ int main(int argc, char** argv) {
       // With graphs and 8 adapters, also variants of the 8-adapter step, side
       // by side: kOwnFwht, every FWHT of the adapters' input in a kernel of
       // its own (not fused into the RMSNorm of q/k/v and gate/up or into the
-      // copy of the attention's output); kAltTuning, the product launched with
-      // an --alt-tuning (alt[i]).
-      enum Variant { kDefault, kOwnFwht, kAltTuning };
+      // copy of the attention's output); kRowZ, the adapters' inputs in rows
+      // (staged transposed by the product) instead of chunks of 4 tokens;
+      // kAltTuning, the product launched with an --alt-tuning (alt[i]).
+      enum Variant { kDefault, kOwnFwht, kRowZ, kAltTuning };
       std::vector<size_t> counts = {0};
       std::vector<Variant> variant = {kDefault};
       std::vector<std::vector<int>> alt = {{}};
@@ -686,6 +714,7 @@ int main(int argc, char** argv) {
       }
       if (graphs && batch >= 8) {
         counts.push_back(8), variant.push_back(kOwnFwht), alt.emplace_back();
+        counts.push_back(8), variant.push_back(kRowZ), alt.emplace_back();
         for (const std::vector<int>& t : f.alt_tunings) {
           counts.push_back(8), variant.push_back(kAltTuning), alt.push_back(t);
         }
@@ -703,9 +732,11 @@ int main(int argc, char** argv) {
           const std::vector<std::shared_ptr<const serve::ServingAdapter>> used(
               adapters.begin(), adapters.begin() + static_cast<std::ptrdiff_t>(counts[i]));
           base->set_fused_fwht(variant[i] != kOwnFwht);
+          base->set_chunked_z(variant[i] != kRowZ);
           SetTuning(alt[i]);
           const RunResult r = RunBatch(*base, f, batch, used, graphs);
           base->set_fused_fwht(true);
+          base->set_chunked_z(true);
           SetTuning({});
           steps[i].push_back(r.step_ms);
           if (rep == 0 || r.step_ms < best[i].step_ms) {
@@ -728,7 +759,10 @@ int main(int argc, char** argv) {
           const size_t m = sorted.size();
           r.median = m % 2 == 1 ? sorted[m / 2] : (sorted[m / 2 - 1] + sorted[m / 2]) / 2;
         }
-        const char* mark = variant[i] == kOwnFwht ? "*" : variant[i] == kAltTuning ? "^" : "";
+        const char* mark = variant[i] == kOwnFwht     ? "*"
+                           : variant[i] == kRowZ      ? "~"
+                           : variant[i] == kAltTuning ? "^"
+                                                      : "";
         std::printf("%-6lld %-7s %-9s %14.1f %10.2f %10.1f %12.2f %12.2f\n",
                     static_cast<long long>(batch), graphs ? "graphs" : "eager",
                     counts[i] == 0 ? "base" : absl::StrCat(counts[i], " QWHA", mark).c_str(),
@@ -746,6 +780,9 @@ int main(int argc, char** argv) {
                     variant[i] == kOwnFwht
                         ? "8 QWHA*: each FWHT in a kernel of its own instead of fused into the "
                           "RMSNorm or the attention output's copy"
+                    : variant[i] == kRowZ
+                        ? "8 QWHA~: the adapters' inputs in rows, staged transposed, instead of "
+                          "chunks of 4 tokens copied as they are"
                         : absl::StrCat("8 QWHA^: the product launched with tuning ",
                                        absl::StrJoin(alt[i], ","))
                               .c_str(),

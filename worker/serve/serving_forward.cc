@@ -62,8 +62,10 @@ std::pair<torch::Tensor, torch::Tensor> ServingModel::NormInput(const Rows& rows
                                                                 const torch::Tensor& weight) const {
   if (h.is_cuda() && fused_fwht_ && HasSpectrum(rows, layer, first_kind, kinds)) {
     // One kernel instead of two in a row (the FWHT is short and waits on
-    // the RMSNorm): SpectrumInput's transform, the RMSNorm bit for bit.
-    return kernels::RmsNormFwht(h, weight, config_.rms_norm_eps, 1.0, /*transpose=*/true);
+    // the RMSNorm): SpectrumInput's transform, the RMSNorm bit for bit; in
+    // chunks of 4 tokens where the step's plan says so.
+    return kernels::RmsNormFwht(h, weight, config_.rms_norm_eps, 1.0, /*transpose=*/true,
+                                rows.chunked ? rows.spectrum_rows : torch::Tensor());
   }
   return {RmsNorm(h, weight), torch::Tensor()};
 }
@@ -156,8 +158,11 @@ torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const tor
     if (z != nullptr && rows.spans.empty()) {
       // Every row is a single: the copy into place also gives the FWHT of the
       // o projection's QWHA adapters (one kernel on CUDA instead of two).
+      // (In chunks of 4 tokens where the plan says so and the rows need no map.)
+      const bool chunks = rows.chunked && rows.single_leading;
       *z = kernels::CopyRowsFwht(o, rows.single_leading ? torch::Tensor() : rows.single_rows, out,
-                                 1.0, /*transpose=*/true);
+                                 1.0, /*transpose=*/true,
+                                 chunks ? rows.spectrum_rows : torch::Tensor());
     } else if (rows.single_leading) {
       out.narrow(0, 0, n).copy_(o);
     } else {
@@ -242,12 +247,26 @@ ServingModel::StepPlan ServingModel::Plan(const std::vector<StepSegment>& segmen
     }
   }
   plan.single_leading = !plan.single_rows.empty() && leading;
+  // Spectrum groups of at most 4 tokens (decode steps), on CUDA with the
+  // fused kernels: each group's tokens start a chunk of 4 positions (the rest
+  // -1), and the FWHT kernels give z in those chunks (kernels::ChunkRows), so
+  // that SpectrumApply copies a chunk as it is. Else positions back to back.
+  bool chunked = chunked_z_ && fused_fwht_ && !by_adapter.empty() &&
+                 kernels::FusedNormFwht(config_.hidden_size, dtype_, device_);
+  bool any_spectrum = false;
+  for (const auto& [adapter, list] : by_adapter) {
+    if (!adapters::IsSpectrumType(adapter->type())) continue;
+    any_spectrum = true;
+    chunked = chunked && list.size() <= 4;
+  }
+  plan.chunked = chunked && any_spectrum;
   for (auto& [adapter, list] : by_adapter) {
     StepPlan::Group g{adapter, std::move(list)};
     g.all = static_cast<int64_t>(g.rows.size()) == plan.count();
     if (adapters::IsSpectrumType(adapter->type())) {
       g.tok_begin = static_cast<int64_t>(plan.spectrum_rows.size());
       for (int64_t r : g.rows) plan.spectrum_rows.push_back(static_cast<int32_t>(r));
+      while (plan.chunked && plan.spectrum_rows.size() % 4 != 0) plan.spectrum_rows.push_back(-1);
     }
     plan.groups.push_back(std::move(g));
   }
@@ -275,6 +294,7 @@ ServingModel::Rows ServingModel::Upload(const StepPlan& plan, const torch::Tenso
   rows.single_max_length = plan.single_max_length;
   rows.single_leading = plan.single_leading;
   rows.spans = plan.spans;
+  rows.chunked = plan.chunked;
   for (const StepPlan::Group& g : plan.groups) {
     rows.groups.push_back({g.adapter, take(g.rows.size()), g.all, g.tok_begin});
   }
@@ -368,10 +388,12 @@ constexpr size_t kMaxGraphs = 8;
 struct GraphKey {
   int64_t count = 0, len = 0;
   bool leading = false;
+  bool chunked = false;
   std::vector<uint64_t> groups;  // per group: adapter serial, rows, all
 
   bool operator<(const GraphKey& o) const {
-    return std::tie(count, len, leading, groups) < std::tie(o.count, o.len, o.leading, o.groups);
+    return std::tie(count, len, leading, chunked, groups) <
+           std::tie(o.count, o.len, o.leading, o.chunked, o.groups);
   }
 };
 
@@ -406,6 +428,7 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
   key.len = std::min(pool->max_len(),
                      (plan.single_max_length + kLenBucket - 1) / kLenBucket * kLenBucket);
   key.leading = plan.single_leading;
+  key.chunked = plan.chunked;
   for (const StepPlan::Group& g : plan.groups) {
     key.groups.push_back(g.adapter->serial());
     key.groups.push_back(static_cast<uint64_t>(g.rows.size()));

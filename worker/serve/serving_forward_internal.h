@@ -58,7 +58,10 @@ struct ServingModel::Rows {
 
   // The rows of every spectrum-adapter group, group after group
   // (kernels::SpectrumApply's y_rows); undefined when no group has one.
+  // chunked: every group starts a chunk of 4 positions (padded with -1), and
+  // the adapters' inputs z may come in those chunks (kernels::ChunkRows).
   torch::Tensor spectrum_rows;  // int32
+  bool chunked = false;
 };
 
 // A step's layout on the host (ServingModel::Plan), before any device work.
@@ -78,6 +81,7 @@ struct ServingModel::StepPlan {
   };
   std::vector<Group> groups;
   std::vector<int32_t> spectrum_rows;
+  bool chunked = false;  // as Rows::chunked
 
   int64_t count() const { return static_cast<int64_t>(ids.size()); }
   // Elements of the int64 buffer Upload fills (int32 lists take half).

@@ -120,6 +120,12 @@ class ServingModel {
   // copy of the attention's output before o) or from a kernel of its own
   // (for benchmarks to compare). Not while steps run.
   void set_fused_fwht(bool fused) { fused_fwht_ = fused; }
+  // With fused FWHTs, decode steps whose QWHA groups have at most 4 tokens
+  // get the adapters' inputs in chunks of 4 tokens from those kernels
+  // (kernels::ChunkRows' layout: the product copies a chunk to shared memory
+  // as it is) — the default; false: in rows (for benchmarks to compare). Not
+  // while steps run.
+  void set_chunked_z(bool chunked) { chunked_z_ = chunked; }
 
  private:
   struct Layer;
@@ -168,6 +174,7 @@ class ServingModel {
   int64_t max_seq_len_ = 0;
   std::vector<SlotInfo> slots_;
   bool fused_fwht_ = true;
+  bool chunked_z_ = true;
   std::map<std::string, int64_t> slot_index_;
   torch::Tensor embed_tokens_;  // [vocab, hidden]
   torch::Tensor final_norm_;    // [hidden]
