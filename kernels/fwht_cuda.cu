@@ -332,12 +332,14 @@ __global__ void __launch_bounds__(kChunkThreads)
 // The same with each chunk's 4 rows on 4 SMs, as the one-row kernels (sm_90
 // clusters of 4 blocks of 256 threads): 4 rows' transforms in one block
 // take ~3× one row's time (the shared-memory passes of the transform), so
-// the first form costs 8 us for 32 rows against 2.9 for z in rows. Block r
-// of a chunk's cluster transforms row z_rows[4c + r] into its shared memory;
-// after a cluster barrier it writes the chunk's columns [1024r, 1024r + 1024)
-// of all 4 rows, read through distributed shared memory; a second barrier
-// keeps every block's row alive until the others have read it. Clusters past
-// the chunks write y, one row per block.
+// the first form costs 8 us for 32 rows against 2.9 for z in rows. Block g
+// of a chunk's cluster transforms row z_rows[4c + g] and stores its columns
+// [1024r, 1024r + 1024) into slot g of block r's shared memory (distributed
+// shared memory, 16-byte stores; the cluster's blocks have all started by
+// then: they arrive on a first cluster barrier at their top and wait on it
+// only here); after a second barrier block r interleaves its 4 slots and
+// writes the chunk's columns [1024r, 1024r + 1024). Clusters past the chunks
+// write y, one row per block.
 std::atomic<int> chunk_kernel{0};  // SetNormFwhtChunksKernel
 
 template <typename T, bool kNorm>
@@ -351,6 +353,7 @@ __global__ void __launch_bounds__(kNormThreads)
   const int u = threadIdx.x;
   const int64_t chunk_blocks = static_cast<int64_t>(kChunkRows) * chunks;
   const bool chunk = blockIdx.x < chunk_blocks;  // uniform over the cluster
+  if (chunk) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
   int64_t row = chunk ? __ldg(z_rows + blockIdx.x) : blockIdx.x - chunk_blocks;
   if (row >= rows) row = -1;
   float v[kNormV];
@@ -387,16 +390,23 @@ __global__ void __launch_bounds__(kNormThreads)
   TransformRow<kNormV, kNormThreads>(v, seg, u);
 #pragma unroll
   for (int i = 0; i < kNormV; ++i) v[i] *= scale;
-  T* mine = reinterpret_cast<T*>(seg + L::kStride);
-#pragma unroll
-  for (int c = 0; c < 2; ++c) StoreF<T, 8>(mine + c * 8 * kNormThreads + u * 8, v + c * 8);
+  // Slots of 1024 columns of the chunk's 4 rows (row g in slot g).
+  constexpr int kSlot = kNormN / kChunkRows;
+  T* slots = reinterpret_cast<T*>(seg + L::kStride);
   cg::cluster_group cluster = cg::this_cluster();
+  const int g = static_cast<int>(cluster.block_rank());
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // every block has started
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int col = c * 8 * kNormThreads + u * 8;
+    StoreF<T, 8>(cluster.map_shared_rank(slots, col / kSlot) + g * kSlot + col % kSlot, v + c * 8);
+  }
   cluster.sync();
-  const int col = static_cast<int>(cluster.block_rank()) * (kNormN / kChunkRows) + 4 * u;
+  const int col = 4 * u;  // of this block's 1024
   uint2 a[kChunkRows];
 #pragma unroll
   for (int t = 0; t < kChunkRows; ++t) {
-    a[t] = *reinterpret_cast<const uint2*>(cluster.map_shared_rank(mine, t) + col);
+    a[t] = *reinterpret_cast<const uint2*>(slots + t * kSlot + col);
   }
   uint4 lo, hi;
   lo.x = __byte_perm(a[0].x, a[1].x, 0x5410), lo.y = __byte_perm(a[2].x, a[3].x, 0x5410);
@@ -404,10 +414,9 @@ __global__ void __launch_bounds__(kNormThreads)
   hi.x = __byte_perm(a[0].y, a[1].y, 0x5410), hi.y = __byte_perm(a[2].y, a[3].y, 0x5410);
   hi.z = __byte_perm(a[0].y, a[1].y, 0x7632), hi.w = __byte_perm(a[2].y, a[3].y, 0x7632);
   uint4* dst = reinterpret_cast<uint4*>(
-      z + (static_cast<int64_t>(blockIdx.x) / kChunkRows * kNormN + col) * kChunkRows);
+      z + (static_cast<int64_t>(blockIdx.x) / kChunkRows * kNormN + g * kSlot + col) * kChunkRows);
   dst[0] = lo;
   dst[1] = hi;
-  cluster.sync();
 #else
   __trap();  // launched only on devices of compute capability 9.0 or more
 #endif
