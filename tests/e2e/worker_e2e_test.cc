@@ -53,6 +53,24 @@ double Sample(const std::string& scrape, const std::string& series) {
   return std::stod(scrape.substr(at + series.size() + 2));
 }
 
+// A scrape of the worker's /metrics once it has counted `jobs` succeeded jobs
+// and is idle again, or the last one after 20 s: the worker counts a job when
+// the scheduler has taken its result, so a client can see the job finished a
+// moment before the worker's own metrics do.
+absl::StatusOr<http::GetResult> ScrapeAfterJobs(int port, double jobs) {
+  absl::StatusOr<http::GetResult> scrape;
+  for (int i = 0; i < 200; ++i) {
+    scrape = http::HttpGet("127.0.0.1", port, "/metrics");
+    if (scrape.ok() &&
+        Sample(scrape->body, "qwha_worker_jobs_total{outcome=\"succeeded\"}") == jobs &&
+        Sample(scrape->body, "qwha_worker_job_phase{phase=\"idle\"}") == 1) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return scrape;
+}
+
 TEST(WorkerE2eTest, MetricsAndTheBlobCacheAcrossJobs) {
   Harness h("worker_metrics");
   ASSERT_TRUE(h.StartScheduler().ok());
@@ -67,7 +85,7 @@ TEST(WorkerE2eTest, MetricsAndTheBlobCacheAcrossJobs) {
   auto first = h.WaitFinished(Submit(h, h.SmallJob(*model, *dataset, 2)).id(), 300);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->state(), v1::SUCCEEDED) << first->error();
-  auto scrape = http::HttpGet("127.0.0.1", port, "/metrics");
+  auto scrape = ScrapeAfterJobs(port, 1);
   ASSERT_TRUE(scrape.ok()) << scrape.status();
   EXPECT_EQ(Sample(scrape->body, "qwha_worker_jobs_total{outcome=\"succeeded\"}"), 1);
   EXPECT_EQ(Sample(scrape->body, "qwha_worker_job_phase{phase=\"idle\"}"), 1);
@@ -81,7 +99,7 @@ TEST(WorkerE2eTest, MetricsAndTheBlobCacheAcrossJobs) {
   auto second = h.WaitFinished(Submit(h, h.SmallJob(*model, *dataset, 2)).id(), 300);
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_EQ(second->state(), v1::SUCCEEDED) << second->error();
-  scrape = http::HttpGet("127.0.0.1", port, "/metrics");
+  scrape = ScrapeAfterJobs(port, 2);
   ASSERT_TRUE(scrape.ok());
   EXPECT_EQ(Sample(scrape->body, "qwha_worker_jobs_total{outcome=\"succeeded\"}"), 2);
   EXPECT_EQ(Sample(scrape->body, "qwha_worker_blob_fetched_bytes_total"), fetched);
