@@ -70,22 +70,29 @@ cudaError_t LaunchRmsNormForward(const void* x, const void* weight, void* y, int
 // nullptr counts as aligned); else cudaErrorInvalidValue.
 bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* weight, const void* y,
                       const void* z);
-// With z_rows (int32 on the device, `positions` = 4 · chunks of them, values
-// in [-1, rows), each row at most once), z is in chunks of 4 tokens instead:
-// row z_rows[p] is token p % 4 of chunk p / 4, laid out [chunks, hidden / 8,
-// 4, 8] (kernels::ChunkRows); positions of -1 are not written.
 cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* z, int64_t rows,
                               int64_t hidden, float eps, float scale, DType dtype,
-                              cudaStream_t stream, const int32_t* z_rows = nullptr,
-                              int64_t positions = 0);
+                              cudaStream_t stream);
 // y[rows[i]] = x[i] and z[rows[i]] = scale · FWHT(x[i]) for i < count (rows
 // nullptr: rows[i] = i; int64 on the device), rows of `hidden` contiguous
 // elements: one kernel, where RmsNormFwhtFused(hidden, dtype, x, nullptr, y, z)
-// holds; else cudaErrorInvalidValue. The FWHT is LaunchRmsNormFwht's, z in
-// rows or, with z_rows (naming rows of y), in chunks of 4 tokens as there.
+// holds; else cudaErrorInvalidValue. The FWHT is LaunchRmsNormFwht's.
 cudaError_t LaunchCopyFwht(const void* x, const int64_t* rows, void* y, void* z, int64_t count,
-                           int64_t hidden, float scale, DType dtype, cudaStream_t stream,
-                           const int32_t* z_rows = nullptr, int64_t positions = 0);
+                           int64_t hidden, float scale, DType dtype, cudaStream_t stream);
+// The same in chunks of 4 rows for SpectrumApply: y[i] = RMSNorm(x[i])
+// (weight nullptr: y[i] = x[i], a copy) for i < rows, and z [chunks, hidden,
+// 4] with z[c, :, t] = scale · FWHT(y[z_rows[4c + t]]) (zeros where z_rows
+// holds -1; int32 on the device, values in [-1, rows)). Where
+// RmsNormFwhtFused(hidden, dtype, x, weight, y, z); else cudaErrorInvalidValue.
+cudaError_t LaunchNormFwhtChunks(const void* x, const void* weight, void* y, void* z,
+                                 const int32_t* z_rows, int64_t chunks, int64_t rows,
+                                 int64_t hidden, float eps, float scale, DType dtype,
+                                 cudaStream_t stream);
+// The kernel of LaunchNormFwhtChunks, for benchmarks: 0 (the default) a
+// cluster of 4 blocks per chunk, one row per block, where the device has
+// clusters (compute capability 9.0); 1 one block of 4 rows per chunk (the
+// kernel used without clusters). Process-wide; not for concurrent use.
+void SetNormFwhtChunksKernel(int kernel);
 cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* weight, void* dx,
                                   int64_t rows, int64_t hidden, float eps, DType dtype,
                                   cudaStream_t stream);
@@ -114,15 +121,17 @@ struct SpectrumApplyTask {
 // entries; 1: not capped; 0: capped for chunks of 4 tokens), the staging of z
 // in shared memory (1: two columns per thread with 4-byte loads where the
 // type has 2 bytes, rows are 4-byte aligned and n is even; 2: one column per
-// thread; 0: as 1; a z in chunks of 4 tokens is copied by one bulk copy where
-// its chunks are 16-byte aligned, except with 3: by the block's threads, and
-// each 8-column piece then reordered in place), a diagnostic mode that times a part (1: only the
-// staging of z, 2: everything but the staging, 3: an empty launch; for chunks of 4 tokens of a
-// 2-byte type with 4 or 8 lanes × 8 entries and the cap, 4: gathers of z free of bank conflicts, 5:
-// entries loaded but not used, 6: as 5 with the loads reading the warp's range in order; the
-// results are then wrong) and the rows of a warp (1: one contiguous range, 2: strided, w, w +
-// warps, ...; 0: contiguous for chunks of 4 tokens, else strided). Process-wide; not for concurrent
-// use with launches.
+// thread; 0: as 1; a z in chunks of 4 tokens is copied as it is, by one bulk
+// copy where its chunks are 16-byte aligned, except with 3: by the block's
+// threads), a diagnostic mode that times a part (1: only the staging
+// of z, 2: everything but the staging, 3: an empty launch; for chunks of 4
+// tokens of a 2-byte type with 4 or 8 lanes × 8 entries and the cap, 4:
+// gathers of z free of bank conflicts, 5: entries loaded but not used, 6: as
+// 5 with the loads reading the warp's range in order; the results are then
+// wrong) and the rows of a warp (1: one contiguous range,
+// 2: strided, w, w + warps, ...; 0: contiguous for chunks of 4 tokens, else
+// strided). Process-wide; not for concurrent use
+// with launches.
 struct SpectrumApplyTuning {
   int lanes_per_row = 0;
   int blocks_per_sm = 0;
@@ -150,9 +159,8 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 // Enqueues one launch per group of up to 32 tasks of one token bucket (<= 4
 // tokens, more) and width n; count / 8 must stay below 65536. With z_chunks,
 // z is in chunks of 4 tokens instead (kernels::ChunkRows): token p's value of
-// column c is z[(p / 4) · ldz + 32 (c / 8) + 8 (p % 4) + c % 8], n % 8 == 0,
-// and every task has tok_begin % 4 == 0 and count <= 4 (y_rows still names
-// the rows of y).
+// column c is z[(p / 4) · ldz + 4c + p % 4], and every task has tok_begin % 4
+// == 0 and count <= 4 (y_rows still names the rows of y).
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,
                                 int64_t ldz, void* y, int64_t ldy, const int32_t* y_rows,
                                 DType dtype, cudaStream_t stream, bool z_chunks = false);

@@ -342,8 +342,7 @@ torch::Tensor Fwht(const torch::Tensor& x, double scale, bool transpose) {
 }
 
 torch::Tensor ChunkRows(const torch::Tensor& z, const torch::Tensor& z_rows) {
-  TORCH_CHECK(z.dim() == 2 && z.size(1) % 8 == 0,
-              "qwha::kernels::ChunkRows: z must be [m, n] with n a multiple of 8, got ", z.sizes());
+  TORCH_CHECK(z.dim() == 2, "qwha::kernels::ChunkRows: z must be [m, n], got ", z.sizes());
   TORCH_CHECK(z_rows.defined() && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
                   z_rows.scalar_type() == torch::kInt32 && z_rows.device() == z.device(),
               "qwha::kernels::ChunkRows: z_rows must be int32 [4 * chunks] on ", z.device());
@@ -352,7 +351,7 @@ torch::Tensor ChunkRows(const torch::Tensor& z, const torch::Tensor& z_rows) {
   const torch::Tensor valid = rows.ge(0);
   torch::Tensor picked = z.index_select(0, rows.clamp_min(0));  // [4C, n]
   picked = picked.masked_fill(valid.logical_not().unsqueeze(1), 0);
-  return picked.view({chunks, 4, z.size(1) / 8, 8}).permute({0, 2, 1, 3}).contiguous();
+  return picked.view({chunks, 4, z.size(1)}).transpose(1, 2).contiguous();
 }
 
 torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, torch::Tensor& out,
@@ -369,10 +368,10 @@ torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, to
               "qwha::kernels::CopyRowsFwht: rows must be int64 [", x.size(0), "] on ", x.device(),
               " (or undefined, with at most ", out.size(0), " rows in x)");
   TORCH_CHECK(
-      !z_rows.defined() || (x.size(1) % 8 == 0 && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
+      !z_rows.defined() || (!rows.defined() && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
                             z_rows.scalar_type() == torch::kInt32 && z_rows.device() == x.device()),
       "qwha::kernels::CopyRowsFwht: z_rows must be int32 [4 * chunks] on ", x.device(),
-      ", with n a multiple of 8");
+      ", with rows undefined");
   torch::NoGradGuard no_grad;
 #ifdef QWHA_WITH_CUDA
   if (x.is_cuda() && out.is_contiguous()) {
@@ -382,14 +381,22 @@ torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, to
     if (cuda::RmsNormFwhtFused(n, dtype, xc.data_ptr(), nullptr, out.data_ptr(), nullptr)) {
       // A power of two: H is symmetric, transpose changes nothing.
       const cudaStream_t stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
-      const torch::Tensor zr = z_rows.defined() ? z_rows.contiguous() : z_rows;
-      torch::Tensor z = zr.defined() ? torch::empty({zr.size(0) / 4, n / 8, 4, 8}, out.options())
-                                     : torch::empty_like(out);
-      const torch::Tensor r = rows.defined() ? rows.contiguous() : rows;
-      const cudaError_t err = cuda::LaunchCopyFwht(
-          xc.data_ptr(), r.defined() ? r.data_ptr<int64_t>() : nullptr, out.data_ptr(),
-          z.data_ptr(), xc.size(0), n, static_cast<float>(scale), dtype, stream,
-          zr.defined() ? zr.data_ptr<int32_t>() : nullptr, zr.defined() ? zr.size(0) : 0);
+      cudaError_t err;
+      torch::Tensor z;
+      if (z_rows.defined()) {
+        const int64_t chunks = z_rows.size(0) / 4;
+        z = torch::empty({chunks, n, 4}, out.options());
+        err =
+            cuda::LaunchNormFwhtChunks(xc.data_ptr(), nullptr, out.data_ptr(), z.data_ptr(),
+                                       z_rows.contiguous().data_ptr<int32_t>(), chunks, xc.size(0),
+                                       n, 0.f, static_cast<float>(scale), dtype, stream);
+      } else {
+        z = torch::empty_like(out);
+        const torch::Tensor r = rows.defined() ? rows.contiguous() : rows;
+        err = cuda::LaunchCopyFwht(xc.data_ptr(), r.defined() ? r.data_ptr<int64_t>() : nullptr,
+                                   out.data_ptr(), z.data_ptr(), xc.size(0), n,
+                                   static_cast<float>(scale), dtype, stream);
+      }
       TORCH_CHECK(err == cudaSuccess,
                   "qwha::kernels::CopyRowsFwht: CUDA launch failed: ", cudaGetErrorString(err));
       return z;

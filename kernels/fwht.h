@@ -66,22 +66,20 @@ torch::Tensor Fwht(const torch::Tensor& x, double scale = 1.0, bool transpose = 
 // o projection's QWHA adapters need. Throws c10::Error for mismatched shapes,
 // dtypes or devices, and Fwht's preconditions on n.
 //
-// With z_rows (int32 [4·C] on x's device, values in [-1, out rows), each row
-// at most once), z comes in chunks of 4 tokens instead, ChunkRows' layout:
-// [C, n / 8, 4, 8] holding the transform of out's row z_rows[p] as token p %
-// 4 of chunk p / 4 (positions of -1: unspecified values). On CUDA, in the
-// one-kernel case above, the kernel writes that layout itself.
+// With z_rows (int32 [4·C] on x's device, values in [-1, m); rows must then
+// be undefined), z comes in chunks of 4 rows instead, as ChunkRows(z, z_rows)
+// would give: [C, n, 4], z[c, :, t] the transform of out's row z_rows[4c + t]
+// (zeros for -1). On CUDA, in the one-kernel case above, that layout comes
+// straight from the kernel (SpectrumApply stages such a chunk with one copy).
 torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, torch::Tensor& out,
                            double scale = 1.0, bool transpose = false,
                            const torch::Tensor& z_rows = torch::Tensor());
 
-// Rows of z [m, n] in chunks of 4 tokens (n % 8 == 0): [C, n / 8, 4, 8], with
-// out[c, j, t, :] = z[z_rows[4c + t], 8j .. 8j + 8) — each 8-column piece of
-// a chunk holds its 4 tokens' 8 values one after the other — and zeros where
-// z_rows holds -1 (z_rows: int32 [4·C] on z's device, values in [-1, m)).
-// kernels::SpectrumApply copies such a chunk to shared memory with one bulk
-// copy. Throws c10::Error for a bad z_rows (shape, dtype, device; values are
-// not read) or n.
+// Rows of z [m, n] in chunks of 4 tokens: [C, n, 4] with out[c, :, t] =
+// z[z_rows[4c + t]], zeros where z_rows holds -1 (z_rows: int32 [4·C] on z's
+// device, values in [-1, m)). The layout kernels::SpectrumApply stages with
+// one copy per chunk. Throws c10::Error for a bad z_rows (shape, dtype,
+// device; values are not read).
 torch::Tensor ChunkRows(const torch::Tensor& z, const torch::Tensor& z_rows);
 
 // Fwht() with validation and exceptions turned into a Status.

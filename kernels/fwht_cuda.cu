@@ -17,6 +17,10 @@
 //
 // Launch configuration (V values x TR threads per row, rows per block) is the
 // table in DispatchPow2. K > 1 goes to fwht_k_cuda.cu.
+#include <cooperative_groups.h>
+
+#include <atomic>
+
 #include "kernels/cuda_rows.cuh"
 #include "kernels/fwht_cuda_common.cuh"
 
@@ -24,6 +28,7 @@ namespace qwha::kernels::cuda {
 namespace {
 
 using namespace fwht_internal;  // NOLINT: the helpers are this file's vocabulary
+namespace cg = cooperative_groups;
 
 // ------------------------------------------------------------ power of two --
 // The transform of one row held in layout A by its kTR threads (v: thread
@@ -150,61 +155,28 @@ constexpr int kNormThreads = 256;
 constexpr int kNormV = 16;
 constexpr int kNormN = kNormV * kNormThreads;
 
-// z in chunks of 4 tokens (z_rows given): row z_rows[p] is token p % 4 of
-// chunk p / 4, [chunks, 4096 / 8, 4, 8] — each 8-column piece of a chunk
-// holds its 4 tokens' 16 bytes one after the other, so a thread's 8 columns
-// go out with one 16-byte store, as in rows, and SpectrumApply turns a piece
-// into shared memory's [column][token] order in registers. *pos (shared
-// memory): the row's position p, or -1; found by the block's threads over
-// z_rows, ready after the next barrier. Positions of -1 are not written.
-__device__ __forceinline__ void FindPosition(int64_t row, const int32_t* z_rows, int positions,
-                                             int* pos) {
-  if (z_rows == nullptr) return;
-  if (threadIdx.x == 0) *pos = -1;
-  __syncthreads();
-  for (int i = threadIdx.x; i < positions; i += blockDim.x) {
-    if (__ldg(z_rows + i) == row) *pos = i;
-  }
-}
-
 // A row held in layout A (V = 16, TR = 256; thread u's kNormV values, exact
-// in float32): stored unchanged to y_row, then scale · FWHT to z's row `row`
-// (or, with z_rows, to position *pos of z in chunks).
+// in float32): stored unchanged to y_row, then scale · FWHT to z_row.
 template <typename T>
-__device__ __forceinline__ void StoreRowAndTransform(float (&v)[kNormV], T* y_row, T* z,
-                                                     int64_t row, const int32_t* z_rows,
-                                                     const int* pos, float scale, float4* smem4,
-                                                     int u) {
+__device__ __forceinline__ void StoreRowAndTransform(float (&v)[kNormV], T* y_row, T* z_row,
+                                                     float scale, float4* smem4, int u) {
 #pragma unroll
   for (int c = 0; c < 2; ++c) StoreF<T, 8>(y_row + c * 8 * kNormThreads + u * 8, v + c * 8);
   TransformRow<kNormV, kNormThreads>(v, reinterpret_cast<float*>(smem4), u);
 #pragma unroll
   for (int i = 0; i < kNormV; ++i) v[i] *= scale;
-  if (z_rows == nullptr) {
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      StoreF<T, 8>(z + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
-    }
-  } else if (const int p = *pos; p >= 0) {  // (TransformRow's barriers published *pos)
-    T* chunk = z + static_cast<int64_t>(p / 4) * kNormN * 4 + (p % 4) * 8;
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      StoreF<T, 8>(chunk + (c * kNormThreads + u) * 32, v + c * 8);
-    }
-  }
+  for (int c = 0; c < 2; ++c) StoreF<T, 8>(z_row + c * 8 * kNormThreads + u * 8, v + c * 8);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kNormThreads)
     RmsNormFwhtKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
-                      T* __restrict__ z, const int32_t* __restrict__ z_rows, int positions,
-                      float eps, float scale) {
+                      T* __restrict__ z, float eps, float scale) {
   extern __shared__ float4 smem4[];
   __shared__ float scratch[kNormThreads / 32];
-  __shared__ int pos;
   const int u = threadIdx.x;
   const int64_t row = blockIdx.x;
-  FindPosition(row, z_rows, positions, &pos);
   const T* src = x + row * kNormN;
   float v[kNormV], wv[kNormV];
 #pragma unroll
@@ -221,7 +193,7 @@ __global__ void __launch_bounds__(kNormThreads)
     // As the RMSNorm kernel: round(w · round(x · r)); the FWHT reads y.
     v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
   }
-  StoreRowAndTransform(v, y + row * kNormN, z, row, z_rows, &pos, scale, smem4, u);
+  StoreRowAndTransform(v, y + row * kNormN, z + row * kNormN, scale, smem4, u);
 }
 
 // Row i of x to row rows[i] (rows nullptr: i) of y, unchanged, and its
@@ -230,38 +202,288 @@ __global__ void __launch_bounds__(kNormThreads)
 template <typename T>
 __global__ void __launch_bounds__(kNormThreads)
     CopyFwhtKernel(const T* __restrict__ x, const int64_t* __restrict__ rows, T* __restrict__ y,
-                   T* __restrict__ z, const int32_t* __restrict__ z_rows, int positions,
-                   float scale) {
+                   T* __restrict__ z, float scale) {
   extern __shared__ float4 smem4[];
-  __shared__ int pos;
   const int u = threadIdx.x;
   const int64_t i = blockIdx.x;
   const int64_t row = rows != nullptr ? __ldg(rows + i) : i;
-  FindPosition(row, z_rows, positions, &pos);
   float v[kNormV];
 #pragma unroll
   for (int c = 0; c < 2; ++c) LoadF<T, 8>(x + i * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
-  StoreRowAndTransform(v, y + row * kNormN, z, row, z_rows, &pos, scale, smem4, u);
+  StoreRowAndTransform(v, y + row * kNormN, z + row * kNormN, scale, smem4, u);
 }
 
 template <typename T>
 cudaError_t LaunchNormFwht(const void* x, const void* w, void* y, void* z, int64_t rows, float eps,
-                           float scale, const int32_t* z_rows, int positions, cudaStream_t stream) {
+                           float scale, cudaStream_t stream) {
   const int smem = SegLayout<kNormV, kNormThreads>::kStride * 4;
   RmsNormFwhtKernel<T><<<static_cast<unsigned>(rows), kNormThreads, smem, stream>>>(
       static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), static_cast<T*>(z),
-      z_rows, positions, eps, scale);
+      eps, scale);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t LaunchCopyRowsFwht(const void* x, const int64_t* rows, void* y, void* z, int64_t count,
-                               float scale, const int32_t* z_rows, int positions,
-                               cudaStream_t stream) {
+                               float scale, cudaStream_t stream) {
   const int smem = SegLayout<kNormV, kNormThreads>::kStride * 4;
   CopyFwhtKernel<T><<<static_cast<unsigned>(count), kNormThreads, smem, stream>>>(
-      static_cast<const T*>(x), rows, static_cast<T*>(y), static_cast<T*>(z), z_rows, positions,
-      scale);
+      static_cast<const T*>(x), rows, static_cast<T*>(y), static_cast<T*>(z), scale);
+  return cudaGetLastError();
+}
+
+// ------------------------------------ the same, in chunks of 4 rows --
+// For SpectrumApply, z in chunks of 4 tokens ([chunks, 4096, 4]: a chunk's
+// 4 values of a column side by side), which its blocks copy to shared
+// memory as they are, with one bulk copy. Blocks of 4 × 256 threads: group g
+// of a block holds one row in layout A, as the kernels above. Blocks [0,
+// chunks) transform rows z_rows[4b + g] (-1: zeros) and write chunk b,
+// through shared memory (each group's row, then 4 columns × 4 rows per
+// thread, 32-byte stores); blocks [chunks, ..) write y for rows 4(b − chunks)
+// + g. The RMSNorm's sums are per group in the block-sum order of the
+// one-row kernel, so y and the transform's input are that kernel's, bit for
+// bit.
+constexpr int kChunkRows = 4;
+constexpr int kChunkThreads = kChunkRows * kNormThreads;
+
+// The sum of v over the 256 threads of group g (BlockSum's order for one row).
+__device__ __forceinline__ float GroupSum(float v, float* scratch, int g) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  constexpr int kWarps = kNormThreads / 32;
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < kWarps; ++w) total += scratch[g * kWarps + w];
+  __syncthreads();
+  return total;
+}
+
+template <typename T, bool kNorm>
+__global__ void __launch_bounds__(kChunkThreads)
+    NormFwhtChunkKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+                        T* __restrict__ z, const int32_t* __restrict__ z_rows, int chunks,
+                        int64_t rows, float eps, float scale) {
+  extern __shared__ float4 smem4[];
+  __shared__ float scratch[kChunkThreads / 32];
+  const int g = threadIdx.x / kNormThreads, u = threadIdx.x % kNormThreads;
+  const bool chunk = static_cast<int>(blockIdx.x) < chunks;  // uniform over the block
+  int64_t row = chunk ? __ldg(z_rows + kChunkRows * blockIdx.x + g)
+                      : (static_cast<int64_t>(blockIdx.x) - chunks) * kChunkRows + g;
+  if (row >= rows) row = -1;
+  float v[kNormV];
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) v[i] = 0.f;
+  if (row >= 0) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      LoadF<T, 8>(x + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+    }
+  }
+  if constexpr (kNorm) {
+    float wv[kNormV];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) LoadF<T, 8>(w + c * 8 * kNormThreads + u * 8, wv + c * 8);
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < kNormV; ++i) ss += v[i] * v[i];
+    const float r = rsqrtf(GroupSum(ss, scratch, g) / static_cast<float>(kNormN) + eps);
+#pragma unroll
+    for (int i = 0; i < kNormV; ++i) v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
+  }
+  if (!chunk) {
+    if (row >= 0) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        StoreF<T, 8>(y + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+      }
+    }
+    return;
+  }
+  using L = SegLayout<kNormV, kNormThreads>;
+  float* segs = reinterpret_cast<float*>(smem4);
+  TransformRow<kNormV, kNormThreads>(v, segs + g * L::kStride, u);
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) v[i] *= scale;
+  // Group g's row of T after the 4 segments, then 4 columns × 4 rows per thread.
+  T* rows_t = reinterpret_cast<T*>(segs + kChunkRows * L::kStride);
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    StoreF<T, 8>(rows_t + g * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+  }
+  __syncthreads();
+  const int i = threadIdx.x;  // columns 4i .. 4i + 3
+  uint2 a[kChunkRows];
+#pragma unroll
+  for (int t = 0; t < kChunkRows; ++t) {
+    a[t] = *reinterpret_cast<const uint2*>(rows_t + t * kNormN + 4 * i);
+  }
+  // Column j of the 4: (row 0, row 1) in one word, (row 2, row 3) in the next.
+  uint4 lo, hi;
+  lo.x = __byte_perm(a[0].x, a[1].x, 0x5410), lo.y = __byte_perm(a[2].x, a[3].x, 0x5410);
+  lo.z = __byte_perm(a[0].x, a[1].x, 0x7632), lo.w = __byte_perm(a[2].x, a[3].x, 0x7632);
+  hi.x = __byte_perm(a[0].y, a[1].y, 0x5410), hi.y = __byte_perm(a[2].y, a[3].y, 0x5410);
+  hi.z = __byte_perm(a[0].y, a[1].y, 0x7632), hi.w = __byte_perm(a[2].y, a[3].y, 0x7632);
+  uint4* dst =
+      reinterpret_cast<uint4*>(z + static_cast<int64_t>(blockIdx.x) * kNormN * kChunkRows + 16 * i);
+  dst[0] = lo;
+  dst[1] = hi;
+}
+
+// The same with each chunk's 4 rows on 4 SMs, as the one-row kernels (sm_90
+// clusters of 4 blocks of 256 threads): 4 rows' transforms in one block
+// take ~3× one row's time (the shared-memory passes of the transform), so
+// the first form costs 8 us for 32 rows against 2.9 for z in rows. Block g
+// of a chunk's cluster transforms row z_rows[4c + g] and stores its columns
+// [1024r, 1024r + 1024) into slot g of block r's shared memory (distributed
+// shared memory, 16-byte stores; the cluster's blocks have all started by
+// then: they arrive on a first cluster barrier at their top and wait on it
+// only here); after a second barrier block r interleaves its 4 slots and
+// writes the chunk's columns [1024r, 1024r + 1024). Clusters past the chunks
+// write y, one row per block.
+std::atomic<int> chunk_kernel{0};  // SetNormFwhtChunksKernel
+
+template <typename T, bool kNorm>
+__global__ void __launch_bounds__(kNormThreads)
+    NormFwhtClusterKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+                          T* __restrict__ z, const int32_t* __restrict__ z_rows, int chunks,
+                          int64_t rows, float eps, float scale) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ float4 smem4[];
+  __shared__ float scratch[kNormThreads / 32];
+  const int u = threadIdx.x;
+  const int64_t chunk_blocks = static_cast<int64_t>(kChunkRows) * chunks;
+  const bool chunk = blockIdx.x < chunk_blocks;  // uniform over the cluster
+  if (chunk) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  int64_t row = chunk ? __ldg(z_rows + blockIdx.x) : blockIdx.x - chunk_blocks;
+  if (row >= rows) row = -1;
+  float v[kNormV];
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) v[i] = 0.f;
+  if (row >= 0) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      LoadF<T, 8>(x + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+    }
+  }
+  if constexpr (kNorm) {
+    float wv[kNormV];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) LoadF<T, 8>(w + c * 8 * kNormThreads + u * 8, wv + c * 8);
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < kNormV; ++i) ss += v[i] * v[i];
+    const float r = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(kNormN) + eps);
+#pragma unroll
+    for (int i = 0; i < kNormV; ++i) v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
+  }
+  if (!chunk) {
+    if (row >= 0) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        StoreF<T, 8>(y + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+      }
+    }
+    return;
+  }
+  using L = SegLayout<kNormV, kNormThreads>;
+  float* seg = reinterpret_cast<float*>(smem4);
+  TransformRow<kNormV, kNormThreads>(v, seg, u);
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) v[i] *= scale;
+  // Slots of 1024 columns of the chunk's 4 rows (row g in slot g).
+  constexpr int kSlot = kNormN / kChunkRows;
+  T* slots = reinterpret_cast<T*>(seg + L::kStride);
+  cg::cluster_group cluster = cg::this_cluster();
+  const int g = static_cast<int>(cluster.block_rank());
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // every block has started
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int col = c * 8 * kNormThreads + u * 8;
+    StoreF<T, 8>(cluster.map_shared_rank(slots, col / kSlot) + g * kSlot + col % kSlot, v + c * 8);
+  }
+  cluster.sync();
+  const int col = 4 * u;  // of this block's 1024
+  uint2 a[kChunkRows];
+#pragma unroll
+  for (int t = 0; t < kChunkRows; ++t) {
+    a[t] = *reinterpret_cast<const uint2*>(slots + t * kSlot + col);
+  }
+  uint4 lo, hi;
+  lo.x = __byte_perm(a[0].x, a[1].x, 0x5410), lo.y = __byte_perm(a[2].x, a[3].x, 0x5410);
+  lo.z = __byte_perm(a[0].x, a[1].x, 0x7632), lo.w = __byte_perm(a[2].x, a[3].x, 0x7632);
+  hi.x = __byte_perm(a[0].y, a[1].y, 0x5410), hi.y = __byte_perm(a[2].y, a[3].y, 0x5410);
+  hi.z = __byte_perm(a[0].y, a[1].y, 0x7632), hi.w = __byte_perm(a[2].y, a[3].y, 0x7632);
+  uint4* dst = reinterpret_cast<uint4*>(
+      z + (static_cast<int64_t>(blockIdx.x) / kChunkRows * kNormN + g * kSlot + col) * kChunkRows);
+  dst[0] = lo;
+  dst[1] = hi;
+#else
+  __trap();  // launched only on devices of compute capability 9.0 or more
+#endif
+}
+
+bool ClustersAvailable() {
+  static const bool available = [] {
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+               cudaSuccess &&
+           major >= 9;
+  }();
+  return available;
+}
+
+template <typename T>
+cudaError_t LaunchNormClusters(const void* x, const void* w, void* y, void* z,
+                               const int32_t* z_rows, int64_t chunks, int64_t rows, float eps,
+                               float scale, cudaStream_t stream) {
+  using L = SegLayout<kNormV, kNormThreads>;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(kChunkRows * (chunks + (rows + 3) / 4)));
+  config.blockDim = dim3(kNormThreads);
+  config.dynamicSmemBytes = L::kStride * 4 + kNormN * sizeof(T);
+  config.stream = stream;
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = kChunkRows;
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  const T* xt = static_cast<const T*>(x);
+  const T* wt = static_cast<const T*>(w);
+  T* yt = static_cast<T*>(y);
+  T* zt = static_cast<T*>(z);
+  const int c = static_cast<int>(chunks);
+  return w != nullptr ? cudaLaunchKernelEx(&config, NormFwhtClusterKernel<T, true>, xt, wt, yt, zt,
+                                           z_rows, c, rows, eps, scale)
+                      : cudaLaunchKernelEx(&config, NormFwhtClusterKernel<T, false>, xt, wt, yt, zt,
+                                           z_rows, c, rows, eps, scale);
+}
+
+template <typename T>
+cudaError_t LaunchNormChunks(const void* x, const void* w, void* y, void* z, const int32_t* z_rows,
+                             int64_t chunks, int64_t rows, float eps, float scale,
+                             cudaStream_t stream) {
+  if (ClustersAvailable() && chunk_kernel.load(std::memory_order_relaxed) != 1) {
+    return LaunchNormClusters<T>(x, w, y, z, z_rows, chunks, rows, eps, scale, stream);
+  }
+  using L = SegLayout<kNormV, kNormThreads>;
+  const int smem = kChunkRows * (L::kStride * 4 + kNormN * static_cast<int>(sizeof(T)));
+  auto kernel = w != nullptr ? NormFwhtChunkKernel<T, true> : NormFwhtChunkKernel<T, false>;
+  // Raised once per instantiation (a call per launch costs host time).
+  static std::atomic<bool> raised_norm{false}, raised_copy{false};
+  std::atomic<bool>& raised = w != nullptr ? raised_norm : raised_copy;
+  if (!raised.load(std::memory_order_relaxed)) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return err;
+    raised.store(true, std::memory_order_relaxed);
+  }
+  const int64_t blocks = chunks + (rows + kChunkRows - 1) / kChunkRows;
+  kernel<<<static_cast<unsigned>(blocks), kChunkThreads, smem, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), static_cast<T*>(z),
+      z_rows, static_cast<int>(chunks), rows, eps, scale);
   return cudaGetLastError();
 }
 
@@ -282,30 +504,42 @@ bool RmsNormFwhtFused(int64_t hidden, DType dtype, const void* x, const void* we
 
 cudaError_t LaunchRmsNormFwht(const void* x, const void* weight, void* y, void* z, int64_t rows,
                               int64_t hidden, float eps, float scale, DType dtype,
-                              cudaStream_t stream, const int32_t* z_rows, int64_t positions) {
-  if (!RmsNormFwhtFused(hidden, dtype, x, weight, y, z) || rows < 0 || rows > 0x7fffffff ||
-      positions < 0 || positions > 0x7fffffff || (positions > 0 && z_rows == nullptr)) {
+                              cudaStream_t stream) {
+  if (!RmsNormFwhtFused(hidden, dtype, x, weight, y, z) || rows < 0 || rows > 0x7fffffff) {
     return cudaErrorInvalidValue;
   }
   if (rows == 0) return cudaSuccess;
-  const int p = static_cast<int>(positions);
   return dtype == DType::kBFloat16
-             ? LaunchNormFwht<__nv_bfloat16>(x, weight, y, z, rows, eps, scale, z_rows, p, stream)
-             : LaunchNormFwht<__half>(x, weight, y, z, rows, eps, scale, z_rows, p, stream);
+             ? LaunchNormFwht<__nv_bfloat16>(x, weight, y, z, rows, eps, scale, stream)
+             : LaunchNormFwht<__half>(x, weight, y, z, rows, eps, scale, stream);
 }
 
 cudaError_t LaunchCopyFwht(const void* x, const int64_t* rows, void* y, void* z, int64_t count,
-                           int64_t hidden, float scale, DType dtype, cudaStream_t stream,
-                           const int32_t* z_rows, int64_t positions) {
-  if (!RmsNormFwhtFused(hidden, dtype, x, nullptr, y, z) || count < 0 || count > 0x7fffffff ||
-      positions < 0 || positions > 0x7fffffff || (positions > 0 && z_rows == nullptr)) {
+                           int64_t hidden, float scale, DType dtype, cudaStream_t stream) {
+  if (!RmsNormFwhtFused(hidden, dtype, x, nullptr, y, z) || count < 0 || count > 0x7fffffff) {
     return cudaErrorInvalidValue;
   }
   if (count == 0) return cudaSuccess;
-  const int p = static_cast<int>(positions);
   return dtype == DType::kBFloat16
-             ? LaunchCopyRowsFwht<__nv_bfloat16>(x, rows, y, z, count, scale, z_rows, p, stream)
-             : LaunchCopyRowsFwht<__half>(x, rows, y, z, count, scale, z_rows, p, stream);
+             ? LaunchCopyRowsFwht<__nv_bfloat16>(x, rows, y, z, count, scale, stream)
+             : LaunchCopyRowsFwht<__half>(x, rows, y, z, count, scale, stream);
+}
+
+void SetNormFwhtChunksKernel(int kernel) { chunk_kernel.store(kernel, std::memory_order_relaxed); }
+
+cudaError_t LaunchNormFwhtChunks(const void* x, const void* weight, void* y, void* z,
+                                 const int32_t* z_rows, int64_t chunks, int64_t rows,
+                                 int64_t hidden, float eps, float scale, DType dtype,
+                                 cudaStream_t stream) {
+  if (!RmsNormFwhtFused(hidden, dtype, x, weight, y, z) || rows < 0 || chunks < 0 ||
+      4 * (chunks + rows) > 0x7fffffff || (chunks > 0 && z_rows == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (rows + chunks == 0) return cudaSuccess;
+  return dtype == DType::kBFloat16
+             ? LaunchNormChunks<__nv_bfloat16>(x, weight, y, z, z_rows, chunks, rows, eps, scale,
+                                               stream)
+             : LaunchNormChunks<__half>(x, weight, y, z, z_rows, chunks, rows, eps, scale, stream);
 }
 
 cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,

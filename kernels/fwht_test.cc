@@ -356,56 +356,43 @@ TEST(FwhtTest, CopyRowsFwhtCopiesAndTransforms) {
   EXPECT_THROW(CopyRowsFwht(x, torch::tensor({0, 1}, torch::kInt32), out), c10::Error);
 }
 
-// Token p of z in chunks of 4 tokens ([C, n / 8, 4, 8]) as a row of n.
-torch::Tensor ChunkToken(const torch::Tensor& z, int64_t p) {
-  return z[p / 4].select(1, p % 4).reshape({-1});
-}
-
-// ChunkRows against its definition, and CopyRowsFwht's chunked z: each token
-// the transform of its row bit for bit as CopyRowsFwht gives it in rows (one
-// transform, one rounding), the copy unchanged, with and without a row map.
+// ChunkRows against its definition, and CopyRowsFwht's chunked z: the
+// chunks of its z in rows (bit for bit: one transform, one rounding), the
+// copy unchanged, rows of -1 zeros.
 TEST(FwhtTest, ChunkedCopyRowsFwhtGivesChunksOfTheRows) {
   torch::manual_seed(10);
   const torch::Tensor z = torch::randn({6, 16});
   const torch::Tensor z_rows = torch::tensor({3, -1, 0, 5, 2, 2, -1, -1}, torch::kInt32);
   const torch::Tensor c = ChunkRows(z, z_rows);
-  ASSERT_EQ(c.sizes(), (std::vector<int64_t>{2, 2, 4, 8}));
+  ASSERT_EQ(c.sizes(), (std::vector<int64_t>{2, 16, 4}));
   for (int64_t p = 0; p < 8; ++p) {
     const int row = z_rows[p].item<int>();
     const torch::Tensor want = row >= 0 ? z[row] : torch::zeros({16});
-    EXPECT_TRUE(ChunkToken(c, p).equal(want)) << "position " << p;
+    EXPECT_TRUE(c.select(0, p / 4).select(1, p % 4).equal(want)) << "position " << p;
   }
   EXPECT_THROW(ChunkRows(z, torch::tensor({0, 1, 2}, torch::kInt32)), c10::Error);
   EXPECT_THROW(ChunkRows(z, torch::tensor({0, 1, 2, 3}, torch::kInt64)), c10::Error);
-  EXPECT_THROW(ChunkRows(torch::randn({6, 12}), z_rows), c10::Error);
-  const std::vector<int> positions = {6, 0, -1, 3, 2, -1, -1, -1, 5, 1, 4, -1};
   for (torch::Device dev : Devices()) {
-    for (torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
-      for (int64_t n : {int64_t{4096}, int64_t{2048}}) {
-        for (bool mapped : {false, true}) {
+    for (int kernel : ChunkKernels(dev)) {
+      UseChunkKernel(dev, kernel);
+      for (torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
+        for (int64_t n : {int64_t{4096}, int64_t{2048}}) {
           const std::string where = dev.str() + " " + c10::toString(dtype) +
-                                    " n=" + std::to_string(n) + (mapped ? " mapped" : "");
+                                    " n=" + std::to_string(n) + " kernel " + std::to_string(kernel);
           const int64_t m = 7;
           const torch::Tensor x = RandomInput(m, n, dtype, dev);
           const torch::Tensor rows =
-              mapped ? torch::tensor({6, 0, 3, 2, 5, 1, 4}, torch::kInt64).to(dev)
-                     : torch::Tensor();
-          const torch::Tensor zr_rows = torch::tensor(positions, torch::kInt32).to(dev);
+              torch::tensor({6, 0, -1, 3, 2, -1, -1, -1, 5, 1, 4, -1}, torch::kInt32).to(dev);
           torch::Tensor out = torch::zeros({m + 2, n}, x.options());
           torch::Tensor out_rows = torch::zeros({m + 2, n}, x.options());
-          const torch::Tensor zc = CopyRowsFwht(x, rows, out, 0.5, true, zr_rows);
-          const torch::Tensor zr = CopyRowsFwht(x, rows, out_rows, 0.5, true);
-          ASSERT_EQ(zc.sizes(), (std::vector<int64_t>{3, n / 8, 4, 8})) << where;
-          EXPECT_TRUE(out.equal(out_rows)) << where;
-          for (int64_t p = 0; p < static_cast<int64_t>(positions.size()); ++p) {
-            const int row = positions[static_cast<size_t>(p)];
-            if (row >= 0) {
-              EXPECT_TRUE(ChunkToken(zc, p).equal(zr[row])) << where << " position " << p;
-            }
-          }
-          const torch::Tensor ref = RefTransform(out.cpu().to(torch::kFloat64), 1, n, 0.5, true);
-          EXPECT_LT(RelErr(ChunkToken(zc, 0).cpu().unsqueeze(0), ref[6].unsqueeze(0)),
-                    Tolerance(dtype, n))
+          const torch::Tensor zc = CopyRowsFwht(x, torch::Tensor(), out, 0.5, true, rows);
+          const torch::Tensor zr = CopyRowsFwht(x, torch::Tensor(), out_rows, 0.5, true);
+          ASSERT_EQ(zc.sizes(), (std::vector<int64_t>{3, n, 4})) << where;
+          EXPECT_TRUE(out.narrow(0, 0, m).equal(x)) << where;
+          EXPECT_EQ(out.narrow(0, m, 2).abs().max().item<double>(), 0.0) << where;
+          EXPECT_TRUE(zc.equal(ChunkRows(zr, rows))) << where;
+          const torch::Tensor ref = RefTransform(x.cpu().to(torch::kFloat64), 1, n, 0.5, true);
+          EXPECT_LT(RelErr(zc.cpu().select(0, 0).select(1, 0), ref[6]), Tolerance(dtype, n))
               << where;
         }
       }
@@ -413,12 +400,12 @@ TEST(FwhtTest, ChunkedCopyRowsFwhtGivesChunksOfTheRows) {
   }
   const torch::Tensor x = torch::randn({2, 8});
   torch::Tensor out = torch::zeros({4, 8});
+  EXPECT_THROW(CopyRowsFwht(x, torch::tensor({0, 1}, torch::kInt64), out, 1.0, false,
+                            torch::tensor({0, 1, -1, -1}, torch::kInt32)),
+               c10::Error);
   EXPECT_THROW(
       CopyRowsFwht(x, torch::Tensor(), out, 1.0, false, torch::tensor({0, 1}, torch::kInt32)),
       c10::Error);
-  EXPECT_THROW(CopyRowsFwht(x, torch::Tensor(), out, 1.0, false,
-                            torch::tensor({0, 1, -1, -1}, torch::kInt64)),
-               c10::Error);
 }
 
 TEST(FwhtTest, BadInputsGiveInvalidArgument) {

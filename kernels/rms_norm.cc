@@ -125,11 +125,10 @@ std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
                                                     const torch::Tensor& z_rows) {
   CheckArgs(x, weight, "RmsNormFwht");
   TORCH_CHECK(
-      !z_rows.defined() ||
-          (x.dim() == 2 && x.size(1) % 8 == 0 && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
-           z_rows.scalar_type() == torch::kInt32 && z_rows.device() == x.device()),
+      !z_rows.defined() || (x.dim() == 2 && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
+                            z_rows.scalar_type() == torch::kInt32 && z_rows.device() == x.device()),
       "qwha::kernels::RmsNormFwht: z_rows must be int32 [4 * chunks] on ", x.device(),
-      ", with x 2-D and its rows a multiple of 8 wide");
+      ", with x 2-D");
   torch::NoGradGuard no_grad;
 #ifdef QWHA_WITH_CUDA
   if (UseCuda(x)) {
@@ -139,16 +138,22 @@ std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
     // (Fresh outputs are aligned: the launch checks them too.)
     if (cuda::RmsNormFwhtFused(hidden, dtype, xc.data_ptr(), wc.data_ptr(), nullptr, nullptr)) {
       const cudaStream_t stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
-      const torch::Tensor zr = z_rows.defined() ? z_rows.contiguous() : z_rows;
-      torch::Tensor y = torch::empty_like(xc);
-      torch::Tensor z = zr.defined()
-                            ? torch::empty({zr.size(0) / 4, hidden / 8, 4, 8}, xc.options())
-                            : torch::empty_like(xc);
-      CheckCuda(cuda::LaunchRmsNormFwht(
-                    xc.data_ptr(), wc.data_ptr(), y.data_ptr(), z.data_ptr(), xc.numel() / hidden,
-                    hidden, static_cast<float>(eps), static_cast<float>(scale), dtype, stream,
-                    zr.defined() ? zr.data_ptr<int32_t>() : nullptr, zr.defined() ? zr.size(0) : 0),
-                "RmsNormFwht");
+      torch::Tensor y = torch::empty_like(xc), z;
+      if (z_rows.defined()) {
+        const int64_t chunks = z_rows.size(0) / 4;
+        z = torch::empty({chunks, hidden, 4}, xc.options());
+        CheckCuda(cuda::LaunchNormFwhtChunks(xc.data_ptr(), wc.data_ptr(), y.data_ptr(),
+                                             z.data_ptr(), z_rows.contiguous().data_ptr<int32_t>(),
+                                             chunks, xc.size(0), hidden, static_cast<float>(eps),
+                                             static_cast<float>(scale), dtype, stream),
+                  "RmsNormFwht");
+      } else {
+        z = torch::empty_like(xc);
+        CheckCuda(cuda::LaunchRmsNormFwht(xc.data_ptr(), wc.data_ptr(), y.data_ptr(), z.data_ptr(),
+                                          xc.numel() / hidden, hidden, static_cast<float>(eps),
+                                          static_cast<float>(scale), dtype, stream),
+                  "RmsNormFwht");
+      }
       return {y, z};
     }
   }

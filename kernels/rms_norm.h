@@ -29,11 +29,10 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
 // first tensor bit for bit RmsNorm's, the second within float32 rounding of
 // Fwht's (the same butterflies, in another order); elsewhere the two ops.
 // Same preconditions as RmsNorm, plus Fwht's on the last dimension.
-// With z_rows (int32 [4·C] on x's device, values in [-1, rows of x), each row
-// at most once), the second tensor comes in chunks of 4 tokens,
-// ChunkRows(Fwht(y), z_rows)'s layout ([C, H / 8, 4, 8], kernels/fwht.h;
-// positions of -1: unspecified values), written by the kernel itself in the
-// one-kernel case. x must then be 2-D and H a multiple of 8.
+// With z_rows (int32 [4·C] on x's device, values in [-1, rows of x)), the
+// second tensor comes in chunks of 4 rows, ChunkRows(Fwht(y), z_rows)
+// ([C, H, 4], kernels/fwht.h), straight from the kernel in the one-kernel
+// case. x must then be 2-D.
 std::pair<torch::Tensor, torch::Tensor> RmsNormFwht(const torch::Tensor& x,
                                                     const torch::Tensor& weight, double eps,
                                                     double scale = 1.0, bool transpose = false,

@@ -180,9 +180,7 @@ void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
               const torch::Tensor& y_rows, torch::Tensor& y) {
   const E* zp = z.data_ptr<E>();
   const int64_t ldz = z.stride(0);
-  // z in chunks of 4 tokens, [C, n / 8, 4, 8]: token p's column c at
-  // (p / 4) · ldz + 32 (c / 8) + 8 (p % 4) + c % 8.
-  const bool chunks = z.dim() == 4;
+  const bool chunks = z.dim() == 3;  // [C, n, 4]: token p at z[p / 4, :, p % 4]
   const int32_t* yr = y_rows.data_ptr<int32_t>();
   E* out = y.data_ptr<E>();
   const int64_t ldy = y.stride(0);
@@ -192,13 +190,13 @@ void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
     const uint8_t* gaps = f.gaps.data_ptr<uint8_t>();
     const E* values = f.values.data_ptr<E>();
     const int32_t* rows = yr + task.tok_begin;
-    // Token t's z: zp[offset[t] + at(col)].
+    // Token t's z: zp[offset[t] + col · col_stride].
     std::vector<int64_t> offset(static_cast<size_t>(task.count));
     for (int64_t t = 0; t < task.count; ++t) {
       const int64_t p = task.tok_begin + t;
-      offset[static_cast<size_t>(t)] = chunks ? (p / 4) * ldz + 8 * (p % 4) : rows[t] * ldz;
+      offset[static_cast<size_t>(t)] = chunks ? (p / 4) * ldz + p % 4 : rows[t] * ldz;
     }
-    auto at = [chunks](int64_t col) { return chunks ? 32 * (col / 8) + col % 8 : col; };
+    const int64_t col_stride = chunks ? 4 : 1;
     at::parallel_for(0, f.rows, 16, [&](int64_t r0, int64_t r1) {
       std::vector<float> acc(static_cast<size_t>(task.count));
       for (int64_t r = r0; r < r1; ++r) {
@@ -209,7 +207,7 @@ void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
           const float v = static_cast<float>(values[e]);
           for (int64_t t = 0; t < task.count; ++t) {
             acc[static_cast<size_t>(t)] +=
-                v * static_cast<float>(zp[offset[static_cast<size_t>(t)] + at(col)]);
+                v * static_cast<float>(zp[offset[static_cast<size_t>(t)] + col * col_stride]);
           }
         }
         for (int64_t t = 0; t < task.count; ++t) {
@@ -225,15 +223,13 @@ void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
 
 void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
                    const torch::Tensor& y_rows, torch::Tensor& y) {
-  const bool chunks = z.dim() == 4;
+  const bool chunks = z.dim() == 3;
   TORCH_CHECK(z.scalar_type() == y.scalar_type() &&
-                  (chunks ? z.size(2) == 4 && z.size(3) == 8 && z.stride(3) == 1 &&
-                                z.stride(2) == 8 && z.stride(1) == 32
+                  (chunks ? z.size(2) == 4 && z.stride(2) == 1 && z.stride(1) == 4
                           : z.dim() == 2 && z.stride(1) == 1 && z.size(0) == y.size(0)),
-              "SpectrumApply: z must be [y rows, n] with unit column stride, or [chunks, n / 8, "
-              "4, 8] with contiguous chunks (kernels::ChunkRows), in y's dtype; got ",
+              "SpectrumApply: z must be [y rows, n] with unit column stride, or [chunks, n, 4] "
+              "with contiguous chunks, in y's dtype; got ",
               z.sizes(), " ", c10::toString(z.scalar_type()));
-  const int64_t zn = chunks ? 8 * z.size(1) : z.size(1);
   TORCH_CHECK(y.dim() == 2 && y.stride(1) == 1,
               "SpectrumApply: y must be 2-D with unit column stride");
   TORCH_CHECK(y_rows.dim() == 1 && y_rows.scalar_type() == torch::kInt32 &&
@@ -244,7 +240,7 @@ void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& task
   for (const SpectrumTask& t : tasks) {
     TORCH_CHECK(t.spectrum != nullptr, "SpectrumApply: task without a spectrum");
     const PackedSpectrum& f = *t.spectrum;
-    TORCH_CHECK(f.n == zn, "SpectrumApply: spectrum width ", f.n, " != z's ", zn);
+    TORCH_CHECK(f.n == z.size(1), "SpectrumApply: spectrum width ", f.n, " != z's ", z.size(1));
     TORCH_CHECK(!chunks || t.count == 0 ||
                     (t.tok_begin % 4 == 0 && t.count <= 4 && t.tok_begin / 4 < z.size(0)),
                 "SpectrumApply: with z in chunks of 4 tokens a task must start a chunk of z (",

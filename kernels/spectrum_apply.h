@@ -79,11 +79,10 @@ struct SpectrumTask {
 };
 
 // The product above. z: [M, n] with unit column stride, on y's device in y's
-// dtype, or z in chunks of 4 tokens ([C, n / 8, 4, 8], chunks contiguous, as
-// kernels::ChunkRows gives: token p's columns 8j .. 8j + 8 are z[p / 4, j,
-// p % 4, :]; every task then starts a chunk, tok_begin % 4 == 0, and has at
-// most 4 tokens; the CUDA kernel copies a chunk to shared memory with one
-// bulk copy and reorders each 8-column piece in place); y: [M, cols] with unit
+// dtype, or z in chunks of 4 tokens ([C, n, 4], chunks contiguous, as
+// kernels::ChunkRows gives: token p's row of z is z[p / 4, :, p % 4]; every
+// task then starts a chunk, tok_begin % 4 == 0, and has at most 4 tokens;
+// the CUDA kernel copies a chunk to shared memory as it is, one bulk copy); y: [M, cols] with unit
 // column stride, the dtype of every task's values; y_rows: contiguous int32 [>= tok_begin + count
 // of every task] on y's device, values in [0, M). Every spectrum has n == z.size(1) and y_col +
 // rows <= cols. Throws c10::Error when a precondition that can be checked

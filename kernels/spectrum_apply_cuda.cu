@@ -111,11 +111,11 @@ __device__ __forceinline__ void AccumulateShared(float (&acc)[TM], float v, cons
 template <int TM, typename E>
 __device__ __forceinline__ void AccumulateGlobal(float (&acc)[TM], float v, const E* z,
                                                  const int64_t (&row_offset)[TM], int col,
-                                                 bool pieces, int valid) {
+                                                 int col_stride, int valid) {
 #pragma unroll
   for (int t = 0; t < TM; ++t) {
     if (t < valid)
-      acc[t] += v * ToF(__ldg(z + row_offset[t] + (pieces ? ((col >> 3) << 5) + (col & 7) : col)));
+      acc[t] += v * ToF(__ldg(z + row_offset[t] + static_cast<int64_t>(col) * col_stride));
   }
 }
 
@@ -263,9 +263,7 @@ __device__ __forceinline__ void StageZ(E* zs, const E* __restrict__ z, int64_t l
 }
 
 // z in chunks of 4 tokens (LaunchSpectrumApply's z_chunks): the block's chunk
-// is n · 4 contiguous elements, in pieces of 8 columns × 4 tokens ([token]
-// [column] within a piece), which Unpiece turns into shared memory's
-// [column][token] order in place, a piece per thread.
+// is n · 4 contiguous elements, already in the order of shared memory.
 // kZRows: rows of z, staged transposed (StageZ); kZChunkCopy: a chunk copied
 // by the block's threads (16-byte pieces); kZChunkBulk: a chunk copied by one
 // bulk copy (TMA, sm_90), issued by thread 0 before the warps' first loads
@@ -285,41 +283,6 @@ __device__ __forceinline__ void CopyChunk(E* zs, const E* __restrict__ src, int 
     }
   } else {
     for (int i = threadIdx.x; i < elements; i += blockDim.x) zs[i] = src[i];
-  }
-}
-
-// Each piece of 8 columns × 4 tokens, [t][c] → [c][t], in place (n % 8 == 0).
-template <typename E>
-__device__ __forceinline__ void Unpiece(E* zs, int n) {
-  for (int piece = threadIdx.x; piece < n / 8; piece += blockDim.x) {
-    uint4* p = reinterpret_cast<uint4*>(zs + 32 * piece);
-    if constexpr (sizeof(E) == 2) {
-      // w[t]: token t's 8 columns, two per word.
-      uint4 w[4];
-#pragma unroll
-      for (int t = 0; t < 4; ++t) w[t] = p[t];
-      auto column_pair = [&](uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3) {
-        // Columns 2k and 2k + 1 of the 4 tokens (a_t: token t's word k).
-        return make_uint4(__byte_perm(a0, a1, 0x5410), __byte_perm(a2, a3, 0x5410),
-                          __byte_perm(a0, a1, 0x7632), __byte_perm(a2, a3, 0x7632));
-      };
-      p[0] = column_pair(w[0].x, w[1].x, w[2].x, w[3].x);
-      p[1] = column_pair(w[0].y, w[1].y, w[2].y, w[3].y);
-      p[2] = column_pair(w[0].z, w[1].z, w[2].z, w[3].z);
-      p[3] = column_pair(w[0].w, w[1].w, w[2].w, w[3].w);
-    } else {
-      // 4-byte elements: token t's columns 4h .. 4h + 3 in p[2t + h].
-      uint4 w[8];
-#pragma unroll
-      for (int q = 0; q < 8; ++q) w[q] = p[q];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        p[4 * h + 0] = make_uint4(w[h].x, w[2 + h].x, w[4 + h].x, w[6 + h].x);
-        p[4 * h + 1] = make_uint4(w[h].y, w[2 + h].y, w[4 + h].y, w[6 + h].y);
-        p[4 * h + 2] = make_uint4(w[h].z, w[2 + h].z, w[4 + h].z, w[6 + h].z);
-        p[4 * h + 3] = make_uint4(w[h].w, w[2 + h].w, w[4 + h].w, w[6 + h].w);
-      }
-    }
   }
 }
 
@@ -470,15 +433,11 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
       }
     }
     __syncthreads();
-    if (diag != 2 && chunked) {
-      if (bulk) WaitBulkCopy(bar);
-      Unpiece(reinterpret_cast<E*>(shared_raw), task.n);
-      __syncthreads();
-    }
+    if (diag != 2 && bulk) WaitBulkCopy(bar);
   } else {
 #pragma unroll
     for (int t = 0; t < TM; ++t) {
-      row_offset[t] = chunked     ? chunk_at + 8 * t
+      row_offset[t] = chunked     ? chunk_at + t
                       : t < valid ? static_cast<int64_t>(__ldg(rows_of + t)) * ldz
                                   : 0;
     }
@@ -558,7 +517,7 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
                 AccumulateShared<TM>(acc, v[i], zc);
               } else {
                 col += step;
-                AccumulateGlobal<TM>(acc, v[i], z, row_offset, col, chunked, valid);
+                AccumulateGlobal<TM>(acc, v[i], z, row_offset, col, chunked ? TM : 1, valid);
               }
             }
           }

@@ -311,11 +311,11 @@ TEST(SpectrumApplyTest, MismatchesAreErrors) {
   EXPECT_THROW(SpectrumApply(torch::zeros({2, 8}, torch::kBFloat16), {{&*f, 0, 0, 2}}, rows, y),
                c10::Error);
   // z in chunks: a task must start a chunk and have at most 4 tokens.
-  const torch::Tensor z4 = torch::zeros({1, 1, 4, 8});
+  const torch::Tensor z4 = torch::zeros({1, 8, 4});
   EXPECT_THROW(SpectrumApply(z4, {{&*f, 0, 1, 1}}, rows, y), c10::Error);
   EXPECT_THROW(SpectrumApply(z4, {{&*f, 0, 4, 1}}, torch::zeros({8}, torch::kInt32), y),
                c10::Error);
-  EXPECT_THROW(SpectrumApply(torch::zeros({1, 1, 3, 8}), {{&*f, 0, 0, 2}}, rows, y), c10::Error);
+  EXPECT_THROW(SpectrumApply(torch::zeros({1, 8, 3}), {{&*f, 0, 0, 2}}, rows, y), c10::Error);
   // F row 0 holds column 1 only: y[r, 0] = z[r, 1] for both tokens' rows.
   SpectrumApply(torch::tensor({{0., 3., 0., 0., 0., 0., 0., 0.}, {0., 5., 0., 0., 0., 0., 0., 0.}})
                     .to(torch::kFloat32),

@@ -509,12 +509,16 @@ void KernelSideBySide(const serve::ServingModel& base,
     const double one =
         GraphSeconds([&] { (void)kernels::RmsNormFwht(h, w, 1e-5, 1.0, /*transpose=*/true); }, 20);
     const torch::Tensor z_rows = torch::arange(32, opts.dtype(torch::kInt32));
-    const double chunked = GraphSeconds(
-        [&] { (void)kernels::RmsNormFwht(h, w, 1e-5, 1.0, /*transpose=*/true, z_rows); }, 20);
+    double chunked[2];
+    for (int kernel : {1, 0}) {  // blocks of 4 rows; clusters of 4 blocks (the default)
+      kernels::cuda::SetNormFwhtChunksKernel(kernel);
+      chunked[kernel] = GraphSeconds(
+          [&] { (void)kernels::RmsNormFwht(h, w, 1e-5, 1.0, /*transpose=*/true, z_rows); }, 20);
+    }
     std::printf(
         "  RMSNorm then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f; in one kernel, z "
-        "in chunks of 4: %.1f\n",
-        static_cast<long long>(n), 1e6 * two, 1e6 * one, 1e6 * chunked);
+        "in chunks of 4: %.1f (blocks of 4 rows instead of clusters: %.1f)\n",
+        static_cast<long long>(n), 1e6 * two, 1e6 * one, 1e6 * chunked[0], 1e6 * chunked[1]);
   }
   // The copy of the attention's output into the step's rows and its FWHT (the
   // o projection's adapters): two kernels, or one (kernels::CopyRowsFwht).
@@ -531,15 +535,19 @@ void KernelSideBySide(const serve::ServingModel& base,
     const double one = GraphSeconds(
         [&] { (void)kernels::CopyRowsFwht(o, torch::Tensor(), out, 1.0, /*transpose=*/true); }, 20);
     const torch::Tensor z_rows = torch::arange(32, opts.dtype(torch::kInt32));
-    const double chunked = GraphSeconds(
-        [&] {
-          (void)kernels::CopyRowsFwht(o, torch::Tensor(), out, 1.0, /*transpose=*/true, z_rows);
-        },
-        20);
+    double chunked[2];
+    for (int kernel : {1, 0}) {
+      kernels::cuda::SetNormFwhtChunksKernel(kernel);
+      chunked[kernel] = GraphSeconds(
+          [&] {
+            (void)kernels::CopyRowsFwht(o, torch::Tensor(), out, 1.0, /*transpose=*/true, z_rows);
+          },
+          20);
+    }
     std::printf(
         "  copy then FWHT, 32 rows x %lld: %.1f GPU us; in one kernel: %.1f; in one kernel, z in "
-        "chunks of 4: %.1f\n",
-        static_cast<long long>(n), 1e6 * two, 1e6 * one, 1e6 * chunked);
+        "chunks of 4: %.1f (blocks of 4 rows instead of clusters: %.1f)\n",
+        static_cast<long long>(n), 1e6 * two, 1e6 * one, 1e6 * chunked[0], 1e6 * chunked[1]);
   }
 #endif
   std::printf(

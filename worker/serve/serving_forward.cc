@@ -158,10 +158,11 @@ torch::Tensor ServingModel::Attention(const Rows& rows, int64_t layer, const tor
     if (z != nullptr && rows.spans.empty()) {
       // Every row is a single: the copy into place also gives the FWHT of the
       // o projection's QWHA adapters (one kernel on CUDA instead of two).
-      // (In chunks of 4 tokens where the plan says so.)
+      // (In chunks of 4 tokens where the plan says so and the rows need no map.)
+      const bool chunks = rows.chunked && rows.single_leading;
       *z = kernels::CopyRowsFwht(o, rows.single_leading ? torch::Tensor() : rows.single_rows, out,
                                  1.0, /*transpose=*/true,
-                                 rows.chunked ? rows.spectrum_rows : torch::Tensor());
+                                 chunks ? rows.spectrum_rows : torch::Tensor());
     } else if (rows.single_leading) {
       out.narrow(0, 0, n).copy_(o);
     } else {
