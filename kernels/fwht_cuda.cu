@@ -246,6 +246,44 @@ cudaError_t LaunchCopyRowsFwht(const void* x, const int64_t* rows, void* y, void
 constexpr int kChunkRows = 4;
 constexpr int kChunkThreads = kChunkRows * kNormThreads;
 
+// Row `row` of x (-1: zeros) in layout A, as thread u of its 256 holds it,
+// and with kNorm RMS-normalized as RmsNormFwhtKernel does (sum(ss): the sum
+// of ss over the row's threads, in BlockSum's order), so bit for bit its y.
+template <typename T, bool kNorm, typename Sum>
+__device__ __forceinline__ void LoadRowA(const T* __restrict__ x, const T* __restrict__ w,
+                                         int64_t row, int u, float eps, Sum sum,
+                                         float (&v)[kNormV]) {
+#pragma unroll
+  for (int i = 0; i < kNormV; ++i) v[i] = 0.f;
+  if (row >= 0) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      LoadF<T, 8>(x + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+    }
+  }
+  if constexpr (kNorm) {
+    float wv[kNormV];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) LoadF<T, 8>(w + c * 8 * kNormThreads + u * 8, wv + c * 8);
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < kNormV; ++i) ss += v[i] * v[i];
+    const float r = rsqrtf(sum(ss) / static_cast<float>(kNormN) + eps);
+#pragma unroll
+    for (int i = 0; i < kNormV; ++i) v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
+  }
+}
+
+// Thread u's part of a row in layout A to y's row `row` (-1: nothing).
+template <typename T>
+__device__ __forceinline__ void StoreRowA(T* __restrict__ y, int64_t row, int u,
+                                          const float (&v)[kNormV]) {
+  if (row < 0) return;
+#pragma unroll
+  for (int c = 0; c < 2; ++c)
+    StoreF<T, 8>(y + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
+}
+
 // The sum of v over the 256 threads of group g (BlockSum's order for one row).
 __device__ __forceinline__ float GroupSum(float v, float* scratch, int g) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -271,32 +309,10 @@ __global__ void __launch_bounds__(kChunkThreads)
                       : (static_cast<int64_t>(blockIdx.x) - chunks) * kChunkRows + g;
   if (row >= rows) row = -1;
   float v[kNormV];
-#pragma unroll
-  for (int i = 0; i < kNormV; ++i) v[i] = 0.f;
-  if (row >= 0) {
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      LoadF<T, 8>(x + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
-    }
-  }
-  if constexpr (kNorm) {
-    float wv[kNormV];
-#pragma unroll
-    for (int c = 0; c < 2; ++c) LoadF<T, 8>(w + c * 8 * kNormThreads + u * 8, wv + c * 8);
-    float ss = 0.f;
-#pragma unroll
-    for (int i = 0; i < kNormV; ++i) ss += v[i] * v[i];
-    const float r = rsqrtf(GroupSum(ss, scratch, g) / static_cast<float>(kNormN) + eps);
-#pragma unroll
-    for (int i = 0; i < kNormV; ++i) v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
-  }
+  LoadRowA<T, kNorm>(
+      x, w, row, u, eps, [&](float ss) { return GroupSum(ss, scratch, g); }, v);
   if (!chunk) {
-    if (row >= 0) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        StoreF<T, 8>(y + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
-      }
-    }
+    StoreRowA(y, row, u, v);
     return;
   }
   using L = SegLayout<kNormV, kNormThreads>;
@@ -357,32 +373,10 @@ __global__ void __launch_bounds__(kNormThreads)
   int64_t row = chunk ? __ldg(z_rows + blockIdx.x) : blockIdx.x - chunk_blocks;
   if (row >= rows) row = -1;
   float v[kNormV];
-#pragma unroll
-  for (int i = 0; i < kNormV; ++i) v[i] = 0.f;
-  if (row >= 0) {
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      LoadF<T, 8>(x + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
-    }
-  }
-  if constexpr (kNorm) {
-    float wv[kNormV];
-#pragma unroll
-    for (int c = 0; c < 2; ++c) LoadF<T, 8>(w + c * 8 * kNormThreads + u * 8, wv + c * 8);
-    float ss = 0.f;
-#pragma unroll
-    for (int i = 0; i < kNormV; ++i) ss += v[i] * v[i];
-    const float r = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(kNormN) + eps);
-#pragma unroll
-    for (int i = 0; i < kNormV; ++i) v[i] = ToF(FromF<T>(wv[i] * ToF(FromF<T>(v[i] * r))));
-  }
+  LoadRowA<T, kNorm>(
+      x, w, row, u, eps, [&](float ss) { return BlockSum(ss, scratch); }, v);
   if (!chunk) {
-    if (row >= 0) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        StoreF<T, 8>(y + row * kNormN + c * 8 * kNormThreads + u * 8, v + c * 8);
-      }
-    }
+    StoreRowA(y, row, u, v);
     return;
   }
   using L = SegLayout<kNormV, kNormThreads>;
