@@ -251,8 +251,8 @@ ServingModel::StepPlan ServingModel::Plan(const std::vector<StepSegment>& segmen
   // fused kernels: each group's tokens start a chunk of 4 positions (the rest
   // -1), and the FWHT kernels give z in those chunks (kernels::ChunkRows), so
   // that SpectrumApply copies a chunk as it is. Else positions back to back.
-  bool chunked = chunked_z_ && fused_fwht_ && !by_adapter.empty() &&
-                 kernels::FusedNormFwht(config_.hidden_size, dtype_, device_);
+  bool chunked =
+      chunked_z_ && fused_fwht_ && kernels::FusedNormFwht(config_.hidden_size, dtype_, device_);
   bool any_spectrum = false;
   for (const auto& [adapter, list] : by_adapter) {
     if (!adapters::IsSpectrumType(adapter->type())) continue;
