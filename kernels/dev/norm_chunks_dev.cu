@@ -14,6 +14,37 @@
 
 namespace qc = qwha::kernels::cuda;
 
+// Probes of what a cluster launch costs by itself: empty blocks of 256
+// threads, plain or in clusters of 4, with 0, 1 or 2 cluster barriers.
+template <int kBarriers>
+__global__ void __launch_bounds__(256) EmptyKernel(int* sink) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (kBarriers > 0) {
+    asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;" ::: "memory");
+  }
+  if constexpr (kBarriers > 1) {
+    asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;" ::: "memory");
+  }
+#endif
+  if (threadIdx.x == 1024) *sink = 0;  // never: keeps the kernel
+}
+
+template <int kBarriers>
+cudaError_t LaunchEmpty(int blocks, int cluster, int* sink, cudaStream_t s) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(256);
+  config.stream = s;
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = cluster;
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  config.attrs = &attribute;
+  config.numAttrs = cluster > 1 ? 1 : 0;
+  return cudaLaunchKernelEx(&config, EmptyKernel<kBarriers>, sink);
+}
+
 #define CK(x)                                                                \
   do {                                                                       \
     cudaError_t e_ = (x);                                                    \
@@ -94,6 +125,24 @@ int main() {
       {"norm only (rms_norm_cuda)",
        [&] { qc::LaunchRmsNormForward(x, w, y, rows, n, 1e-5f, bf, s); }},
   };
+  {
+    int* sink;
+    CK(cudaMalloc(&sink, 4));
+    const std::vector<Case> probes = {
+        {"empty, 64 blocks", [&] { LaunchEmpty<0>(64, 1, sink, s); }},
+        {"empty, 64 blocks in clusters of 4", [&] { LaunchEmpty<0>(64, 4, sink, s); }},
+        {"  + 1 cluster barrier", [&] { LaunchEmpty<1>(64, 4, sink, s); }},
+        {"  + 2 cluster barriers", [&] { LaunchEmpty<2>(64, 4, sink, s); }},
+        {"empty, 32 blocks", [&] { LaunchEmpty<0>(32, 1, sink, s); }},
+        {"empty, 32 blocks in clusters of 4", [&] { LaunchEmpty<0>(32, 4, sink, s); }},
+    };
+    for (const Case& c : probes) {
+      c.fn();
+      CK(cudaStreamSynchronize(s));
+      CK(cudaGetLastError());
+      std::printf("%-52s %6.2f us\n", c.name, GraphUs(s, c.fn));
+    }
+  }
   std::vector<uint16_t> first(rows * n), second(rows * n);
   for (int kernel : {0, 1}) {
     qc::SetNormFwhtChunksKernel(kernel);
