@@ -197,17 +197,21 @@ float TimeIt(int reps, cudaStream_t stream, const std::function<void()>& fn) {
 int main(int argc, char** argv) {
   int reps = 200;
   double cv = 0.3;
+  bool chunks = false;  // --chunks 1: z in chunks of 4 tokens, as serving passes it
   for (int i = 1; i + 1 < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps"))
       reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--cv"))
       cv = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--chunks"))
+      chunks = std::atoi(argv[++i]) != 0;
   }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf(
-      "spectrum_apply_dev: %s, %d SMs; 8 adapters x 4 tokens, rank-64 budget, row cv %.2f\n",
-      prop.name, prop.multiProcessorCount, cv);
+      "spectrum_apply_dev: %s, %d SMs; 8 adapters x 4 tokens, rank-64 budget, row cv %.2f, z in "
+      "%s\n",
+      prop.name, prop.multiProcessorCount, cv, chunks ? "chunks of 4 tokens" : "rows");
   std::mt19937_64 rng(1234);
   // LLaMA-7B projections: (in, out) of q k v o gate up down.
   const int hidden = 4096, inter = 11008;
@@ -237,6 +241,23 @@ int main(int argc, char** argv) {
   int32_t* d_y_rows;
   CK(cudaMalloc(&d_y_rows, kTokens * 4));
   CK(cudaMemcpy(d_y_rows, y_rows.data(), kTokens * 4, cudaMemcpyHostToDevice));
+  // The same z in chunks of 4 tokens: token p's value of column c at
+  // [(p / 4) · 4n + 4c + p % 4] (kernels::ChunkRows).
+  auto chunked = [&](const std::vector<uint16_t>& z, int n) {
+    std::vector<uint16_t> c(z.size());
+    for (int p = 0; p < kTokens; ++p) {
+      for (int col = 0; col < n; ++col) {
+        c[static_cast<size_t>(p / 4) * 4 * n + 4 * col + p % 4] =
+            z[static_cast<size_t>(y_rows[p]) * n + col];
+      }
+    }
+    return c;
+  };
+  uint16_t *d_zc4, *d_zc11;
+  CK(cudaMalloc(&d_zc4, z4.size() * 2));
+  CK(cudaMalloc(&d_zc11, z11.size() * 2));
+  CK(cudaMemcpy(d_zc4, chunked(z4, hidden).data(), z4.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d_zc11, chunked(z11, inter).data(), z11.size() * 2, cudaMemcpyHostToDevice));
 
   const struct {
     const char* name;
@@ -278,6 +299,12 @@ int main(int argc, char** argv) {
   CK(cudaStreamCreate(&stream));
   auto run = [&](const Launch& l, int copy = 0) {
     const std::vector<qc::SpectrumApplyTask>& tasks = l.copies[copy];
+    if (chunks) {
+      CK(qc::LaunchSpectrumApply(tasks.data(), static_cast<int>(tasks.size()),
+                                 l.n == hidden ? static_cast<const void*>(d_zc4) : d_zc11, 4 * l.n,
+                                 l.d_y, l.cols, d_y_rows, qc::DType::kBFloat16, stream, true));
+      return;
+    }
     CK(qc::LaunchSpectrumApply(tasks.data(), static_cast<int>(tasks.size()),
                                l.n == hidden ? static_cast<const void*>(d_z4) : d_z11, l.n, l.d_y,
                                l.cols, d_y_rows, qc::DType::kBFloat16, stream));
