@@ -27,6 +27,20 @@ enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2, kFloat64 = 3
 cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,
                        int log2_m, DType dtype, float scale, bool transpose, cudaStream_t stream);
 
+// LaunchFwht's transform of the rows z_rows[q] of in (int32 [4 · chunks] on
+// the device, -1: zeros) into chunks of 4 tokens: out [chunks, n, 4], out[q / 4,
+// c, q % 4] the transform's column c of row z_rows[q] (kernels::ChunkRows's
+// layout, which SpectrumApply copies as it is). One kernel, where the K-mix
+// register kernel runs for n = k << log2_m and dtype (FwhtChunksSupported:
+// bfloat16 or float16, k > 1 with 2^log2_m in [16, 128] or folding into 128,
+// e.g. 11008 = 172 · 64, and a chunk's 4 rows fitting in shared memory): one
+// block per chunk and 16 rows of the [k, 2^log2_m] view, its 4 warps the 4
+// tokens; otherwise cudaErrorNotSupported. Alignment as LaunchFwht.
+bool FwhtChunksSupported(int k, int log2_m, DType dtype);
+cudaError_t LaunchFwhtChunks(const void* in, int64_t in_row_stride, void* out,
+                             const int32_t* z_rows, int64_t chunks, int k, int log2_m, DType dtype,
+                             float scale, bool transpose, cudaStream_t stream);
+
 // out[r, c] = (code(r, c) - zeros[r, c / g]) * scales[r, c / g] (+ add[r, c]),
 // computed in float32 and rounded once to out_dtype (kFloat32/kBFloat16/
 // kFloat16). packed is [rows, ceil(cols / 32) * bits] int32 (dequant.h

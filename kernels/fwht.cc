@@ -412,6 +412,53 @@ torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, to
   return z_rows.defined() ? ChunkRows(z, z_rows) : z;
 }
 
+bool FusedFwhtChunks(int64_t n, torch::ScalarType dtype, const torch::Device& device) {
+#ifdef QWHA_WITH_CUDA
+  const absl::StatusOr<HadamardFactors> f = FactorHadamardSize(n);
+  return device.is_cuda() && f.ok() && (dtype == torch::kBFloat16 || dtype == torch::kFloat16) &&
+         cuda::FwhtChunksSupported(static_cast<int>(f->k), Log2(f->pow2), ToCudaDType(dtype));
+#else
+  (void)n, (void)dtype, (void)device;
+  return false;
+#endif
+}
+
+torch::Tensor FwhtChunks(const torch::Tensor& x, const torch::Tensor& z_rows, double scale,
+                         bool transpose) {
+  TORCH_CHECK(x.dim() == 2, "qwha::kernels::FwhtChunks: x must be [m, n], got ", x.sizes());
+  TORCH_CHECK(z_rows.defined() && z_rows.dim() == 1 && z_rows.size(0) % 4 == 0 &&
+                  z_rows.scalar_type() == torch::kInt32 && z_rows.device() == x.device(),
+              "qwha::kernels::FwhtChunks: z_rows must be int32 [4 * chunks] on ", x.device());
+  const absl::Status valid = ValidateFwhtInput(x);
+  TORCH_CHECK(valid.ok(), "qwha::kernels::FwhtChunks: ", valid.message());
+  torch::NoGradGuard no_grad;
+#ifdef QWHA_WITH_CUDA
+  if (FusedFwhtChunks(x.size(1), x.scalar_type(), x.device())) {
+    const HadamardFactors f = *FactorHadamardSize(x.size(1));
+    const int64_t n = x.size(1);
+    // As FwhtCuda: rows read with a stride, 16-byte aligned.
+    torch::Tensor in = x;
+    const int64_t row_bytes = n * in.element_size();
+    if (in.stride(1) != 1 || reinterpret_cast<uintptr_t>(in.data_ptr()) % 16 != 0 ||
+        row_bytes % 16 != 0 || (in.size(0) > 1 && (in.stride(0) * in.element_size()) % 16 != 0)) {
+      in = in.clone(at::MemoryFormat::Contiguous);
+    }
+    const torch::Tensor rows = z_rows.contiguous();
+    const int64_t chunks = rows.size(0) / 4;
+    torch::Tensor z = torch::empty({chunks, n, 4}, x.options());
+    const cudaError_t err = cuda::LaunchFwhtChunks(
+        in.data_ptr(), in.size(0) > 1 ? in.stride(0) : n, z.data_ptr(), rows.data_ptr<int32_t>(),
+        chunks, static_cast<int>(f.k), Log2(f.pow2), ToCudaDType(x.scalar_type()),
+        static_cast<float>(scale), transpose,
+        at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    TORCH_CHECK(err == cudaSuccess,
+                "qwha::kernels::FwhtChunks: CUDA launch failed: ", cudaGetErrorString(err));
+    return z;
+  }
+#endif
+  return ChunkRows(Fwht(x, scale, transpose), z_rows);
+}
+
 absl::StatusOr<torch::Tensor> FwhtChecked(const torch::Tensor& x, double scale, bool transpose) {
   if (absl::Status s = ValidateFwhtInput(x); !s.ok()) return s;
   try {

@@ -82,6 +82,23 @@ torch::Tensor CopyRowsFwht(const torch::Tensor& x, const torch::Tensor& rows, to
 // device; values are not read).
 torch::Tensor ChunkRows(const torch::Tensor& z, const torch::Tensor& z_rows);
 
+// Fwht(x, scale, transpose) of x [m, n] in chunks of 4 tokens, as
+// ChunkRows(Fwht(x, scale, transpose), z_rows) gives ([C, n, 4]; zeros where
+// z_rows holds -1; z_rows int32 [4·C] on x's device, values in [-1, m)). On
+// CUDA where FusedFwhtChunks holds, one kernel writes that layout (the K-mix
+// register kernel, a chunk's 4 rows per block; values equal to Fwht's bit
+// for bit); elsewhere Fwht, then ChunkRows. Serving: the down projection's
+// input for SpectrumApply. Throws c10::Error for a bad z_rows (shape, dtype,
+// device; values are not read) and Fwht's preconditions on x.
+torch::Tensor FwhtChunks(const torch::Tensor& x, const torch::Tensor& z_rows, double scale = 1.0,
+                         bool transpose = false);
+
+// Whether FwhtChunks makes n-wide rows of dtype on device in one kernel:
+// CUDA, bfloat16 or float16, n = K · 2^m with K in kSupportedHadamardK and
+// 16 <= 2^m <= 128 (or a 2^m that folds into 128 with K), e.g. 11008 = 172 ·
+// 64 (LLaMA-7B's intermediate size).
+bool FusedFwhtChunks(int64_t n, torch::ScalarType dtype, const torch::Device& device);
+
 // Fwht() with validation and exceptions turned into a Status.
 absl::StatusOr<torch::Tensor> FwhtChecked(const torch::Tensor& x, double scale = 1.0,
                                           bool transpose = false);

@@ -536,6 +536,36 @@ cudaError_t LaunchNormFwhtChunks(const void* x, const void* weight, void* y, voi
              : LaunchNormChunks<__half>(x, weight, y, z, z_rows, chunks, rows, eps, scale, stream);
 }
 
+bool FwhtChunksSupported(int k, int log2_m, DType dtype) {
+  const int size = dtype == DType::kBFloat16 || dtype == DType::kFloat16 ? 2 : 4;
+  return k > 1 && fwht_internal::FwhtKChunksSupported(k, log2_m, size);
+}
+
+cudaError_t LaunchFwhtChunks(const void* in, int64_t in_row_stride, void* out,
+                             const int32_t* z_rows, int64_t chunks, int k, int log2_m, DType dtype,
+                             float scale, bool transpose, cudaStream_t stream) {
+  if (chunks < 0 || 4 * chunks > 0x7fffffff) return cudaErrorInvalidValue;
+  if (!FwhtChunksSupported(k, log2_m, dtype)) return cudaErrorNotSupported;
+  if (chunks == 0) return cudaSuccess;
+  using fwht_internal::LaunchFwhtKChunks;
+  switch (dtype) {
+    case DType::kFloat32:
+      return LaunchFwhtKChunks(static_cast<const float*>(in), in_row_stride,
+                               static_cast<float*>(out), z_rows, 4 * chunks, k, log2_m, scale,
+                               transpose, stream);
+    case DType::kBFloat16:
+      return LaunchFwhtKChunks(static_cast<const __nv_bfloat16*>(in), in_row_stride,
+                               static_cast<__nv_bfloat16*>(out), z_rows, 4 * chunks, k, log2_m,
+                               scale, transpose, stream);
+    case DType::kFloat16:
+      return LaunchFwhtKChunks(static_cast<const __half*>(in), in_row_stride,
+                               static_cast<__half*>(out), z_rows, 4 * chunks, k, log2_m, scale,
+                               transpose, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
 cudaError_t LaunchFwht(const void* in, int64_t in_row_stride, void* out, int64_t rows, int k,
                        int log2_m, DType dtype, float scale, bool transpose, cudaStream_t stream) {
   if (rows < 0 || log2_m < 0 || (static_cast<int64_t>(k) << log2_m) > 32768) {

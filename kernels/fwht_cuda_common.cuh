@@ -200,4 +200,13 @@ template <typename T>
 cudaError_t LaunchFwhtK(const T* in, int64_t in_stride, T* out, int64_t rows, int k, int log2_m,
                         float scale, bool transpose, cudaStream_t stream);
 
+// The same into chunks of 4 tokens (LaunchFwhtChunks) where the register
+// kernel runs for n = k << log2_m (FwhtKChunksSupported), else
+// cudaErrorNotSupported.
+bool FwhtKChunksSupported(int k, int log2_m, int element_size);
+template <typename T>
+cudaError_t LaunchFwhtKChunks(const T* in, int64_t in_stride, T* out, const int32_t* z_rows,
+                              int64_t positions, int k, int log2_m, float scale, bool transpose,
+                              cudaStream_t stream);
+
 }  // namespace qwha::kernels::cuda::fwht_internal

@@ -23,6 +23,7 @@
 // of copy bandwidth); only 24576 = 12·2048, 18432 = 36·512 and the like.
 // FwhtKSmallKernel (M < 16, n <= 1376): direct float32 sums.
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 #include "kernels/fwht_cuda_common.cuh"
@@ -207,10 +208,16 @@ QWHA_FOR_EACH_K(QWHA_CHECK_K)
 // columns 16*group + 8*nt + 2t + {0,1}), then runs the length-M FWHT on the
 // accumulators: column bits 0, 3, 4.. are in-thread, bits 1-2 are lanes t
 // (shuffles). No Y buffer and no barrier after the row is loaded.
-template <typename T, int kLogM>
+//
+// kChunks (2-byte types; LaunchFwhtKChunks): block (c, i) makes m-tile i of
+// chunk c's 4 tokens, warp t the transform of input row z_rows[4c + t] (zeros
+// for -1), each token's row in shared memory of its own; the 4 tokens' tiles
+// meet in shared memory and leave as [16 rows · M columns][4 tokens] pieces
+// of 16 bytes at out[c · 4n + 4 · column + token] (kernels::ChunkRows's layout).
+template <typename T, int kLogM, bool kChunks = false>
 __global__ void __launch_bounds__(128)
     FwhtKRegKernel(const T* __restrict__ in, int64_t in_stride, T* __restrict__ out, int k_orig,
-                   int fold, bool transpose, float scale) {
+                   int fold, bool transpose, float scale, const int32_t* __restrict__ z_rows) {
   const int k = k_orig * fold;  // rows of the (folded) [k, M] view
   constexpr int kM = 1 << kLogM;
   constexpr int kNG = kM / 16;  // 16-column groups
@@ -219,21 +226,41 @@ __global__ void __launch_bounds__(128)
   constexpr int kSX = kM + (kF32 ? 4 : 8);
   constexpr int kVec = 16 / sizeof(T);
   constexpr uint32_t kOne = kHalf ? 0x3C003C00u : 0x3F803F80u;
+  constexpr int kTS = kM * 4 + 8;  // kChunks: elements per row of the output tile
   extern __shared__ float4 smem4[];
   T* xs = reinterpret_cast<T*>(smem4);
   const int mt = (k + 15) / 16;
   const int n = k * kM;
-  const T* src = in + static_cast<int64_t>(blockIdx.x) * in_stride;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   T* dst = out + static_cast<int64_t>(blockIdx.x) * n;
-  for (int f = threadIdx.x; f < n / kVec; f += blockDim.x) {
-    CpAsync16(xs + (f / (kM / kVec)) * kSX + (f % (kM / kVec)) * kVec, src + f * kVec);
+  bool zero = false;  // kChunks: this warp's token is a padding position
+  if constexpr (kChunks) {
+    static_assert(!kF32, "chunks of 2-byte types only");
+    // Each token's row [16 · mt, kSX], then the output tile [16, kM, 4].
+    const int row_elems = 16 * mt * kSX;
+    for (int t = 0; t < 4; ++t) {
+      const int32_t row = __ldg(z_rows + 4 * blockIdx.x + t);
+      if (t == warp) zero = row < 0;
+      if (row < 0) continue;
+      const T* src = in + static_cast<int64_t>(row) * in_stride;
+      for (int f = threadIdx.x; f < n / kVec; f += blockDim.x) {
+        CpAsync16(xs + t * row_elems + (f / (kM / kVec)) * kSX + (f % (kM / kVec)) * kVec,
+                  src + f * kVec);
+      }
+    }
+    xs += warp * row_elems;  // from here on, the warp's token
+  } else {
+    const T* src = in + static_cast<int64_t>(blockIdx.x) * in_stride;
+    for (int f = threadIdx.x; f < n / kVec; f += blockDim.x) {
+      CpAsync16(xs + (f / (kM / kVec)) * kSX + (f % (kM / kVec)) * kVec, src + f * kVec);
+    }
   }
   asm volatile("cp.async.commit_group;\n" ::);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const uint32_t* table = FragFor(k_orig, fold, transpose);
-  // The row's m-tiles are split over the gridDim.y blocks of the row.
-  const int warps = blockDim.x / 32;
+  // The row's m-tiles are split over the gridDim.y blocks of the row (with
+  // kChunks, block y makes m-tile y, every warp for its token).
+  const int warps = kChunks ? 1 : blockDim.x / 32;
   // The sign words of the warp's m-tile, all requested at once (while the
   // row is in flight): one load per k-step, each waited on in turn, cost
   // ~2 us of a 32-row decode step's 6 at K = 172.
@@ -244,16 +271,22 @@ __global__ void __launch_bounds__(128)
       wt[kk] = kk < mt ? __ldg(&table[(i * mt + kk) * 32 + lane]) : 0u;
     }
   };
-  int i = warp + static_cast<int>(blockIdx.y) * warps;
+  int i = (kChunks ? 0 : warp) + static_cast<int>(blockIdx.y) * warps;
   if (i < mt) load_signs(i);
-  for (int f = threadIdx.x; f < (16 * mt - k) * kSX / kVec; f += blockDim.x) {
-    reinterpret_cast<uint4*>(xs + k * kSX)[f] = make_uint4(0, 0, 0, 0);
+  if constexpr (kChunks) {  // each warp zeroes its row's padding rows
+    for (int f = lane; f < (16 * mt - k) * kSX / kVec; f += 32) {
+      reinterpret_cast<uint4*>(xs + k * kSX)[f] = make_uint4(0, 0, 0, 0);
+    }
+  } else {
+    for (int f = threadIdx.x; f < (16 * mt - k) * kSX / kVec; f += blockDim.x) {
+      reinterpret_cast<uint4*>(xs + k * kSX)[f] = make_uint4(0, 0, 0, 0);
+    }
   }
   asm volatile("cp.async.wait_group 0;\n" ::);
   __syncthreads();
 
   for (; i < mt; i += warps * static_cast<int>(gridDim.y)) {
-    if (i != warp + static_cast<int>(blockIdx.y) * warps) load_signs(i);
+    if (i != (kChunks ? 0 : warp) + static_cast<int>(blockIdx.y) * warps) load_signs(i);
     float acc[kNG][2][4];
 #pragma unroll
     for (int grp = 0; grp < kNG; ++grp)
@@ -309,7 +342,16 @@ __global__ void __launch_bounds__(128)
         }
       }
       const int c = i * 16 + g + 8 * h;
-      if (c < k) {
+      if constexpr (kChunks) {
+        // Into the tile: [row g + 8h][column][token], rows kTS apart (16 bytes
+        // more than a row's kM · 4: the 8 rows g of a store in different banks).
+        T* tile = reinterpret_cast<T*>(smem4) + 4 * 16 * mt * kSX + (g + 8 * h) * kTS + warp;
+#pragma unroll
+        for (int j = 0; j < 4 * kNG; ++j) {
+          const int col = (j / 4) * 16 + ((j / 2) % 2) * 8 + 2 * t + j % 2;
+          tile[col * 4] = FromF<T>(zero ? 0.f : v[j] * scale);
+        }
+      } else if (c < k) {
         T* o = dst + c * kM + 2 * t;
 #pragma unroll
         for (int j = 0; j < 4 * kNG; j += 2) {
@@ -319,11 +361,24 @@ __global__ void __launch_bounds__(128)
       }
     }
   }
+  if constexpr (kChunks) {
+    // The m-tile's rows 16·y .. of the chunk: 16 · kM · 4 contiguous elements.
+    __syncthreads();
+    const int tile_i = static_cast<int>(blockIdx.y);
+    const int rows = min(16, k - tile_i * 16);
+    const T* tile = reinterpret_cast<const T*>(smem4) + 4 * 16 * mt * kSX;
+    uint4* o = reinterpret_cast<uint4*>(out + static_cast<int64_t>(blockIdx.x) * 4 * n +
+                                        static_cast<int64_t>(tile_i) * 16 * kM * 4);
+    constexpr int kPieces = kM * 4 / kVec;  // 16-byte pieces of a tile row
+    for (int f = threadIdx.x; f < rows * kPieces; f += blockDim.x) {
+      o[f] = *reinterpret_cast<const uint4*>(tile + (f / kPieces) * kTS + (f % kPieces) * kVec);
+    }
+  }
 }
 
 template <typename T, int kLogM>
 cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, int fold, bool tr,
-                      float scale, cudaStream_t st) {
+                      float scale, cudaStream_t st, const int32_t* z_rows = nullptr) {
   constexpr int kM = 1 << kLogM;
   const int k = k_orig * fold;
   const int mt = (k + 15) / 16;
@@ -341,8 +396,27 @@ cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, 
   // n = 11008 = 172 · 64, 32 rows: 8.3 us as 32 blocks of 11 m-tiles, 4.2 us
   // as 96 blocks).
   const int splits = rows < 128 ? (mt + threads / 32 - 1) / (threads / 32) : 1;
+  if constexpr (sizeof(T) == 2) {
+    if (z_rows != nullptr) {
+      // Chunks of 4 tokens (rows = 4 · chunks positions): one block per chunk
+      // and m-tile, 4 warps (one per token), the 4 rows and the tile.
+      auto chunk_kernel = FwhtKRegKernel<T, kLogM, true>;
+      const int chunk_smem = 4 * smem + 16 * (kM * 4 + 8) * static_cast<int>(sizeof(T));
+      static std::atomic<int> raised{0};
+      if (chunk_smem > 48 * 1024 && raised.load(std::memory_order_relaxed) < chunk_smem) {
+        const cudaError_t err = cudaFuncSetAttribute(
+            chunk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, chunk_smem);
+        if (err != cudaSuccess) return err;
+        raised.store(chunk_smem, std::memory_order_relaxed);
+      }
+      chunk_kernel<<<dim3(static_cast<unsigned>(rows / 4), static_cast<unsigned>(mt)), 128,
+                     chunk_smem, st>>>(in, s, out, k_orig, fold, tr, scale, z_rows);
+      return cudaGetLastError();
+    }
+  }
+  if (z_rows != nullptr) return cudaErrorNotSupported;
   kernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(splits)), threads, smem, st>>>(
-      in, s, out, k_orig, fold, tr, scale);
+      in, s, out, k_orig, fold, tr, scale, nullptr);
   return cudaGetLastError();
 }
 
@@ -461,6 +535,56 @@ cudaError_t LaunchFwhtK(const T* in, int64_t s, T* out, int64_t rows, int k, int
       <<<static_cast<unsigned>(rows), 128, 2 * k * m * 4, st>>>(in, s, out, k, m, tr, scale);
   return cudaGetLastError();
 }
+
+bool FwhtKChunksSupported(int k, int log2_m, int element_size) {
+  if (element_size != 2 || !IsSupportedK(k) || (static_cast<int64_t>(k) << log2_m) > 32768) {
+    return false;
+  }
+  int fold = 1, log_m = log2_m;
+  if (log2_m > 7) {
+    fold = MaxFold(k, 1 << (log2_m - 7));
+    if ((fold << 7) != (1 << log2_m)) return false;
+    log_m = 7;
+  } else if (log2_m < 4) {
+    return false;
+  }
+  // The 4 rows and the tile in shared memory (the device's opt-in limit).
+  const int m = 1 << log_m, mt = (k * fold + 15) / 16;
+  const int smem = 4 * 16 * mt * (m + 8) * element_size + 16 * (m * 4 + 8) * element_size;
+  int device = 0, limit = 48 * 1024;
+  if (cudaGetDevice(&device) == cudaSuccess) {
+    cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  }
+  return smem <= limit;
+}
+
+template <typename T>
+cudaError_t LaunchFwhtKChunks(const T* in, int64_t s, T* out, const int32_t* z_rows,
+                              int64_t positions, int k, int log2_m, float scale, bool tr,
+                              cudaStream_t st) {
+  if (!FwhtKChunksSupported(k, log2_m, sizeof(T))) return cudaErrorNotSupported;
+  if (positions % 4 != 0 || z_rows == nullptr) return cudaErrorInvalidValue;
+  switch (log2_m) {
+    case 4:
+      return LaunchReg<T, 4>(in, s, out, positions, k, 1, tr, scale, st, z_rows);
+    case 5:
+      return LaunchReg<T, 5>(in, s, out, positions, k, 1, tr, scale, st, z_rows);
+    case 6:
+      return LaunchReg<T, 6>(in, s, out, positions, k, 1, tr, scale, st, z_rows);
+    case 7:
+      return LaunchReg<T, 7>(in, s, out, positions, k, 1, tr, scale, st, z_rows);
+    default:  // folded into M' = 128
+      return LaunchReg<T, 7>(in, s, out, positions, k, (1 << log2_m) >> 7, tr, scale, st, z_rows);
+  }
+}
+
+template cudaError_t LaunchFwhtKChunks<float>(const float*, int64_t, float*, const int32_t*,
+                                              int64_t, int, int, float, bool, cudaStream_t);
+template cudaError_t LaunchFwhtKChunks<__nv_bfloat16>(const __nv_bfloat16*, int64_t, __nv_bfloat16*,
+                                                      const int32_t*, int64_t, int, int, float,
+                                                      bool, cudaStream_t);
+template cudaError_t LaunchFwhtKChunks<__half>(const __half*, int64_t, __half*, const int32_t*,
+                                               int64_t, int, int, float, bool, cudaStream_t);
 
 template cudaError_t LaunchFwhtK<float>(const float*, int64_t, float*, int64_t, int, int, float,
                                         bool, cudaStream_t);

@@ -408,6 +408,57 @@ TEST(FwhtTest, ChunkedCopyRowsFwhtGivesChunksOfTheRows) {
       c10::Error);
 }
 
+// FwhtChunks: ChunkRows of Fwht's rows, bit for bit (the CUDA chunk kernel
+// for K · 2^m sizes, a chunk's 4 rows per block, every fold; elsewhere
+// Fwht then ChunkRows), both transpose modes, -1 positions zeros, a strided
+// x, against the float64 transform; bad z_rows are errors.
+TEST(FwhtTest, FwhtChunksGivesChunksOfTheRows) {
+  torch::manual_seed(11);
+  const torch::Tensor positions =
+      torch::tensor({6, 0, -1, 3, 2, -1, -1, -1, 5, 1, 4, -1, -1, -1, -1, -1}, torch::kInt32);
+  for (torch::Device dev : Devices()) {
+    for (torch::ScalarType dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
+      // 11008 = 172 · 64 (LLaMA-7B's intermediate size), 12 · 16, 40 · 128,
+      // 28 · 512 (folds into 112 · 128), and 4096 (no K: Fwht, then ChunkRows).
+      for (int64_t n :
+           {int64_t{11008}, int64_t{192}, int64_t{5120}, int64_t{14336}, int64_t{4096}}) {
+        for (bool transpose : {false, true}) {
+          const std::string where = dev.str() + " " + c10::toString(dtype) +
+                                    " n=" + std::to_string(n) + (transpose ? " T" : "") +
+                                    (FusedFwhtChunks(n, dtype, dev) ? " fused" : "");
+          const int64_t m = 7;
+          // Rows m + 1 apart: a strided x.
+          const torch::Tensor x = RandomInput(m, n + 8, dtype, dev).narrow(1, 0, n);
+          const torch::Tensor rows = positions.to(dev);
+          const torch::Tensor zc = FwhtChunks(x, rows, 0.5, transpose);
+          ASSERT_EQ(zc.sizes(), (std::vector<int64_t>{4, n, 4})) << where;
+          EXPECT_TRUE(zc.equal(ChunkRows(Fwht(x, 0.5, transpose), rows))) << where;
+          const HadamardFactors f = *FactorHadamardSize(n);
+          const torch::Tensor ref =
+              RefTransform(x.cpu().to(torch::kFloat64), f.k, f.pow2, 0.5, transpose);
+          EXPECT_LT(RelErr(zc.cpu().select(0, 0).select(1, 0), ref[6]), Tolerance(dtype, n))
+              << where;
+        }
+      }
+    }
+  }
+#ifdef QWHA_WITH_CUDA
+  if (torch::cuda::is_available()) {
+    EXPECT_TRUE(FusedFwhtChunks(11008, torch::kBFloat16, torch::kCUDA));
+    EXPECT_FALSE(FusedFwhtChunks(11008, torch::kFloat32, torch::kCUDA));
+    EXPECT_FALSE(FusedFwhtChunks(4096, torch::kBFloat16, torch::kCUDA));
+  }
+#endif
+  EXPECT_FALSE(FusedFwhtChunks(11008, torch::kBFloat16, torch::kCPU));
+  const torch::Tensor x = torch::randn({2, 192});
+  EXPECT_THROW(FwhtChunks(x, torch::tensor({0, 1, 1}, torch::kInt32)), c10::Error);
+  EXPECT_THROW(FwhtChunks(x, torch::tensor({0, 1, 1, 0}, torch::kInt64)), c10::Error);
+  EXPECT_THROW(FwhtChunks(x.view({2, 2, 96}), torch::tensor({0, 1, 1, 0}, torch::kInt32)),
+               c10::Error);
+  EXPECT_THROW(FwhtChunks(torch::randn({2, 100}), torch::tensor({0, 1, 1, 0}, torch::kInt32)),
+               c10::Error);
+}
+
 TEST(FwhtTest, BadInputsGiveInvalidArgument) {
   struct Bad {
     torch::Tensor x;

@@ -67,6 +67,7 @@ struct Spectrum {
   std::vector<int32_t*> c_row_ptr;
   std::vector<uint8_t*> c_gaps;
   std::vector<uint16_t*> c_values;
+  std::vector<uint8_t*> c_units;  // each copy interleaved (16 gap bytes, 16 values per unit)
   size_t bytes() const { return row_ptr.size() * 4 + gaps.size() * 3; }
 };
 
@@ -121,6 +122,21 @@ Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& 
     CK(cudaMemcpy(g, s.d_gaps, s.gaps.size(), cudaMemcpyDeviceToDevice));
     CK(cudaMemcpy(v, s.d_values, s.values.size() * 2, cudaMemcpyDeviceToDevice));
     s.c_row_ptr.push_back(rp), s.c_gaps.push_back(g), s.c_values.push_back(v);
+  }
+  // Interleaved: unit u = entries [16u, 16u + 16): their gap bytes, then
+  // their values.
+  const size_t units = (s.gaps.size() + 15) / 16;
+  std::vector<uint8_t> packed(units * 48, 0);
+  for (size_t e = 0; e < s.gaps.size(); ++e) {
+    uint8_t* unit = packed.data() + (e / 16) * 48;
+    unit[e % 16] = s.gaps[e];
+    std::memcpy(unit + 16 + 2 * (e % 16), &s.values[e], 2);
+  }
+  for (int c = 0; c < kCopies; ++c) {
+    uint8_t* u;
+    CK(cudaMalloc(&u, packed.size()));
+    CK(cudaMemcpy(u, packed.data(), packed.size(), cudaMemcpyHostToDevice));
+    s.c_units.push_back(u);
   }
   return s;
 }
@@ -197,21 +213,29 @@ float TimeIt(int reps, cudaStream_t stream, const std::function<void()>& fn) {
 int main(int argc, char** argv) {
   int reps = 200;
   double cv = 0.3;
-  bool chunks = false;  // --chunks 1: z in chunks of 4 tokens, as serving passes it
+  // --chunks 1: z in chunks of 4 tokens for every launch; 2: for all but
+  // down (as serving passed it until the down FWHT wrote chunks).
+  int chunks = 0;
+  bool interleave = false;  // --interleave 1: gaps and values in units of 16 entries
   for (int i = 1; i + 1 < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps"))
       reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--cv"))
       cv = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--chunks"))
-      chunks = std::atoi(argv[++i]) != 0;
+      chunks = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--interleave"))
+      interleave = std::atoi(argv[++i]) != 0;
   }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf(
       "spectrum_apply_dev: %s, %d SMs; 8 adapters x 4 tokens, rank-64 budget, row cv %.2f, z in "
       "%s\n",
-      prop.name, prop.multiProcessorCount, cv, chunks ? "chunks of 4 tokens" : "rows");
+      prop.name, prop.multiProcessorCount, cv,
+      chunks == 1   ? "chunks of 4 tokens"
+      : chunks == 2 ? "chunks of 4 tokens, but rows for down"
+                    : "rows");
   std::mt19937_64 rng(1234);
   // LLaMA-7B projections: (in, out) of q k v o gate up down.
   const int hidden = 4096, inter = 11008;
@@ -294,12 +318,13 @@ int main(int argc, char** argv) {
     total_bytes += l.bytes;
     launches.push_back(std::move(l));
   }
-  std::printf("entries of one layer: %.1f MiB\n", total_bytes / 1048576.0);
+  std::printf("entries of one layer: %.1f MiB%s\n", total_bytes / 1048576.0,
+              interleave ? ", gaps and values interleaved" : "");
   cudaStream_t stream;
   CK(cudaStreamCreate(&stream));
   auto run = [&](const Launch& l, int copy = 0) {
     const std::vector<qc::SpectrumApplyTask>& tasks = l.copies[copy];
-    if (chunks) {
+    if (chunks == 1 || (chunks == 2 && l.n == hidden)) {
       CK(qc::LaunchSpectrumApply(tasks.data(), static_cast<int>(tasks.size()),
                                  l.n == hidden ? static_cast<const void*>(d_zc4) : d_zc11, 4 * l.n,
                                  l.d_y, l.cols, d_y_rows, qc::DType::kBFloat16, stream, true));
@@ -500,6 +525,41 @@ int main(int argc, char** argv) {
       for (uint8_t* b : v) CK(cudaFree(b));
     }
     CK(cudaFree(sink));
+  }
+  // The down projection's FWHT (n = 11008 = 172 · 2^6, the step's 32 rows)
+  // into rows and into chunks of 4 tokens (positions y_rows), which must
+  // hold the same values.
+  {
+    uint16_t* d_zc;
+    CK(cudaMalloc(&d_zc, static_cast<size_t>(kTokens) * inter * 2));
+    CK(qc::LaunchFwht(d_x, inter, d_xh, kTokens, 172, 6, qc::DType::kBFloat16, 1.f, true, stream));
+    CK(qc::LaunchFwhtChunks(d_x, inter, d_zc, d_y_rows, kTokens / 4, 172, 6, qc::DType::kBFloat16,
+                            1.f, true, stream));
+    std::vector<uint16_t> rows_out(static_cast<size_t>(kTokens) * inter),
+        chunk_out(rows_out.size());
+    CK(cudaMemcpyAsync(rows_out.data(), d_xh, rows_out.size() * 2, cudaMemcpyDeviceToHost, stream));
+    CK(cudaMemcpyAsync(chunk_out.data(), d_zc, chunk_out.size() * 2, cudaMemcpyDeviceToHost,
+                       stream));
+    CK(cudaStreamSynchronize(stream));
+    size_t differ = 0;
+    for (int p = 0; p < kTokens; ++p) {
+      for (int c = 0; c < inter; ++c) {
+        differ += chunk_out[static_cast<size_t>(p / 4) * 4 * inter + 4 * c + p % 4] !=
+                  rows_out[static_cast<size_t>(y_rows[p]) * inter + c];
+      }
+    }
+    const float t_rows = TimeIt(reps, stream, [&] {
+      CK(qc::LaunchFwht(d_x, inter, d_xh, kTokens, 172, 6, qc::DType::kBFloat16, 1.f, true,
+                        stream));
+    });
+    const float t_chunks = TimeIt(reps, stream, [&] {
+      CK(qc::LaunchFwhtChunks(d_x, inter, d_zc, d_y_rows, kTokens / 4, 172, 6, qc::DType::kBFloat16,
+                              1.f, true, stream));
+    });
+    std::printf("\ndown FWHT, 32 rows of 11008: rows %.2f us, chunks %.2f us; chunks %s\n", t_rows,
+                t_chunks, differ == 0 ? "equal the rows" : "DIFFER");
+    ok &= differ == 0;
+    CK(cudaFree(d_zc));
   }
   // Each launch after the base's matmul and the FWHT, as serving enqueues
   // them (per copy of the layer): what the product adds to a decode step.

@@ -360,7 +360,12 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
     torch::Tensor a = torch::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
     torch::Tensor down = torch::matmul(a, layer.w_down.t());
     if (layer.b_down.defined()) down.add_(layer.b_down);
-    AddDeltas(rows, li, 6, 1, a, torch::Tensor(), down);
+    // The down projection's input in chunks where one kernel makes them.
+    torch::Tensor z_down;
+    if (rows.chunked && down_chunks_ && fused_fwht_ && HasSpectrum(rows, li, 6, 1)) {
+      z_down = kernels::FwhtChunks(a, rows.spectrum_rows, 1.0, /*transpose=*/true);
+    }
+    AddDeltas(rows, li, 6, 1, a, z_down, down);
     h = h + down;
   }
   torch::Tensor hl = RmsNorm(h.index_select(0, rows.last), final_norm_);

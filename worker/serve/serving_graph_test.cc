@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/fwht.h"
 #include "worker/model/llama.h"
 #include "worker/serve/adapter_loader.h"
 #include "worker/serve/engine.h"
@@ -35,14 +36,15 @@ bool HaveCuda() { return false; }
 #endif
 
 struct GpuBase {
-  explicit GpuBase(torch::ScalarType dtype) {
+  explicit GpuBase(torch::ScalarType dtype, int64_t hidden = 256, int64_t intermediate = 512,
+                   int64_t layers = 2) {
     model::ModelConfig c;
     c.model_type = "llama";
-    c.hidden_size = 256;
-    c.intermediate_size = 512;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
+    c.hidden_size = hidden;
+    c.intermediate_size = intermediate;
+    c.num_hidden_layers = layers;
+    c.num_attention_heads = hidden / 64;
+    c.num_key_value_heads = hidden / 128;
     c.head_dim = 64;
     c.vocab_size = 512;
     model = model::LlamaModel::RandomInit(c, 11, torch::kCUDA, dtype);
@@ -168,6 +170,53 @@ TEST(ServingGraphTest, AReloadedAdapterVersionIsNeverReplayedWithTheOldGraph) {
   EXPECT_GT(graph.graph_stats().captured, captured) << "v2 replayed a graph captured with v1";
   EXPECT_LE(RelDiff(with_v2, run(v2->adapter(), &eager)), 1e-4);
   EXPECT_GT(RelDiff(with_v2, with_v1), 1e-3) << "the two versions give the same logits";
+#endif
+}
+
+// LLaMA-7B's widths (hidden 4096, intermediate 11008), where the adapters'
+// inputs of decode steps come in chunks of 4 tokens (the fused RMSNorm and
+// copy FWHTs, and the down projection's FWHT in one kernel): 8 requests of 4
+// QWHA adapters (groups of 2 tokens), eager and graph steps, give the logits
+// of the same steps with the inputs in rows, bit for bit; the adapters change
+// them.
+TEST(ServingGraphTest, ChunkedAdapterInputsGiveTheLogitsOfRows) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+#ifdef QWHA_WITH_CUDA
+  const c10::cuda::CUDAStreamGuard stream(c10::cuda::getStreamFromPool());
+  GpuBase s(torch::kBFloat16, 4096, 11008, 1);
+  ASSERT_TRUE(kernels::FusedFwhtChunks(11008, torch::kBFloat16, torch::kCUDA));
+  std::vector<std::unique_ptr<AdapterLoader>> loaders;
+  for (uint64_t i = 0; i < 4; ++i) loaders.push_back(s.Load(AdapterType::kQwha, 71 + i));
+  std::vector<const ServingAdapter*> adapters;
+  for (size_t i = 0; i < 8; ++i) adapters.push_back(loaders[i % 4]->adapter());
+  auto run = [&](bool chunked, bool graphs, const std::vector<const ServingAdapter*>& used) {
+    s.serving->set_chunked_z(chunked);
+    KvPool pool(*s.serving, 8, 64);
+    pool.set_cuda_graphs(graphs);
+    std::vector<StepSegment> prefill;
+    for (int64_t i = 0; i < 8; ++i) {
+      prefill.push_back(
+          {i, 0, Tokens(3 + i, 80 + static_cast<uint64_t>(i)), used[static_cast<size_t>(i)]});
+    }
+    (void)s.serving->Forward(prefill, &pool);
+    std::vector<torch::Tensor> logits;
+    for (int64_t step = 0; step < 3; ++step) {
+      std::vector<StepSegment> decode;
+      for (int64_t i = 0; i < 8; ++i) {
+        decode.push_back({i, 3 + i + step, {7 + 5 * i + step}, used[static_cast<size_t>(i)]});
+      }
+      logits.push_back(s.serving->Forward(decode, &pool));
+    }
+    s.serving->set_chunked_z(true);
+    return torch::stack(logits);
+  };
+  const torch::Tensor rows = run(false, false, adapters);
+  const torch::Tensor chunks = run(true, false, adapters);
+  EXPECT_TRUE(chunks.equal(rows)) << "relative difference " << RelDiff(chunks, rows);
+  const torch::Tensor graphs = run(true, true, adapters);
+  EXPECT_TRUE(graphs.equal(rows)) << "relative difference " << RelDiff(graphs, rows);
+  const std::vector<const ServingAdapter*> none(8, nullptr);
+  EXPECT_GT(RelDiff(run(true, false, none), rows), 1e-3) << "the adapters change nothing";
 #endif
 }
 

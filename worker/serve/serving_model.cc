@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/fwht.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/rope.h"
 #include "worker/serve/serving_forward_internal.h"
@@ -117,6 +118,7 @@ absl::StatusOr<std::unique_ptr<ServingModel>> ServingModel::FromModel(
 absl::Status ServingModel::Build(std::map<std::string, torch::Tensor> tensors,
                                  const std::set<std::string>& quantized) {
   const model::ModelConfig& c = config_;
+  down_chunks_ = kernels::FusedFwhtChunks(c.intermediate_size, dtype_, device_);
   auto take = [&](const std::string& name) -> torch::Tensor {
     auto it = tensors.find(name);
     if (it == tensors.end()) return torch::Tensor();

@@ -123,8 +123,9 @@ class ServingModel {
   // With fused FWHTs, decode steps whose QWHA groups have at most 4 tokens
   // get the adapters' inputs in chunks of 4 tokens from those kernels
   // (kernels::ChunkRows' layout: the product copies a chunk to shared memory
-  // as it is) — the default; false: in rows (for benchmarks to compare). Not
-  // while steps run.
+  // as it is), and the down projection's from kernels::FwhtChunks where it
+  // is one kernel (kernels::FusedFwhtChunks) — the default; false: in rows
+  // (for benchmarks to compare). Not while steps run.
   void set_chunked_z(bool chunked) { chunked_z_ = chunked; }
 
  private:
@@ -175,6 +176,7 @@ class ServingModel {
   std::vector<SlotInfo> slots_;
   bool fused_fwht_ = true;
   bool chunked_z_ = true;
+  bool down_chunks_ = false;  // kernels::FusedFwhtChunks of the down projection's input
   std::map<std::string, int64_t> slot_index_;
   torch::Tensor embed_tokens_;  // [vocab, hidden]
   torch::Tensor final_norm_;    // [hidden]
