@@ -28,6 +28,22 @@ bool SupportedValueDtype(torch::ScalarType t) {
   return t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16;
 }
 
+// Entry e's gap and value in units of 16 interleaved entries (spectrum_apply.h).
+uint8_t* UnitGap(uint8_t* base, int64_t e, int64_t value_size) {
+  return base + (e / 16) * UnitBytes(value_size) + e % 16;
+}
+const uint8_t* UnitGap(const uint8_t* base, int64_t e, int64_t value_size) {
+  return base + (e / 16) * UnitBytes(value_size) + e % 16;
+}
+template <typename V>
+V* UnitValue(uint8_t* base, int64_t e) {
+  return reinterpret_cast<V*>(base + (e / 16) * UnitBytes(sizeof(V)) + 16) + e % 16;
+}
+template <typename V>
+const V* UnitValue(const uint8_t* base, int64_t e) {
+  return reinterpret_cast<const V*>(base + (e / 16) * UnitBytes(sizeof(V)) + 16) + e % 16;
+}
+
 int64_t Storage(const torch::Tensor& t) {
   return t.defined() ? static_cast<int64_t>(t.numel() * t.element_size()) : 0;
 }
@@ -48,12 +64,12 @@ int64_t RowEntries(const int64_t* idx, int64_t k, int64_t row_start) {
 
 }  // namespace
 
-int64_t PackedSpectrum::bytes() const { return Storage(row_ptr) + Storage(gaps) + Storage(values); }
+int64_t PackedSpectrum::bytes() const { return Storage(row_ptr) + Storage(entries); }
 
 int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
                                  torch::ScalarType value_dtype) {
   const int64_t per_row = 7 + (n + kMaxStep - 1) / kMaxStep;
-  const int64_t entries = count + rows * per_row;
+  const int64_t entries = count + rows * per_row + 15;  // the last unit, whole
   return 4 * (rows + 1) + entries * (1 + static_cast<int64_t>(c10::elementSize(value_dtype)));
 }
 
@@ -116,15 +132,15 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
   int32_t* rp = row_ptr.data_ptr<int32_t>();
   for (int64_t r = 0; r <= rows; ++r) rp[r] = static_cast<int32_t>(offsets[static_cast<size_t>(r)]);
 
-  // Steps and values, row by row; fillers and padding are (step, 0).
-  torch::Tensor gaps = torch::zeros({entries}, torch::kUInt8);
-  torch::Tensor packed = torch::zeros({entries}, value_dtype);
-  uint8_t* gp = gaps.data_ptr<uint8_t>();
+  // Steps and values, row by row, into units of 16; fillers and padding are
+  // (step, 0).
+  const int64_t value_size = static_cast<int64_t>(c10::elementSize(value_dtype));
+  torch::Tensor units = torch::zeros({(entries + 15) / 16 * UnitBytes(value_size)}, torch::kUInt8);
+  uint8_t* base = units.data_ptr<uint8_t>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, source.scalar_type(), "PackIn", [&] {
     using In = scalar_t;
     const In* src = source.data_ptr<In>();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value_dtype, "PackOut", [&] {
-      scalar_t* dst = packed.data_ptr<scalar_t>();
       at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           int64_t e = offsets[static_cast<size_t>(r)];
@@ -133,10 +149,10 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
                ++t) {
             const int64_t col = idx[t] - r * n;
             int64_t step = col - prev;
-            for (; step > kMaxStep; step -= kMaxStep) gp[e++] = static_cast<uint8_t>(kMaxStep);
-            gp[e] = static_cast<uint8_t>(step);
+            for (; step > kMaxStep; step -= kMaxStep) *UnitGap(base, e++, value_size) = kMaxStep;
+            *UnitGap(base, e, value_size) = static_cast<uint8_t>(step);
             // float64 product, then the tensor library's rounding (via float32).
-            dst[e++] =
+            *UnitValue<scalar_t>(base, e++) =
                 static_cast<scalar_t>(static_cast<float>(static_cast<double>(src[t]) * scale));
             prev = col;
           }
@@ -148,28 +164,30 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
   PackedSpectrum out;
   out.rows = rows;
   out.n = n;
+  out.count = entries;
+  out.value_dtype = value_dtype;
   out.row_ptr = row_ptr.to(device);
-  out.gaps = gaps.to(device);
-  out.values = packed.to(device);
+  out.entries = units.to(device);
   return out;
 }
 
 torch::Tensor UnpackSpectrum(const PackedSpectrum& f) {
   const torch::Tensor rp = f.row_ptr.to(torch::kCPU);
-  const torch::Tensor gaps = f.gaps.to(torch::kCPU);
-  const torch::Tensor values = f.values.to(torch::kCPU, torch::kFloat32);
+  const torch::Tensor units = f.entries.to(torch::kCPU);
   torch::Tensor dense = torch::zeros({f.rows, f.n}, torch::kFloat32);
   const int32_t* r = rp.data_ptr<int32_t>();
-  const uint8_t* g = gaps.data_ptr<uint8_t>();
-  const float* v = values.data_ptr<float>();
+  const uint8_t* base = units.data_ptr<uint8_t>();
   float* d = dense.data_ptr<float>();
-  for (int64_t row = 0; row < f.rows; ++row) {
-    int64_t col = 0;
-    for (int32_t e = r[row]; e < r[row + 1]; ++e) {
-      col += g[e];
-      d[row * f.n + col] += v[e];  // fillers and padding add 0
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.value_dtype, "Unpack", [&] {
+    for (int64_t row = 0; row < f.rows; ++row) {
+      int64_t col = 0;
+      for (int32_t e = r[row]; e < r[row + 1]; ++e) {
+        col += *UnitGap(base, e, sizeof(scalar_t));
+        // fillers and padding add 0
+        d[row * f.n + col] += static_cast<float>(*UnitValue<scalar_t>(base, e));
+      }
     }
-  }
+  });
   return dense.to(f.device());
 }
 
@@ -187,8 +205,7 @@ void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
   for (const SpectrumTask& task : tasks) {
     const PackedSpectrum& f = *task.spectrum;
     const int32_t* rp = f.row_ptr.data_ptr<int32_t>();
-    const uint8_t* gaps = f.gaps.data_ptr<uint8_t>();
-    const E* values = f.values.data_ptr<E>();
+    const uint8_t* base = f.entries.data_ptr<uint8_t>();
     const int32_t* rows = yr + task.tok_begin;
     // Token t's z: zp[offset[t] + col · col_stride].
     std::vector<int64_t> offset(static_cast<size_t>(task.count));
@@ -203,8 +220,8 @@ void ApplyCpu(const torch::Tensor& z, const std::vector<SpectrumTask>& tasks,
         std::fill(acc.begin(), acc.end(), 0.f);
         int64_t col = 0;
         for (int32_t e = rp[r]; e < rp[r + 1]; ++e) {
-          col += gaps[e];
-          const float v = static_cast<float>(values[e]);
+          col += *UnitGap(base, e, sizeof(E));
+          const float v = static_cast<float>(*UnitValue<E>(base, e));
           for (int64_t t = 0; t < task.count; ++t) {
             acc[static_cast<size_t>(t)] +=
                 v * static_cast<float>(zp[offset[static_cast<size_t>(t)] + col * col_stride]);
@@ -246,10 +263,10 @@ void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& task
                 "SpectrumApply: with z in chunks of 4 tokens a task must start a chunk of z (",
                 z.size(0), " chunks) and have at most 4 tokens; got tokens [", t.tok_begin, ", ",
                 t.tok_begin + t.count, ")");
-    TORCH_CHECK(f.values.scalar_type() == y.scalar_type(), "SpectrumApply: spectrum values are ",
-                c10::toString(f.values.scalar_type()), ", y is ", c10::toString(y.scalar_type()));
-    TORCH_CHECK(f.values.device() == y.device(), "SpectrumApply: spectrum on ", f.values.device(),
-                ", y on ", y.device());
+    TORCH_CHECK(f.dtype() == y.scalar_type(), "SpectrumApply: spectrum values are ",
+                c10::toString(f.dtype()), ", y is ", c10::toString(y.scalar_type()));
+    TORCH_CHECK(f.device() == y.device(), "SpectrumApply: spectrum on ", f.device(), ", y on ",
+                y.device());
     TORCH_CHECK(t.y_col >= 0 && t.y_col + f.rows <= y.size(1), "SpectrumApply: columns [", t.y_col,
                 ", ", t.y_col + f.rows, ") exceed y's ", y.size(1));
     TORCH_CHECK(t.count >= 0 && t.tok_begin >= 0 && t.tok_begin + t.count <= y_rows.size(0),
@@ -269,11 +286,10 @@ void SpectrumApply(const torch::Tensor& z, const std::vector<SpectrumTask>& task
   for (const SpectrumTask& t : tasks) {
     const PackedSpectrum& f = *t.spectrum;
     if (t.count == 0 || f.rows == 0) continue;
-    device_tasks.push_back({f.row_ptr.data_ptr<int32_t>(), f.gaps.data_ptr<uint8_t>(),
-                            f.values.data_ptr(), static_cast<int32_t>(f.rows),
-                            static_cast<int32_t>(f.n), static_cast<int32_t>(t.y_col),
-                            static_cast<int32_t>(t.tok_begin), static_cast<int32_t>(t.count),
-                            static_cast<int32_t>(f.values.size(0))});
+    device_tasks.push_back({f.row_ptr.data_ptr<int32_t>(), f.entries.data_ptr<uint8_t>(),
+                            static_cast<int32_t>(f.rows), static_cast<int32_t>(f.n),
+                            static_cast<int32_t>(t.y_col), static_cast<int32_t>(t.tok_begin),
+                            static_cast<int32_t>(t.count), static_cast<int32_t>(f.count)});
   }
   const cudaError_t err = cuda::LaunchSpectrumApply(
       device_tasks.data(), static_cast<int>(device_tasks.size()), z.data_ptr(), z.stride(0),

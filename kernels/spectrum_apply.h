@@ -2,15 +2,19 @@
 // one base (worker/serve).
 //
 // A spectrum F [rows, n] (sparse; values already multiplied by s/n) is packed
-// row by row, entries in increasing column order:
-//   gaps[e]    uint8: the column step from the row's previous entry (the first
+// row by row, entries in increasing column order; entry e has
+//   a gap      uint8: the column step from the row's previous entry (the first
 //              entry's step is from column 0). A step of 256 or more is split
 //              by filler entries of step 255 and value 0.
-//   values[e]  the value, in float32, bfloat16 or float16.
+//   a value    in float32, bfloat16 or float16.
 // Each row is padded with (step 0, value 0) entries to a multiple of 8; row r
-// spans entries [row_ptr[r], row_ptr[r + 1]). With bfloat16 values an entry
-// takes 3 bytes (int32 CSR with float32 values: 8). Fillers and padding add
-// zero terms only, so they change no result.
+// spans entries [row_ptr[r], row_ptr[r + 1]). Gaps and values are interleaved
+// in units of 16 entries (`entries`, uint8): unit u holds the 16 gaps of
+// entries 16u .. 16u + 15, then their 16 values, so that a GPU lane's 8
+// entries are one piece of memory (one stream per warp instead of two;
+// kUnitBytes(value size) bytes per unit). With bfloat16 values an entry takes
+// 3 bytes (int32 CSR with float32 values: 8). Fillers and padding add zero
+// terms only, so they change no result.
 //
 // SpectrumApply computes, for a list of tasks {F, y_col, tok_begin, count},
 //   y[y_rows[p], y_col + r] += Σ_c F[r, c] · z[y_rows[p], c]
@@ -38,17 +42,21 @@
 
 namespace qwha::kernels {
 
+// Bytes of one unit of 16 interleaved entries whose values take value_size bytes.
+constexpr int64_t UnitBytes(int64_t value_size) { return 16 * (1 + value_size); }
+
 struct PackedSpectrum {
   int64_t rows = 0;
   int64_t n = 0;
+  int64_t count = 0;  // packed entries, row_ptr[rows]
+  torch::ScalarType value_dtype = torch::kFloat32;
   torch::Tensor row_ptr;  // int32 [rows + 1], multiples of 8
-  torch::Tensor gaps;     // uint8 [entries]
-  torch::Tensor values;   // [entries], float32 / bfloat16 / float16
+  torch::Tensor entries;  // uint8 [ceil(count / 16) · UnitBytes(value size)]
 
-  // Bytes of the three tensors.
+  // Bytes of the two tensors.
   int64_t bytes() const;
-  torch::ScalarType dtype() const { return values.scalar_type(); }
-  const torch::Device device() const { return values.device(); }
+  torch::ScalarType dtype() const { return value_dtype; }
+  const torch::Device device() const { return entries.device(); }
 };
 
 // An upper bound of PackedSpectrum::bytes() for `count` entries of a

@@ -159,8 +159,11 @@ __device__ __forceinline__ Raw8 LoadRaw8(const SpectrumApplyTask& task, int pos,
   raw.g = make_uint2(0u, 0u);
   raw.v0 = raw.v1 = make_uint4(0u, 0u, 0u, 0u);
   if (pos < end) {
-    raw.g = __ldg(reinterpret_cast<const uint2*>(task.gaps + pos));
-    const uint4* p = reinterpret_cast<const uint4*>(static_cast<const E*>(task.values) + pos);
+    // pos is a multiple of 8: the 8 entries are half of one unit of 16.
+    const unsigned char* unit =
+        task.units + static_cast<int64_t>(pos >> 4) * (16 * (1 + sizeof(E)));
+    raw.g = __ldg(reinterpret_cast<const uint2*>(unit + (pos & 15)));
+    const uint4* p = reinterpret_cast<const uint4*>(unit + 16 + (pos & 15) * sizeof(E));
     raw.v0 = __ldg(p);
     if constexpr (sizeof(E) == 4) raw.v1 = __ldg(p + 1);
   }

@@ -63,12 +63,13 @@ TEST(SpectrumApplyTest, PackingKeepsEveryEntryAndRespectsTheBound) {
         ASSERT_TRUE(f.ok()) << f.status();
         EXPECT_EQ(f->rows, rows);
         EXPECT_EQ(f->n, n);
-        EXPECT_EQ(f->values.device(), dev);
+        EXPECT_EQ(f->device(), dev);
+        EXPECT_EQ(f->entries.numel(), (f->count + 15) / 16 * UnitBytes(c10::elementSize(dtype)));
         EXPECT_EQ(f->dtype(), dtype);
         torch::Tensor rp = f->row_ptr.cpu();
         for (int64_t r = 0; r <= rows; ++r) EXPECT_EQ(rp[r].item<int>() % 8, 0) << r;
         EXPECT_EQ(rp[0].item<int>(), 0);
-        EXPECT_EQ(rp[rows].item<int64_t>(), f->values.size(0));
+        EXPECT_EQ(rp[rows].item<int64_t>(), f->count);
         // Row 2 (one entry at column n - 1) needs fillers once n - 1 > 255.
         EXPECT_GE(rp[3].item<int>() - rp[2].item<int>(), 1 + (n - 2) / 255);
         // Values are rounded once to the dtype: the dense form equals the
@@ -76,7 +77,15 @@ TEST(SpectrumApplyTest, PackingKeepsEveryEntryAndRespectsTheBound) {
         torch::Tensor expected = Dense64(idx, values, rows, n, 0.25).to(dtype).to(torch::kFloat32);
         EXPECT_TRUE(torch::equal(UnpackSpectrum(*f).cpu(), expected)) << n << " " << dtype;
         EXPECT_LE(f->bytes(), PackedSpectrumBytesBound(idx.size(0), rows, n, dtype));
-        EXPECT_EQ(f->bytes(), 4 * (rows + 1) + f->values.size(0) * (1 + c10::elementSize(dtype)));
+        EXPECT_EQ(f->bytes(), 4 * (rows + 1) + f->entries.numel());
+        // The units' gap bytes: row 0 is empty, row 1 holds every column, so
+        // entry 0 steps 0 and entries 1 .. n - 1 step 1 (16 gaps, then 16 values).
+        const torch::Tensor u = f->entries.cpu();
+        const int64_t unit = UnitBytes(c10::elementSize(dtype));
+        EXPECT_EQ(u[0].item<int>(), 0);
+        for (int64_t e : {int64_t{1}, int64_t{15}, int64_t{16}, n - 1}) {
+          EXPECT_EQ(u[(e / 16) * unit + e % 16].item<int>(), 1) << n << " " << dtype << " " << e;
+        }
       }
     }
   }
@@ -175,7 +184,7 @@ void CheckApply(torch::Device dev, torch::ScalarType dtype, int64_t n,
     std::vector<PackedSpectrum> cpu_spectra;
     for (const PackedSpectrum& f : spectra) {
       PackedSpectrum c = f;
-      c.row_ptr = f.row_ptr.cpu(), c.gaps = f.gaps.cpu(), c.values = f.values.cpu();
+      c.row_ptr = f.row_ptr.cpu(), c.entries = f.entries.cpu();
       cpu_spectra.push_back(c);
     }
     std::vector<SpectrumTask> cpu_tasks = tasks;

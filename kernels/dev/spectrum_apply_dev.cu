@@ -59,15 +59,11 @@ struct Spectrum {
   std::vector<int32_t> row_ptr;
   std::vector<uint8_t> gaps;
   std::vector<uint16_t> values;
-  int32_t* d_row_ptr = nullptr;
-  uint8_t* d_gaps = nullptr;
-  uint16_t* d_values = nullptr;
-  // Further device copies (the same contents at other addresses), so that
-  // timed sequences read more than the L2 cache holds, as a model's layers do.
+  // Device copies (the same contents at other addresses), so that timed
+  // sequences read more than the L2 cache holds, as a model's layers do:
+  // row_ptr, and the entries in units of 16 (16 gap bytes, then 16 values).
   std::vector<int32_t*> c_row_ptr;
-  std::vector<uint8_t*> c_gaps;
-  std::vector<uint16_t*> c_values;
-  std::vector<uint8_t*> c_units;  // each copy interleaved (16 gap bytes, 16 values per unit)
+  std::vector<uint8_t*> c_units;
   size_t bytes() const { return row_ptr.size() * 4 + gaps.size() * 3; }
 };
 
@@ -103,28 +99,8 @@ Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& 
     while (s.gaps.size() % 8) s.gaps.push_back(0), s.values.push_back(0);
     s.row_ptr.push_back(static_cast<int32_t>(s.gaps.size()));
   }
-  CK(cudaMalloc(&s.d_row_ptr, s.row_ptr.size() * 4));
-  CK(cudaMalloc(&s.d_gaps, s.gaps.size() + 16));
-  CK(cudaMalloc(&s.d_values, s.values.size() * 2 + 16));
-  CK(cudaMemcpy(s.d_row_ptr, s.row_ptr.data(), s.row_ptr.size() * 4, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(s.d_gaps, s.gaps.data(), s.gaps.size(), cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(s.d_values, s.values.data(), s.values.size() * 2, cudaMemcpyHostToDevice));
-  s.c_row_ptr.push_back(s.d_row_ptr), s.c_gaps.push_back(s.d_gaps),
-      s.c_values.push_back(s.d_values);
-  for (int c = 1; c < kCopies; ++c) {
-    int32_t* rp;
-    uint8_t* g;
-    uint16_t* v;
-    CK(cudaMalloc(&rp, s.row_ptr.size() * 4));
-    CK(cudaMalloc(&g, s.gaps.size() + 16));
-    CK(cudaMalloc(&v, s.values.size() * 2 + 16));
-    CK(cudaMemcpy(rp, s.d_row_ptr, s.row_ptr.size() * 4, cudaMemcpyDeviceToDevice));
-    CK(cudaMemcpy(g, s.d_gaps, s.gaps.size(), cudaMemcpyDeviceToDevice));
-    CK(cudaMemcpy(v, s.d_values, s.values.size() * 2, cudaMemcpyDeviceToDevice));
-    s.c_row_ptr.push_back(rp), s.c_gaps.push_back(g), s.c_values.push_back(v);
-  }
-  // Interleaved: unit u = entries [16u, 16u + 16): their gap bytes, then
-  // their values.
+  // The units of PackSpectrum: unit u = entries [16u, 16u + 16), their gap
+  // bytes, then their values.
   const size_t units = (s.gaps.size() + 15) / 16;
   std::vector<uint8_t> packed(units * 48, 0);
   for (size_t e = 0; e < s.gaps.size(); ++e) {
@@ -133,10 +109,13 @@ Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& 
     std::memcpy(unit + 16 + 2 * (e % 16), &s.values[e], 2);
   }
   for (int c = 0; c < kCopies; ++c) {
+    int32_t* rp;
     uint8_t* u;
+    CK(cudaMalloc(&rp, s.row_ptr.size() * 4));
     CK(cudaMalloc(&u, packed.size()));
+    CK(cudaMemcpy(rp, s.row_ptr.data(), s.row_ptr.size() * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(u, packed.data(), packed.size(), cudaMemcpyHostToDevice));
-    s.c_units.push_back(u);
+    s.c_row_ptr.push_back(rp), s.c_units.push_back(u);
   }
   return s;
 }
@@ -216,7 +195,6 @@ int main(int argc, char** argv) {
   // --chunks 1: z in chunks of 4 tokens for every launch; 2: for all but
   // down (as serving passed it until the down FWHT wrote chunks).
   int chunks = 0;
-  bool interleave = false;  // --interleave 1: gaps and values in units of 16 entries
   for (int i = 1; i + 1 < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps"))
       reps = std::atoi(argv[++i]);
@@ -224,8 +202,6 @@ int main(int argc, char** argv) {
       cv = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--chunks"))
       chunks = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--interleave"))
-      interleave = std::atoi(argv[++i]) != 0;
   }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -297,7 +273,7 @@ int main(int argc, char** argv) {
       int col = 0;
       for (int k = g.first; k < g.first + g.kinds; ++k) {
         const Spectrum& s = spec[a][k];
-        l.tasks.push_back({s.d_row_ptr, s.d_gaps, s.d_values, s.rows, s.n, col, a * kTokensPer,
+        l.tasks.push_back({s.c_row_ptr[0], s.c_units[0], s.rows, s.n, col, a * kTokensPer,
                            kTokensPer, static_cast<int32_t>(s.gaps.size())});
         l.spectra.push_back(&s);
         l.bytes += s.bytes();
@@ -309,8 +285,7 @@ int main(int argc, char** argv) {
       std::vector<qc::SpectrumApplyTask> t = l.tasks;
       for (size_t i = 0; i < t.size(); ++i) {
         t[i].row_ptr = l.spectra[i]->c_row_ptr[c];
-        t[i].gaps = l.spectra[i]->c_gaps[c];
-        t[i].values = l.spectra[i]->c_values[c];
+        t[i].units = l.spectra[i]->c_units[c];
       }
       l.copies.push_back(std::move(t));
     }
@@ -318,8 +293,7 @@ int main(int argc, char** argv) {
     total_bytes += l.bytes;
     launches.push_back(std::move(l));
   }
-  std::printf("entries of one layer: %.1f MiB%s\n", total_bytes / 1048576.0,
-              interleave ? ", gaps and values interleaved" : "");
+  std::printf("entries of one layer: %.1f MiB\n", total_bytes / 1048576.0);
   cudaStream_t stream;
   CK(cudaStreamCreate(&stream));
   auto run = [&](const Launch& l, int copy = 0) {

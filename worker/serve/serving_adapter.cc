@@ -278,10 +278,9 @@ torch::Tensor ServingAdapter::ApplyDelta(int64_t index, const torch::Tensor& x,
 
 void ServingAdapter::ForEachTensor(const std::function<void(const torch::Tensor&)>& fn) const {
   for (const SlotDelta& d : slots_) {
-    if (d.spectrum.values.defined()) {
+    if (d.spectrum.entries.defined()) {
       fn(d.spectrum.row_ptr);
-      fn(d.spectrum.gaps);
-      fn(d.spectrum.values);
+      fn(d.spectrum.entries);
     }
     if (d.lora_a.defined()) fn(d.lora_a);
     if (d.lora_b.defined()) fn(d.lora_b);
