@@ -42,7 +42,9 @@ fi
 ctest --test-dir "$build" --output-on-failure -R "$tests" >"$out/ctest.log" 2>&1
 test_rc=$?
 grep -E "tests passed|tests failed|\*\*\*Failed|Failed  |Timeout" "$out/ctest.log" | tail -20
+gpu_clocks "$out" "before the benchmark"
 "$build/qwha-serve-bench" "$@" 2>&1 | tee "$out/serve-bench.txt"
 bench_rc=${PIPESTATUS[0]}
+gpu_clocks "$out" "after the benchmark"
 echo "tests rc=$test_rc bench rc=$bench_rc"
 exit $((test_rc || bench_rc))

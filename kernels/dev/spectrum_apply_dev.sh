@@ -7,7 +7,7 @@ set -euo pipefail
 out=$1
 shift
 nvcc=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc
-flags=(-std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -I.)
+flags=(-std=c++17 -O3 "-gencode=arch=compute_90,code=sm_90" -I.)
 build=$(mktemp -d)
 for f in kernels/dev/spectrum_apply_dev.cu kernels/spectrum_apply_cuda.cu kernels/fwht_cuda.cu \
   kernels/fwht_k_cuda.cu; do

@@ -454,8 +454,10 @@ void KernelSideBySide(const serve::ServingModel& base,
   // default tuning, then each --alt-tuning.
   std::vector<std::vector<int>> tunings = {{}};
   tunings.insert(tunings.end(), alt_tunings.begin(), alt_tunings.end());
-  // Chunks: the inputs of q/k/v, o and gate/up in chunks of 4 tokens, as
-  // serving's decode steps give them (down's in rows).
+  // Chunks: the inputs in chunks of 4 tokens, as serving's decode steps give
+  // them (down's where kernels::FusedFwhtChunks holds for its width).
+  const bool down_chunks = kernels::FusedFwhtChunks(base.config().intermediate_size, base.dtype(),
+                                                    base.device());
   for (const std::vector<int>& tuning : tunings) {
     for (bool chunks : {true, false}) {
       SetTuning(tuning);
@@ -467,7 +469,7 @@ void KernelSideBySide(const serve::ServingModel& base,
         int64_t width = 0;
         for (int64_t k : slots) width += base.slots()[static_cast<size_t>(k)].out_features;
         torch::Tensor z = torch::randn({32, in}, opts).to(base.dtype());
-        if (chunks && slots[0] != 6) z = kernels::ChunkRows(z, y_rows);
+        if (chunks && (slots[0] != 6 || down_chunks)) z = kernels::ChunkRows(z, y_rows);
         std::vector<kernels::SpectrumTask> tasks;
         for (int64_t a = 0; a < count; ++a) {
           int64_t offset = 0;
@@ -497,6 +499,18 @@ void KernelSideBySide(const serve::ServingModel& base,
       std::printf("  FWHT %lld rows x %lld: %.1f GPU us\n", static_cast<long long>(m),
                   static_cast<long long>(n), 1e6 * t);
     }
+  }
+  // The down projection's input into chunks of 4 tokens (kernels::FwhtChunks,
+  // what serving runs where it is one kernel) against its FWHT into rows.
+  if (down_chunks) {
+    const int64_t n = base.config().intermediate_size;
+    const torch::Tensor a = torch::randn({32, n}, opts).to(base.dtype());
+    const torch::Tensor z_rows = torch::arange(32, opts.dtype(torch::kInt32));
+    const double rows = GraphSeconds([&] { (void)kernels::Fwht(a, 1.0, /*transpose=*/true); }, 20);
+    const double chunked = GraphSeconds(
+        [&] { (void)kernels::FwhtChunks(a, z_rows, 1.0, /*transpose=*/true); }, 20);
+    std::printf("  FWHT 32 rows x %lld into rows: %.1f GPU us; into chunks of 4: %.1f\n",
+                static_cast<long long>(n), 1e6 * rows, 1e6 * chunked);
   }
   // The RMSNorm of the projections' input and its FWHT: two kernels, or one
   // (kernels::RmsNormFwht, what serving runs where QWHA adapters need it).
