@@ -5,8 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <filesystem>
+#include <map>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -63,6 +67,9 @@ absl::Status HashPrefix(int fd, int64_t size, io::Sha256Stream& hash, const std:
   return absl::OkStatus();
 }
 
+// Sets `path`'s modification (and access) time to now: a use, for pruning.
+void Touch(const std::string& path) { ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0); }
+
 }  // namespace
 
 std::string BlobCache::PathOf(const std::string& sha256) const { return root_ + "/" + sha256; }
@@ -83,7 +90,10 @@ absl::StatusOr<std::string> BlobCache::Fetch(const qwha::v1::FileInfo& file, con
     return absl::InvalidArgumentError(absl::StrCat("blob of ", file.name(), ": negative size"));
   }
   const std::string final_path = PathOf(sha);
-  if (Contains(sha, file.size())) return final_path;
+  if (Contains(sha, file.size())) {
+    Touch(final_path);
+    return final_path;
+  }
   if (absl::Status s = MakeDirs(root_); !s.ok()) return s;
 
   const std::string partial = final_path + ".partial";
@@ -183,7 +193,10 @@ absl::StatusOr<std::string> MaterializeFileSet(const BlobCache& cache,
     }
   }
   struct stat st;
-  if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return dir;
+  if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    Touch(dir);
+    return dir;
+  }
   for (const auto& f : files) {
     const std::string blob = cache.PathOf(f.sha256());
     if (::stat(blob.c_str(), &st) != 0) {
@@ -214,6 +227,141 @@ absl::StatusOr<std::string> MaterializeFileSet(const BlobCache& cache,
   }
   if (absl::Status s = SyncDirectory(DirName(dir)); !s.ok()) return s;
   return dir;
+}
+
+absl::StatusOr<InUseLock> InUseLock::Take(const std::string& dir) {
+  const std::string path = dir + ".inuse";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, "open", path);
+  while (::flock(fd, LOCK_SH) != 0) {
+    if (errno != EINTR) {
+      const int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, "lock", path);
+    }
+  }
+  return InUseLock(fd);
+}
+
+InUseLock& InUseLock::operator=(InUseLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+InUseLock::~InUseLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+using Inode = std::pair<dev_t, ino_t>;
+
+// A blob or a materialized directory: what pruning removes as one.
+struct CacheEntry {
+  std::string path;
+  bool dir = false;
+  int64_t used_ns = 0;  // modification time
+  std::vector<Inode> inodes;
+};
+
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+bool IsSha256Name(const std::string& name) { return io::IsSha256Hex(name); }
+
+}  // namespace
+
+absl::StatusOr<PruneStats> PruneWorkCache(const BlobCache& cache,
+                                          const std::vector<std::string>& dir_roots,
+                                          int64_t max_bytes, std::chrono::seconds min_idle) {
+  std::vector<CacheEntry> entries;
+  std::map<Inode, std::pair<int64_t, int>> inodes;  // bytes, links among the entries
+  auto add_file = [&](CacheEntry& e, const std::string& path) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;  // vanished, or a link
+    const Inode id{st.st_dev, st.st_ino};
+    auto& [bytes, links] = inodes[id];
+    bytes = static_cast<int64_t>(st.st_size);
+    ++links;
+    e.inodes.push_back(id);
+  };
+  std::error_code ec;
+  // Blobs: <root>/<sha256>.
+  for (fs::directory_iterator it(cache.root(), ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!IsSha256Name(name)) continue;  // .partial downloads and anything else
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    CacheEntry e{it->path().string(), false, MtimeNs(st), {}};
+    add_file(e, e.path);
+    entries.push_back(std::move(e));
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return absl::InternalError(absl::StrCat("prune: list ", cache.root(), ": ", ec.message()));
+  }
+  // Materialized directories: <dir root>/<name>/<files...>.
+  for (const std::string& root : dir_roots) {
+    ec.clear();
+    for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.find(".tmp.") != std::string::npos) continue;  // being built
+      struct stat st;
+      if (::lstat(it->path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+      CacheEntry e{it->path().string(), true, MtimeNs(st), {}};
+      std::error_code walk;
+      for (fs::recursive_directory_iterator f(e.path, walk), fend; !walk && f != fend;
+           f.increment(walk)) {
+        add_file(e, f->path().string());
+      }
+      entries.push_back(std::move(e));
+    }
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      return absl::InternalError(absl::StrCat("prune: list ", root, ": ", ec.message()));
+    }
+  }
+  PruneStats stats;
+  for (const auto& [id, v] : inodes) stats.bytes_before += v.first;
+  stats.bytes_after = stats.bytes_before;
+  std::sort(entries.begin(), entries.end(),
+            [](const CacheEntry& a, const CacheEntry& b) { return a.used_ns < b.used_ns; });
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const int64_t idle_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(min_idle).count();
+  for (const CacheEntry& e : entries) {
+    if (stats.bytes_after <= max_bytes) break;
+    if (now_ns - e.used_ns < idle_ns) continue;
+    if (e.dir) {
+      // Only a directory no job holds: an exclusive lock on its .inuse file,
+      // kept while the directory goes.
+      const std::string lock_path = e.path + ".inuse";
+      const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) return ErrnoStatus(errno, "open", lock_path);
+      Fd lock(fd);
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) continue;  // in use
+      if (absl::Status s = io::RemoveTree(e.path); !s.ok()) return s;
+      ::unlink(lock_path.c_str());
+      ++stats.removed_dirs;
+    } else {
+      if (::unlink(e.path.c_str()) != 0) {
+        if (errno == ENOENT) continue;
+        return ErrnoStatus(errno, "remove", e.path);
+      }
+      ++stats.removed_blobs;
+    }
+    for (const Inode& id : e.inodes) {
+      auto& [bytes, links] = inodes[id];
+      if (--links == 0) stats.bytes_after -= bytes;
+    }
+  }
+  return stats;
 }
 
 }  // namespace qwha::runtime

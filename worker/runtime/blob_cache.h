@@ -10,10 +10,16 @@
 // a download holds an flock on its .partial file, and a second fetcher of the
 // same blob waits and then finds it complete.
 //
-// Thread safety: a BlobCache is immutable; Fetch and MaterializeFileSet may be
-// called from several threads and processes at once.
+// Every use of a blob (a Fetch that finds it) or of a materialized directory
+// (a MaterializeFileSet that reuses it) sets its modification time to now, so
+// that PruneWorkCache removes the least recently used first; a job holds an
+// InUseLock on each directory it reads, which pruning never removes.
+//
+// Thread safety: a BlobCache is immutable; Fetch, MaterializeFileSet and
+// PruneWorkCache may be called from several threads and processes at once.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -76,5 +82,44 @@ absl::StatusOr<std::string> MaterializeFileSet(const BlobCache& cache,
                                                const std::vector<qwha::v1::FileInfo>& files,
                                                const std::string& expected_digest,
                                                const std::string& dir);
+
+// A shared flock on "<dir>.inuse", held while a job reads the materialized
+// directory `dir` (from any process): PruneWorkCache leaves it alone. Move-only;
+// the destructor releases it.
+class InUseLock {
+ public:
+  // Internal naming the path if the lock file cannot be created or locked.
+  static absl::StatusOr<InUseLock> Take(const std::string& dir);
+  InUseLock(InUseLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  InUseLock& operator=(InUseLock&& other) noexcept;
+  InUseLock(const InUseLock&) = delete;
+  InUseLock& operator=(const InUseLock&) = delete;
+  ~InUseLock();
+
+ private:
+  explicit InUseLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+struct PruneStats {
+  int64_t removed_blobs = 0;
+  int64_t removed_dirs = 0;
+  int64_t bytes_before = 0;  // the cached inputs' bytes, each file counted once
+  int64_t bytes_after = 0;
+};
+
+// Keeps a worker's cached inputs within `max_bytes`: the blobs under
+// cache.root() and the directories materialized from them directly under
+// each of `dir_roots` (<work>/models, <work>/datasets), every file counted
+// once (a materialized file is a hard link to its blob, so its bytes are
+// freed when the last of the two goes). Removes the least recently used
+// first (modification time) until the rest fit, never what was used less
+// than `min_idle` ago (another process may be between fetching and linking
+// it), a directory under an InUseLock, a download in progress (.partial) or
+// a directory being built (.tmp.*). Entries that vanish meanwhile are skipped.
+// Errors: Internal naming the path for an I/O error.
+absl::StatusOr<PruneStats> PruneWorkCache(const BlobCache& cache,
+                                          const std::vector<std::string>& dir_roots,
+                                          int64_t max_bytes, std::chrono::seconds min_idle);
 
 }  // namespace qwha::runtime

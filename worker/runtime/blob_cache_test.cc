@@ -1,8 +1,10 @@
 #include "worker/runtime/blob_cache.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <random>
 #include <thread>
 
@@ -183,6 +185,110 @@ TEST(MaterializeTest, DigestMismatchMissingBlobAndUnsafeNamesAreErrors) {
   std::vector<qwha::v1::FileInfo> duplicate = {files[0], files[0]};
   EXPECT_EQ(MaterializeFileSet(cache, duplicate, "", root + "/models/d").status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Sets path's modification time `age` ago.
+void Age(const std::string& path, std::chrono::seconds age) {
+  const auto when = std::chrono::system_clock::now() - age;
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
+  struct timespec times[2];
+  times[0].tv_sec = times[1].tv_sec = static_cast<time_t>(ns / 1000000000);
+  times[0].tv_nsec = times[1].tv_nsec = static_cast<long>(ns % 1000000000);
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << path;
+}
+
+int64_t MtimeAge(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+             .count() -
+         static_cast<int64_t>(st.st_mtim.tv_sec);
+}
+
+// Pruning: blobs and materialized directories, least recently used first,
+// hard links counted once, the budget honoured; recently used entries, a
+// directory under an InUseLock and partial downloads stay; uses (a Fetch that
+// finds the blob, a MaterializeFileSet that reuses the directory) count as
+// recent.
+TEST(PruneTest, RemovesTheLeastRecentlyUsedUntilTheRestFits) {
+  const std::string root = TempDir("prune");
+  BlobCache cache(root + "/blobs");
+  const std::string a = RandomBytes(1000, 11), b = RandomBytes(2000, 12), c = RandomBytes(4000, 13);
+  const auto ia = Info("a.bin", a), ib = Info("b.bin", b), ic = Info("c.bin", c);
+  const std::vector<std::pair<qwha::v1::FileInfo, std::string>> blobs = {{ia, a}, {ib, b}, {ic, c}};
+  for (const auto& [info, data] : blobs) ASSERT_TRUE(cache.Fetch(info, Serve(data, 512)).ok());
+  // The model directory links b (so b's bytes count once); a download in progress.
+  auto model = MaterializeFileSet(cache, {ib}, "", root + "/models/m1");
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_TRUE(io::WriteFileAtomically(cache.PathOf(io::Sha256Hex("x")) + ".partial", "xyz").ok());
+  // Oldest first: c's blob, then the model directory, then b's blob, then a's.
+  Age(cache.PathOf(ic.sha256()), std::chrono::hours(4));
+  Age(*model, std::chrono::hours(3));
+  Age(cache.PathOf(ib.sha256()), std::chrono::hours(2));
+  Age(cache.PathOf(ia.sha256()), std::chrono::hours(1));
+  const std::vector<std::string> dirs = {root + "/models", root + "/datasets"};
+
+  // Within budget: nothing goes.
+  auto kept = PruneWorkCache(cache, dirs, 7000, std::chrono::minutes(10));
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->bytes_before, 7000);
+  EXPECT_EQ(kept->removed_blobs + kept->removed_dirs, 0);
+
+  // 3000 bytes: c goes (4000 freed -> 3000), nothing more.
+  auto first = PruneWorkCache(cache, dirs, 3000, std::chrono::minutes(10));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->removed_blobs, 1);
+  EXPECT_EQ(first->bytes_after, 3000);
+  EXPECT_FALSE(cache.Contains(ic.sha256(), ic.size()));
+  EXPECT_TRUE(cache.Contains(ib.sha256(), ib.size()));
+
+  // 1500 bytes with the model directory in use: it stays, so b's bytes stay
+  // with it even once b's blob goes, and a must go too.
+  {
+    auto lock = InUseLock::Take(*model);
+    ASSERT_TRUE(lock.ok()) << lock.status();
+    auto held = PruneWorkCache(cache, dirs, 1500, std::chrono::minutes(10));
+    ASSERT_TRUE(held.ok()) << held.status();
+    EXPECT_EQ(held->removed_dirs, 0);
+    EXPECT_EQ(held->removed_blobs, 2);
+    EXPECT_EQ(held->bytes_after, 2000);  // b, through the model directory's link
+    EXPECT_TRUE(PathExists(*model + "/b.bin"));
+    EXPECT_EQ(*io::ReadFile(*model + "/b.bin"), b);
+  }
+  // Released: the directory goes, and with it b's last link.
+  auto released = PruneWorkCache(cache, dirs, 0, std::chrono::minutes(10));
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->removed_dirs, 1);
+  EXPECT_EQ(released->bytes_after, 0);
+  EXPECT_FALSE(PathExists(*model));
+  EXPECT_TRUE(PathExists(cache.PathOf(io::Sha256Hex("x")) + ".partial"));
+
+  // Recent uses are spared: a fresh fetch, and an old blob fetched again
+  // (the Fetch that finds it makes it recent).
+  ASSERT_TRUE(cache.Fetch(ia, Serve(a, 512)).ok());
+  ASSERT_TRUE(cache.Fetch(ib, Serve(b, 512)).ok());
+  Age(cache.PathOf(ia.sha256()), std::chrono::hours(5));
+  Age(cache.PathOf(ib.sha256()), std::chrono::hours(5));
+  ASSERT_TRUE(cache.Fetch(ia, Serve("", 512)).ok());  // found: no read
+  EXPECT_LT(MtimeAge(cache.PathOf(ia.sha256())), 60);
+  auto spared = PruneWorkCache(cache, dirs, 0, std::chrono::minutes(10));
+  ASSERT_TRUE(spared.ok()) << spared.status();
+  EXPECT_EQ(spared->removed_blobs, 1);  // b only
+  EXPECT_TRUE(cache.Contains(ia.sha256(), ia.size()));
+  EXPECT_FALSE(cache.Contains(ib.sha256(), ib.size()));
+  // A reused directory is recent again.
+  auto again = MaterializeFileSet(cache, {ia}, "", root + "/datasets/d1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  Age(*again, std::chrono::hours(5));
+  ASSERT_TRUE(MaterializeFileSet(cache, {ia}, "", *again).ok());
+  EXPECT_LT(MtimeAge(*again), 60);
+  // An empty cache prunes to nothing without errors.
+  BlobCache empty(root + "/none");
+  auto none = PruneWorkCache(empty, {root + "/missing"}, 0, std::chrono::minutes(10));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->bytes_before, 0);
 }
 
 }  // namespace

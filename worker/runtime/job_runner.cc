@@ -178,6 +178,8 @@ class JobRunner::Job {
   bool done_ = false;
   std::optional<ChildEvent> error_;
   ExitStatus exit_;
+  // The materialized input directories this job reads, kept from pruning.
+  std::vector<InUseLock> in_use_;
 };
 
 std::string JobRunner::Job::RunToEnd() {
@@ -206,6 +208,18 @@ std::string JobRunner::Job::RunToEnd() {
     if (r_.session_.cancel_requested()) return Fail("cancelled while fetching inputs", false, true);
     return Fail(absl::StrCat("loading: fetching inputs: ", inputs.status().message()),
                 !IsInputError(inputs.status().code()), false);
+  }
+  // Other workers sharing the work dir must not prune what this job reads.
+  for (const std::string& dir :
+       {inputs->model_dir, DirName(inputs->train_data),
+        inputs->eval_data.empty() ? std::string() : DirName(inputs->eval_data)}) {
+    if (dir.empty()) continue;
+    absl::StatusOr<InUseLock> lock = InUseLock::Take(dir);
+    if (lock.ok()) {
+      in_use_.push_back(*std::move(lock));
+    } else {
+      Log(absl::StrCat("cannot mark ", dir, " in use: ", lock.status().message()));
+    }
   }
   const std::string job_file = dir_ + "/job.binpb";
   if (absl::Status st =
@@ -347,12 +361,29 @@ JobRunner::JobRunner(RunnerConfig config, SchedulerClient& client, WorkerSession
 
 std::string JobRunner::Run(const v1::AcquireJobResponse& assignment) {
   std::string outcome = Job(*this, assignment).Run();
+  PruneInputs();
   session_.EndJob();
   metrics_.JobEnded(outcome);
   metrics_.SetPhase("idle");
   metrics_.ClearTraining();
   std::cerr << "qwha-worker: job " << assignment.job().id() << ": " << outcome << "\n";
   return outcome;
+}
+
+void JobRunner::PruneInputs() {
+  if (config_.cache_max_bytes <= 0) return;
+  absl::StatusOr<PruneStats> pruned =
+      PruneWorkCache(cache_, {config_.work_dir + "/models", config_.work_dir + "/datasets"},
+                     config_.cache_max_bytes, config_.cache_min_idle);
+  if (!pruned.ok()) {
+    std::cerr << "qwha-worker: pruning the input cache: " << pruned.status() << "\n";
+    return;
+  }
+  if (pruned->removed_blobs + pruned->removed_dirs > 0) {
+    std::cerr << "qwha-worker: input cache over " << config_.cache_max_bytes << " bytes: removed "
+              << pruned->removed_blobs << " blobs and " << pruned->removed_dirs << " directories, "
+              << pruned->bytes_before << " -> " << pruned->bytes_after << " bytes\n";
+  }
 }
 
 }  // namespace qwha::runtime

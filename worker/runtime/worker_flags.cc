@@ -26,6 +26,9 @@ std::string WorkerUsage() {
          "  --token T          bearer token for the scheduler [$QWHA_TOKEN]\n"
          "  --cache-dir DIR    quantized-base cache [<work-dir>/cache]\n"
          "  --poll-ms MS       AcquireJob long-poll wait, 1..30000 [5000]\n"
+         "  --cache-max-gib N  keep the fetched inputs (blobs/, models/, datasets/) within N GiB,\n"
+         "                     least recently used removed first after each job; 0: no limit "
+         "[100]\n"
          "  --keep-job-dirs    keep <work-dir>/jobs/<id>/ after each job\n";
 }
 
@@ -53,7 +56,7 @@ absl::StatusOr<WorkerFlags> ParseWorkerFlags(const std::vector<std::string>& arg
       continue;
     }
     auto it = values.find(flag);
-    if (it == values.end() && flag != "--poll-ms") {
+    if (it == values.end() && flag != "--poll-ms" && flag != "--cache-max-gib") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag '", flag, "' (see --help)"));
     }
     if (!has_value) {
@@ -64,6 +67,12 @@ absl::StatusOr<WorkerFlags> ParseWorkerFlags(const std::vector<std::string>& arg
       if (!absl::SimpleAtoi(value, &f.poll_ms) || f.poll_ms < 1 || f.poll_ms > 30000) {
         return Bad(flag, absl::StrCat("expected an integer in [1, 30000], got '", value, "'"));
       }
+    } else if (flag == "--cache-max-gib") {
+      int64_t gib = 0;
+      if (!absl::SimpleAtoi(value, &gib) || gib < 0 || gib > (int64_t{1} << 30)) {
+        return Bad(flag, absl::StrCat("expected a whole number of GiB >= 0, got '", value, "'"));
+      }
+      f.cache_max_bytes = gib << 30;
     } else {
       *it->second = value;
     }

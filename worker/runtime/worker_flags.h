@@ -2,7 +2,7 @@
 //
 //   qwha-worker --scheduler HOST:PORT --work-dir DIR [--name NAME]
 //       [--device cpu|cuda|cuda:N] [--http HOST:PORT] [--token T]
-//       [--cache-dir DIR] [--poll-ms MS] [--keep-job-dirs]
+//       [--cache-dir DIR] [--poll-ms MS] [--cache-max-gib N] [--keep-job-dirs]
 //
 // Flags take "--flag value" or "--flag=value". The token may also come from
 // the environment variable QWHA_TOKEN (the flag wins).
@@ -27,6 +27,8 @@ struct WorkerFlags {
   std::string token;       // bearer token; empty: none
   std::string cache_dir;   // quantized-base cache; empty: <work_dir>/cache
   int64_t poll_ms = 5000;  // AcquireJob long-poll wait, 1..30000
+  // The fetched inputs' budget (PruneWorkCache after each job); 0: no limit.
+  int64_t cache_max_bytes = int64_t{100} << 30;
   bool keep_job_dirs = false;
 };
 

@@ -6,10 +6,11 @@ namespace qwha::runtime {
 namespace {
 
 TEST(WorkerFlagsTest, ParsesEveryFlagInBothForms) {
-  auto f = ParseWorkerFlags({"--scheduler", "127.0.0.1:7070", "--work-dir=/w", "--name", "gpu0",
-                             "--device=cuda:1", "--http", "127.0.0.1:0", "--token", "t0k",
-                             "--cache-dir", "/c", "--poll-ms=250", "--keep-job-dirs"},
-                            nullptr);
+  auto f =
+      ParseWorkerFlags({"--scheduler", "127.0.0.1:7070", "--work-dir=/w", "--name", "gpu0",
+                        "--device=cuda:1", "--http", "127.0.0.1:0", "--token", "t0k", "--cache-dir",
+                        "/c", "--poll-ms=250", "--keep-job-dirs", "--cache-max-gib", "7"},
+                       nullptr);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->scheduler, "127.0.0.1:7070");
   EXPECT_EQ(f->work_dir, "/w");
@@ -20,6 +21,11 @@ TEST(WorkerFlagsTest, ParsesEveryFlagInBothForms) {
   EXPECT_EQ(f->cache_dir, "/c");
   EXPECT_EQ(f->poll_ms, 250);
   EXPECT_TRUE(f->keep_job_dirs);
+  EXPECT_EQ(f->cache_max_bytes, int64_t{7} << 30);
+  EXPECT_EQ(
+      ParseWorkerFlags({"--scheduler", "h:1", "--work-dir", "/w", "--cache-max-gib=0"}, nullptr)
+          ->cache_max_bytes,
+      0);
 }
 
 TEST(WorkerFlagsTest, DefaultsAndTheTokenFromTheEnvironment) {
@@ -31,6 +37,7 @@ TEST(WorkerFlagsTest, DefaultsAndTheTokenFromTheEnvironment) {
   EXPECT_EQ(f->device, "");  // resolved by the binary (CUDA if available)
   EXPECT_EQ(f->http, "");
   EXPECT_FALSE(f->keep_job_dirs);
+  EXPECT_EQ(f->cache_max_bytes, int64_t{100} << 30);
   auto flag_wins =
       ParseWorkerFlags({"--scheduler", "s:1", "--work-dir", "/w", "--token", "flag"}, "env");
   EXPECT_EQ(flag_wins->token, "flag");
@@ -50,6 +57,8 @@ TEST(WorkerFlagsTest, ErrorsNameTheFlag) {
       {{"--scheduler", "h:1", "--work-dir", "/w", "--name"}, "--name"},
       {{"--scheduler", "h:1", "--work-dir", "/w", "--frobnicate", "1"}, "--frobnicate"},
       {{"--scheduler", "h:1", "--work-dir", "/w", "--keep-job-dirs=yes"}, "--keep-job-dirs"},
+      {{"--scheduler", "h:1", "--work-dir", "/w", "--cache-max-gib", "-1"}, "--cache-max-gib"},
+      {{"--scheduler", "h:1", "--work-dir", "/w", "--cache-max-gib", "1.5"}, "--cache-max-gib"},
   };
   for (const auto& [args, flag] : cases) {
     auto f = ParseWorkerFlags(args, nullptr);

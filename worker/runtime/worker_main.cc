@@ -93,6 +93,7 @@ int WorkerMain(const std::vector<std::string>& args) {
   config.cache_dir = flags->cache_dir;
   config.device = flags->device;
   config.keep_job_dirs = flags->keep_job_dirs;
+  config.cache_max_bytes = flags->cache_max_bytes;
   JobRunner runner(config, client, session, metrics, g_stop);
   std::cerr << "qwha-worker: " << flags->name << " on " << flags->device << ", scheduler "
             << flags->scheduler << ", work dir " << flags->work_dir << "\n";
