@@ -456,8 +456,8 @@ void KernelSideBySide(const serve::ServingModel& base,
   tunings.insert(tunings.end(), alt_tunings.begin(), alt_tunings.end());
   // Chunks: the inputs in chunks of 4 tokens, as serving's decode steps give
   // them (down's where kernels::FusedFwhtChunks holds for its width).
-  const bool down_chunks = kernels::FusedFwhtChunks(base.config().intermediate_size, base.dtype(),
-                                                    base.device());
+  const bool down_chunks =
+      kernels::FusedFwhtChunks(base.config().intermediate_size, base.dtype(), base.device());
   for (const std::vector<int>& tuning : tunings) {
     for (bool chunks : {true, false}) {
       SetTuning(tuning);
@@ -507,8 +507,8 @@ void KernelSideBySide(const serve::ServingModel& base,
     const torch::Tensor a = torch::randn({32, n}, opts).to(base.dtype());
     const torch::Tensor z_rows = torch::arange(32, opts.dtype(torch::kInt32));
     const double rows = GraphSeconds([&] { (void)kernels::Fwht(a, 1.0, /*transpose=*/true); }, 20);
-    const double chunked = GraphSeconds(
-        [&] { (void)kernels::FwhtChunks(a, z_rows, 1.0, /*transpose=*/true); }, 20);
+    const double chunked =
+        GraphSeconds([&] { (void)kernels::FwhtChunks(a, z_rows, 1.0, /*transpose=*/true); }, 20);
     std::printf("  FWHT 32 rows x %lld into rows: %.1f GPU us; into chunks of 4: %.1f\n",
                 static_cast<long long>(n), 1e6 * rows, 1e6 * chunked);
   }
