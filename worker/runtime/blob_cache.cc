@@ -346,8 +346,15 @@ absl::StatusOr<PruneStats> PruneWorkCache(const BlobCache& cache,
       if (fd < 0) return ErrnoStatus(errno, "open", lock_path);
       Fd lock(fd);
       if (::flock(fd, LOCK_EX | LOCK_NB) != 0) continue;  // in use
-      if (absl::Status s = io::RemoveTree(e.path); !s.ok()) return s;
+      // Renamed away first: a directory removed halfway must not look like
+      // a complete one to the next MaterializeFileSet.
+      const std::string doomed = absl::StrCat(e.path, ".tmp.prune.", ::getpid());
+      if (::rename(e.path.c_str(), doomed.c_str()) != 0) {
+        if (errno == ENOENT) continue;
+        return ErrnoStatus(errno, "rename to", doomed);
+      }
       ::unlink(lock_path.c_str());
+      if (absl::Status s = io::RemoveTree(doomed); !s.ok()) return s;
       ++stats.removed_dirs;
     } else {
       if (::unlink(e.path.c_str()) != 0) {

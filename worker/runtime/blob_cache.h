@@ -116,7 +116,9 @@ struct PruneStats {
 // first (modification time) until the rest fit, never what was used less
 // than `min_idle` ago (another process may be between fetching and linking
 // it), a directory under an InUseLock, a download in progress (.partial) or
-// a directory being built (.tmp.*). Entries that vanish meanwhile are skipped.
+// a directory being built (.tmp.*); a directory is renamed away before it is
+// removed, so that one removed halfway is never taken for a complete one.
+// Entries that vanish meanwhile are skipped.
 // Errors: Internal naming the path for an I/O error.
 absl::StatusOr<PruneStats> PruneWorkCache(const BlobCache& cache,
                                           const std::vector<std::string>& dir_roots,
