@@ -231,18 +231,21 @@ int Log2(int64_t n) {
   return log;
 }
 
+// x [m, n] as the FWHT kernels read it: rows with a stride, with vector
+// accesses of min(16, lowbit(row bytes)) bytes; anything else is copied first
+// (a fresh contiguous tensor always qualifies).
+torch::Tensor KernelRows(const torch::Tensor& x) {
+  const int64_t row_bytes = x.size(1) * x.element_size();
+  const int64_t align = std::min<int64_t>(16, row_bytes & -row_bytes);
+  const bool aligned = reinterpret_cast<uintptr_t>(x.data_ptr()) % align == 0 &&
+                       (x.size(0) <= 1 || (x.stride(0) * x.element_size()) % align == 0);
+  return x.stride(-1) != 1 || !aligned ? x.clone(at::MemoryFormat::Contiguous) : x;
+}
+
 torch::Tensor FwhtCuda(const torch::Tensor& x, double scale, bool transpose,
                        const HadamardFactors& f) {
   const int64_t n = x.size(-1);
-  torch::Tensor in = x.reshape({-1, n});
-  // The kernels read rows with a stride, with vector accesses of
-  // min(16, lowbit(row bytes)) bytes; anything else is copied first (a fresh
-  // contiguous tensor always qualifies).
-  const int64_t row_bytes = n * in.element_size();
-  const int64_t align = std::min<int64_t>(16, row_bytes & -row_bytes);
-  const bool aligned = reinterpret_cast<uintptr_t>(in.data_ptr()) % align == 0 &&
-                       (in.size(0) <= 1 || (in.stride(0) * in.element_size()) % align == 0);
-  if (in.stride(-1) != 1 || !aligned) in = in.clone(at::MemoryFormat::Contiguous);
+  const torch::Tensor in = KernelRows(x.reshape({-1, n}));
   torch::Tensor out = torch::empty({in.size(0), n}, x.options());
   if (in.size(0) > 0) {
     const int64_t row_stride = in.size(0) > 1 ? in.stride(0) : n;
@@ -436,13 +439,8 @@ torch::Tensor FwhtChunks(const torch::Tensor& x, const torch::Tensor& z_rows, do
   if (FusedFwhtChunks(x.size(1), x.scalar_type(), x.device())) {
     const HadamardFactors f = *FactorHadamardSize(x.size(1));
     const int64_t n = x.size(1);
-    // As FwhtCuda: rows read with a stride, 16-byte aligned.
-    torch::Tensor in = x;
-    const int64_t row_bytes = n * in.element_size();
-    if (in.stride(1) != 1 || reinterpret_cast<uintptr_t>(in.data_ptr()) % 16 != 0 ||
-        row_bytes % 16 != 0 || (in.size(0) > 1 && (in.stride(0) * in.element_size()) % 16 != 0)) {
-      in = in.clone(at::MemoryFormat::Contiguous);
-    }
+    // (Fused sizes have rows of a multiple of 32 bytes: 16-byte accesses.)
+    const torch::Tensor in = KernelRows(x);
     const torch::Tensor rows = z_rows.contiguous();
     const int64_t chunks = rows.size(0) / 4;
     torch::Tensor z = torch::empty({chunks, n, 4}, x.options());

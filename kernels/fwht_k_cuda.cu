@@ -551,9 +551,18 @@ bool FwhtKChunksSupported(int k, int log2_m, int element_size) {
   // The 4 rows and the tile in shared memory (the device's opt-in limit).
   const int m = 1 << log_m, mt = (k * fold + 15) / 16;
   const int smem = 4 * 16 * mt * (m + 8) * element_size + 16 * (m * 4 + 8) * element_size;
+  // The current device's opt-in limit, queried once per device (this runs
+  // before every launch).
+  static std::atomic<int> limits[16] = {};
   int device = 0, limit = 48 * 1024;
   if (cudaGetDevice(&device) == cudaSuccess) {
-    cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (device < 16 && limits[device].load(std::memory_order_relaxed) > 0) {
+      limit = limits[device].load(std::memory_order_relaxed);
+    } else if (cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) ==
+                   cudaSuccess &&
+               device < 16) {
+      limits[device].store(limit, std::memory_order_relaxed);
+    }
   }
   return smem <= limit;
 }
