@@ -107,16 +107,6 @@ cudaError_t LaunchNormFwhtChunks(const void* x, const void* weight, void* y, voi
 // clusters (compute capability 9.0); 1 one block of 4 rows per chunk (the
 // kernel used without clusters). Process-wide; not for concurrent use.
 void SetNormFwhtChunksKernel(int kernel);
-// Whether the serving path's adapter kernels (LaunchNormFwhtChunks's
-// clusters, LaunchFwhtChunks, LaunchSpectrumApply) are programmatic dependent
-// launches on devices of compute capability 9.0 or more: each may start while
-// the kernel before it on the stream finishes, and waits in the kernel for it
-// before reading what it writes; SpectrumApply requests its first entries (an
-// adapter's constant data) before that wait. Off by default (plain launches):
-// in captured 8-adapter decode steps on an H100 they made the step ~1 %
-// slower (qwha-serve-bench, docs/results.md). Process-wide; not for
-// concurrent use.
-void SetDependentLaunch(bool enabled);
 cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* weight, void* dx,
                                   int64_t rows, int64_t hidden, float eps, DType dtype,
                                   cudaStream_t stream);

@@ -21,7 +21,6 @@
 
 #include <atomic>
 
-#include "kernels/cuda_dependent_launch.cuh"
 #include "kernels/cuda_rows.cuh"
 #include "kernels/fwht_cuda_common.cuh"
 
@@ -371,7 +370,6 @@ __global__ void __launch_bounds__(kNormThreads)
   const int64_t chunk_blocks = static_cast<int64_t>(kChunkRows) * chunks;
   const bool chunk = blockIdx.x < chunk_blocks;  // uniform over the cluster
   if (chunk) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-  WaitForPriorGrids();  // x: the residual sum or attention output before it
   int64_t row = chunk ? __ldg(z_rows + blockIdx.x) : blockIdx.x - chunk_blocks;
   if (row >= rows) row = -1;
   float v[kNormV];
@@ -418,8 +416,6 @@ __global__ void __launch_bounds__(kNormThreads)
 #endif
 }
 
-std::atomic<bool> dependent_launch{false};  // SetDependentLaunch
-
 bool ClustersAvailable() {
   static const bool available = [] {
     int device = 0, major = 0;
@@ -436,16 +432,27 @@ cudaError_t LaunchNormClusters(const void* x, const void* w, void* y, void* z,
                                const int32_t* z_rows, int64_t chunks, int64_t rows, float eps,
                                float scale, cudaStream_t stream) {
   using L = SegLayout<kNormV, kNormThreads>;
-  const dim3 grid(static_cast<unsigned>(kChunkRows * (chunks + (rows + 3) / 4)));
-  const size_t smem = L::kStride * 4 + kNormN * sizeof(T);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(kChunkRows * (chunks + (rows + 3) / 4)));
+  config.blockDim = dim3(kNormThreads);
+  config.dynamicSmemBytes = L::kStride * 4 + kNormN * sizeof(T);
+  config.stream = stream;
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = kChunkRows;
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
   const T* xt = static_cast<const T*>(x);
   const T* wt = static_cast<const T*>(w);
   T* yt = static_cast<T*>(y);
   T* zt = static_cast<T*>(z);
   const int c = static_cast<int>(chunks);
-  return LaunchMaybeDependent(
-      w != nullptr ? NormFwhtClusterKernel<T, true> : NormFwhtClusterKernel<T, false>, grid,
-      dim3(kNormThreads), smem, stream, kChunkRows, xt, wt, yt, zt, z_rows, c, rows, eps, scale);
+  return w != nullptr ? cudaLaunchKernelEx(&config, NormFwhtClusterKernel<T, true>, xt, wt, yt, zt,
+                                           z_rows, c, rows, eps, scale)
+                      : cudaLaunchKernelEx(&config, NormFwhtClusterKernel<T, false>, xt, wt, yt, zt,
+                                           z_rows, c, rows, eps, scale);
 }
 
 template <typename T>
@@ -513,15 +520,6 @@ cudaError_t LaunchCopyFwht(const void* x, const int64_t* rows, void* y, void* z,
 }
 
 void SetNormFwhtChunksKernel(int kernel) { chunk_kernel.store(kernel, std::memory_order_relaxed); }
-
-void SetDependentLaunch(bool enabled) {
-  dependent_launch.store(enabled, std::memory_order_relaxed);
-}
-
-bool DependentLaunchEnabled() {
-  // The same condition as clusters: compute capability 9.0 or more.
-  return ClustersAvailable() && dependent_launch.load(std::memory_order_relaxed);
-}
 
 cudaError_t LaunchNormFwhtChunks(const void* x, const void* weight, void* y, void* z,
                                  const int32_t* z_rows, int64_t chunks, int64_t rows,

@@ -26,7 +26,6 @@
 #include <atomic>
 #include <type_traits>
 
-#include "kernels/cuda_dependent_launch.cuh"
 #include "kernels/fwht_cuda_common.cuh"
 #include "kernels/fwht_k_mma.cuh"
 
@@ -237,7 +236,6 @@ __global__ void __launch_bounds__(128)
   bool zero = false;  // kChunks: this warp's token is a padding position
   if constexpr (kChunks) {
     static_assert(!kF32, "chunks of 2-byte types only");
-    WaitForPriorGrids();  // a dependent launch (LaunchReg): in is the activation before it
     // Each token's row [16 · mt, kSX], then the output tile [16, kM, 4].
     const int row_elems = 16 * mt * kSX;
     for (int t = 0; t < 4; ++t) {
@@ -411,9 +409,9 @@ cudaError_t LaunchReg(const T* in, int64_t s, T* out, int64_t rows, int k_orig, 
         if (err != cudaSuccess) return err;
         raised.store(chunk_smem, std::memory_order_relaxed);
       }
-      return LaunchMaybeDependent(
-          chunk_kernel, dim3(static_cast<unsigned>(rows / 4), static_cast<unsigned>(mt)), dim3(128),
-          chunk_smem, st, 0, in, s, out, k_orig, fold, tr, scale, z_rows);
+      chunk_kernel<<<dim3(static_cast<unsigned>(rows / 4), static_cast<unsigned>(mt)), 128,
+                     chunk_smem, st>>>(in, s, out, k_orig, fold, tr, scale, z_rows);
+      return cudaGetLastError();
     }
   }
   if (z_rows != nullptr) return cudaErrorNotSupported;

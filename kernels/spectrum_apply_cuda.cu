@@ -38,7 +38,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cuda_dependent_launch.cuh"
 #include "kernels/cuda_elements.cuh"
 #include "kernels/cuda_launchers.h"
 
@@ -353,12 +352,10 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
                         int diag, bool stage_pairs, bool contiguous, int z_mode) {
   extern __shared__ __align__(16) unsigned char shared_raw[];
+  if (diag == 3) return;  // benchmarks: an empty launch
   const SpectrumApplyTask& task = batch.t[blockIdx.y];
   const int tok0 = static_cast<int>(blockIdx.z) * TM;
-  if (diag == 3 || tok0 >= task.count) {  // an empty launch (benchmarks), or no tokens here
-    WaitForPriorGrids();
-    return;  // uniform over the block
-  }
+  if (tok0 >= task.count) return;  // uniform over the block
   const int valid = min(TM, task.count - tok0);
   const int32_t* rows_of = y_rows + task.tok_begin + tok0;  // the chunk's rows of z and y
   // A warp works on P = 32 / S rows at once, S lanes (a segment) per row.
@@ -421,17 +418,14 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
   const int z_elements = task.n * TM;
   uint64_t* bar =
       reinterpret_cast<uint64_t*>(shared_raw + static_cast<size_t>(z_elements) * sizeof(E));
-  // The first steps' entries (the adapter's, written by no kernel) are
-  // requested first, so that their loads overlap the staging and, in a
-  // dependent launch, the end of the kernel before this one; then the wait
-  // for that kernel (z, y and y_rows come from the kernels before).
-  fill();
-  WaitForPriorGrids();
   if constexpr (kShared) {
     if (bulk && diag != 2 && threadIdx.x == 0) {
       IssueBulkCopy(shared_raw, z + chunk_at, static_cast<uint32_t>(z_elements * sizeof(E)), bar);
     }
   }
+  // The first steps' entries are requested before the staging, so that
+  // their loads overlap it.
+  fill();
   int64_t row_offset[TM];
   if constexpr (kShared) {
     if (diag != 2 && !bulk) {
@@ -726,9 +720,10 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   const int z_mode = !z_chunks                                                       ? kZRows
                      : aligned && tuned_staging.load(std::memory_order_relaxed) != 3 ? kZChunkBulk
                                                                                      : kZChunkCopy;
-  return LaunchMaybeDependent(kernel, grid, dim3(block_warps * 32), smem, stream, 0, batch,
-                              static_cast<const E*>(z), ldz, static_cast<E*>(y), ldy, y_rows,
-                              probe ? 0 : diag, pairs, contiguous, z_mode);
+  kernel<<<grid, block_warps * 32, smem, stream>>>(batch, static_cast<const E*>(z), ldz,
+                                                   static_cast<E*>(y), ldy, y_rows,
+                                                   probe ? 0 : diag, pairs, contiguous, z_mode);
+  return cudaGetLastError();
 }
 
 // The segment shape of a batch: S lanes per row and K entries per lane.

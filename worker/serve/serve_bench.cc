@@ -11,9 +11,8 @@
 //                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
 //                    [--batches 1,32] [--repeats 3] [--work-dir DIR]
 //                    [--kernel-only 1]  (stop after the kernel measurements)
-//                    [--alt-tuning "L,B,E,M,S,D,R,P[,W[,G]]][;...]"]  (CUDA: also 8
-//                    adapters with those SpectrumApplyTuning fields; G 1:
-//                    dependent launches instead of plain ones)
+//                    [--alt-tuning "L,B,E,M,S,D,R,P[,W][;...]"]  (CUDA: also 8
+//                    adapters with those SpectrumApplyTuning fields)
 //                    [--trace DIR]  (CUDA builds with the Kineto profiler: a
 //                    timeline of batch-32 graph steps, base and 8 adapters,
 //                    saved as Chrome traces DIR/trace-base.json and
@@ -78,12 +77,10 @@ struct Flags {
   int repeats = 3;
   bool kernel_only = false;  // --kernel-only 1: stop after the kernel measurements
   std::string trace_dir;     // --trace DIR: Chrome traces of batch-32 graph steps
-  // --alt-tuning "L,B,E,M,S,D,R,P[,W[,G]][;...]": 8-adapter rows with those
+  // --alt-tuning "L,B,E,M,S,D,R,P[,W][;...]": 8-adapter rows with those
   // SpectrumApplyTuning fields (lanes, blocks/SM, entries, min blocks,
   // staging, diagnostic, rows, pipeline, warps per block; CUDA builds), e.g.
-  // diagnostic 2 (no staging of z) for what the staging costs in the step;
-  // G 1: the adapter kernels as dependent launches (kernels::cuda::
-  // SetDependentLaunch(true)) instead of plain ones.
+  // diagnostic 2 (no staging of z) for what the staging costs in the step.
   std::vector<std::vector<int>> alt_tunings;
 };
 
@@ -199,8 +196,6 @@ void SetTuning(const std::vector<int>& t) {
     tuning = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t.size() > 8 ? t[8] : 0};
   }
   kernels::cuda::SetSpectrumApplyTuning(tuning);
-  // The 10th field: 1 for dependent launches instead of plain ones.
-  kernels::cuda::SetDependentLaunch(t.size() > 9 && t[9] == 1);
 #else
   (void)t;
 #endif
@@ -609,7 +604,7 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
           if (!absl::SimpleAtoi(x, &value)) return false;
           fields.push_back(value);
         }
-        if (fields.size() < 8 || fields.size() > 10) return false;
+        if (fields.size() != 8 && fields.size() != 9) return false;
         f->alt_tunings.push_back(std::move(fields));
       }
     } else if (a == "--trace")
@@ -722,9 +717,7 @@ int main(int argc, char** argv) {
       // copy of the attention's output); kRowZ, the adapters' inputs in rows
       // (staged transposed by the product) instead of chunks of 4 tokens;
       // kAltTuning, the product launched with an --alt-tuning (alt[i]).
-      // kOneStream: the spectrum products after each base projection on
-      // one stream instead of beside it on a second.
-      enum Variant { kDefault, kOwnFwht, kRowZ, kOneStream, kAltTuning };
+      enum Variant { kDefault, kOwnFwht, kRowZ, kAltTuning };
       std::vector<size_t> counts = {0};
       std::vector<Variant> variant = {kDefault};
       std::vector<std::vector<int>> alt = {{}};
@@ -736,7 +729,6 @@ int main(int argc, char** argv) {
       if (graphs && batch >= 8) {
         counts.push_back(8), variant.push_back(kOwnFwht), alt.emplace_back();
         counts.push_back(8), variant.push_back(kRowZ), alt.emplace_back();
-        counts.push_back(8), variant.push_back(kOneStream), alt.emplace_back();
         for (const std::vector<int>& t : f.alt_tunings) {
           counts.push_back(8), variant.push_back(kAltTuning), alt.push_back(t);
         }
@@ -755,12 +747,10 @@ int main(int argc, char** argv) {
               adapters.begin(), adapters.begin() + static_cast<std::ptrdiff_t>(counts[i]));
           base->set_fused_fwht(variant[i] != kOwnFwht);
           base->set_chunked_z(variant[i] != kRowZ);
-          base->set_side_stream(variant[i] != kOneStream);
           SetTuning(alt[i]);
           const RunResult r = RunBatch(*base, f, batch, used, graphs);
           base->set_fused_fwht(true);
           base->set_chunked_z(true);
-          base->set_side_stream(true);
           SetTuning({});
           steps[i].push_back(r.step_ms);
           if (rep == 0 || r.step_ms < best[i].step_ms) {
@@ -785,7 +775,6 @@ int main(int argc, char** argv) {
         }
         const char* mark = variant[i] == kOwnFwht     ? "*"
                            : variant[i] == kRowZ      ? "~"
-                           : variant[i] == kOneStream ? "="
                            : variant[i] == kAltTuning ? "^"
                                                       : "";
         std::printf("%-6lld %-7s %-9s %14.1f %10.2f %10.1f %12.2f %12.2f\n",
@@ -808,9 +797,6 @@ int main(int argc, char** argv) {
                     : variant[i] == kRowZ
                         ? "8 QWHA~: the adapters' inputs in rows, staged transposed, instead of "
                           "chunks of 4 tokens copied as they are"
-                    : variant[i] == kOneStream
-                        ? "8 QWHA=: the spectrum products after each base projection on one "
-                          "stream instead of beside it on a second"
                         : absl::StrCat("8 QWHA^: the product launched with tuning ",
                                        absl::StrJoin(alt[i], ","))
                               .c_str(),

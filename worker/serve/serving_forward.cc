@@ -7,13 +7,10 @@
 #include <cstring>
 #include <limits>
 #include <map>
-#include <optional>
 #include <tuple>
 
 #ifdef QWHA_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
 #endif
@@ -73,9 +70,11 @@ std::pair<torch::Tensor, torch::Tensor> ServingModel::NormInput(const Rows& rows
   return {RmsNorm(h, weight), torch::Tensor()};
 }
 
-std::vector<kernels::SpectrumTask> ServingModel::SpectrumTasks(const Rows& rows, int64_t layer,
-                                                               int first_kind, int kinds) const {
+void ServingModel::AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
+                             const torch::Tensor& x, torch::Tensor z, torch::Tensor& y) const {
   const int64_t base = layer * kSlotsPerLayer;
+  // Spectrum adapters: one FWHT of the input rows they correct (shared by
+  // q/k/v, gate/up) and one SpectrumApply for every slot of every adapter.
   std::vector<kernels::SpectrumTask> tasks;
   for (const Rows::Group& g : rows.groups) {
     if (g.tok_begin < 0) continue;
@@ -88,81 +87,10 @@ std::vector<kernels::SpectrumTask> ServingModel::SpectrumTasks(const Rows& rows,
       offset += slots_[static_cast<size_t>(base + k)].out_features;
     }
   }
-  return tasks;
-}
-
-#ifdef QWHA_WITH_CUDA
-struct SideStream {
-  explicit SideStream(c10::DeviceIndex device) {
-    TORCH_CHECK(device >= 0, "SideStream: device index ", static_cast<int>(device));
-    const c10::cuda::CUDAGuard on(device);
-    cudaStream_t raw = nullptr;
-    C10_CUDA_CHECK(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
-    stream = c10::cuda::getStreamFromExternal(raw, device);
-    C10_CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
-    C10_CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  if (!tasks.empty()) {
+    if (!z.defined()) z = SpectrumInput(x);
+    kernels::SpectrumApply(z, tasks, rows.spectrum_rows, y);
   }
-  SideStream(const SideStream&) = delete;
-  SideStream& operator=(const SideStream&) = delete;
-  ~SideStream() {
-    (void)cudaEventDestroy(fork);
-    (void)cudaEventDestroy(join);
-    (void)cudaStreamDestroy(stream->stream());
-  }
-  std::optional<c10::cuda::CUDAStream> stream;
-  cudaEvent_t fork = nullptr, join = nullptr;
-};
-#endif
-
-torch::Tensor ServingModel::Project(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                                    const torch::Tensor& x, torch::Tensor z, const torch::Tensor& w,
-                                    const torch::Tensor& b,
-                                    const std::function<torch::Tensor()>& make_z) const {
-  // Spectrum adapters: one FWHT of the input rows they correct (shared by
-  // q/k/v, gate/up) and one SpectrumApply for every slot of every adapter.
-  const std::vector<kernels::SpectrumTask> tasks = SpectrumTasks(rows, layer, first_kind, kinds);
-  auto input = [&] {
-    if (!z.defined()) z = make_z ? make_z() : SpectrumInput(x);
-    return z;
-  };
-  torch::Tensor delta;  // the products, made on the side stream
-#ifdef QWHA_WITH_CUDA
-  const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream(device_.index());
-  if (rows.side != nullptr && !tasks.empty()) {
-    // The side stream waits for what x and z come from, then makes the
-    // products from zero into a buffer of its own (allocated on this stream,
-    // which uses it last) while this stream runs the base projection.
-    SideStream& side = *rows.side;
-    delta = torch::empty({x.size(0), w.size(0)}, x.options());
-    C10_CUDA_CHECK(cudaEventRecord(side.fork, main.stream()));
-    C10_CUDA_CHECK(cudaStreamWaitEvent(side.stream->stream(), side.fork, 0));
-    {
-      const c10::cuda::CUDAStreamGuard guard(*side.stream);
-      delta.zero_();
-      kernels::SpectrumApply(input(), tasks, rows.spectrum_rows, delta);
-    }
-    C10_CUDA_CHECK(cudaEventRecord(side.join, side.stream->stream()));
-  }
-#endif
-  torch::Tensor y = torch::matmul(x, w.t());
-  if (b.defined()) y.add_(b);
-#ifdef QWHA_WITH_CUDA
-  if (delta.defined()) {
-    // The same rounding as adding them in place: each product of a cell is
-    // one bfloat16/half/float32 atomic add onto zero, then one add onto y.
-    C10_CUDA_CHECK(cudaStreamWaitEvent(main.stream(), rows.side->join, 0));
-    y.add_(delta);
-  }
-#endif
-  if (!delta.defined() && !tasks.empty())
-    kernels::SpectrumApply(input(), tasks, rows.spectrum_rows, y);
-  AddLoraDeltas(rows, layer, first_kind, kinds, x, y);
-  return y;
-}
-
-void ServingModel::AddLoraDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                                 const torch::Tensor& x, torch::Tensor& y) const {
-  const int64_t base = layer * kSlotsPerLayer;
   // LoRA adapters, group by group.
   for (const Rows::Group& g : rows.groups) {
     if (g.tok_begin >= 0) continue;
@@ -409,7 +337,9 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
     const Layer& layer = *layers_[l];
     const int64_t li = static_cast<int64_t>(l);
     auto [x, z] = NormInput(rows, li, 0, 3, h, layer.input_norm);
-    torch::Tensor qkv = Project(rows, li, 0, 3, x, z, layer.w_qkv, layer.b_qkv);
+    torch::Tensor qkv = torch::matmul(x, layer.w_qkv.t());
+    if (layer.b_qkv.defined()) qkv.add_(layer.b_qkv);
+    AddDeltas(rows, li, 0, 3, x, z, qkv);
     torch::Tensor q = qkv.narrow(1, 0, heads * d).view({n, heads, d});
     torch::Tensor k = qkv.narrow(1, heads * d, kv_heads * d).view({n, kv_heads, d});
     torch::Tensor v = qkv.narrow(1, (heads + kv_heads) * d, kv_heads * d).view({n, kv_heads, d});
@@ -418,18 +348,24 @@ torch::Tensor ServingModel::Run(const Rows& rows, KvPool* pool) const {
     torch::Tensor z_attn;
     const bool o_fwht = h.is_cuda() && fused_fwht_ && HasSpectrum(rows, li, 3, 1);
     torch::Tensor attn = Attention(rows, li, q, k, v, pool, o_fwht ? &z_attn : nullptr);
-    h = h + Project(rows, li, 3, 1, attn, z_attn, layer.w_o, layer.b_o);
+    torch::Tensor o = torch::matmul(attn, layer.w_o.t());
+    if (layer.b_o.defined()) o.add_(layer.b_o);
+    AddDeltas(rows, li, 3, 1, attn, z_attn, o);
+    h = h + o;
 
     std::tie(x, z) = NormInput(rows, li, 4, 2, h, layer.post_norm);
-    torch::Tensor gate_up = Project(rows, li, 4, 2, x, z, layer.w_gate_up, layer.b_gate_up);
+    torch::Tensor gate_up = torch::matmul(x, layer.w_gate_up.t());
+    if (layer.b_gate_up.defined()) gate_up.add_(layer.b_gate_up);
+    AddDeltas(rows, li, 4, 2, x, z, gate_up);
     torch::Tensor a = torch::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
+    torch::Tensor down = torch::matmul(a, layer.w_down.t());
+    if (layer.b_down.defined()) down.add_(layer.b_down);
     // The down projection's input in chunks where one kernel makes them.
-    const bool down_chunks = rows.chunked && down_chunks_ && fused_fwht_;
-    torch::Tensor down =
-        Project(rows, li, 6, 1, a, torch::Tensor(), layer.w_down, layer.b_down, [&] {
-          return down_chunks ? kernels::FwhtChunks(a, rows.spectrum_rows, 1.0, /*transpose=*/true)
-                             : SpectrumInput(a);
-        });
+    torch::Tensor z_down;
+    if (rows.chunked && down_chunks_ && fused_fwht_ && HasSpectrum(rows, li, 6, 1)) {
+      z_down = kernels::FwhtChunks(a, rows.spectrum_rows, 1.0, /*transpose=*/true);
+    }
+    AddDeltas(rows, li, 6, 1, a, z_down, down);
     h = h + down;
   }
   torch::Tensor hl = RmsNorm(h.index_select(0, rows.last), final_norm_);
@@ -458,12 +394,11 @@ struct GraphKey {
   int64_t count = 0, len = 0;
   bool leading = false;
   bool chunked = false;
-  bool side = false;             // the spectrum products on the side stream
   std::vector<uint64_t> groups;  // per group: adapter serial, rows, all
 
   bool operator<(const GraphKey& o) const {
-    return std::tie(count, len, leading, chunked, side, groups) <
-           std::tie(o.count, o.len, o.leading, o.chunked, o.side, o.groups);
+    return std::tie(count, len, leading, chunked, groups) <
+           std::tie(o.count, o.len, o.leading, o.chunked, o.groups);
   }
 };
 
@@ -479,7 +414,6 @@ struct GraphState {
   bool broken = false;  // a capture failed: eager from then on
   uint64_t clock = 0;
   std::map<GraphKey, CapturedStep> steps;
-  std::unique_ptr<SideStream> side;  // made at the first capture that uses it
 };
 
 }  // namespace
@@ -500,7 +434,6 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
                      (plan.single_max_length + kLenBucket - 1) / kLenBucket * kLenBucket);
   key.leading = plan.single_leading;
   key.chunked = plan.chunked;
-  key.side = side_stream_;
   for (const StepPlan::Group& g : plan.groups) {
     key.groups.push_back(g.adapter->serial());
     key.groups.push_back(static_cast<uint64_t>(g.rows.size()));
@@ -534,14 +467,6 @@ torch::Tensor ServingModel::ForwardCaptured(const StepPlan& plan, KvPool* pool) 
   step.inputs = host.to(device_);
   Rows rows = Upload(plan, step.inputs);
   rows.single_max_length = key.len;
-  if (key.side) {
-    if (!state.side) {
-      // A device index of its own (a stream of device -1 would index past
-      // LibTorch's per-device tables).
-      state.side = std::make_unique<SideStream>(stream.device_index());
-    }
-    rows.side = state.side.get();
-  }
   step.graph = std::make_unique<at::cuda::CUDAGraph>();
   try {
 #if TORCH_VERSION_MAJOR >= 2

@@ -20,10 +20,6 @@ struct ServingModel::Layer {
   torch::Tensor w_down, b_down;         // [hidden, inter]
 };
 
-// A second CUDA stream of captured decode steps (serving_forward.cc): the
-// adapters' spectrum products run on it beside the base projections.
-struct SideStream;
-
 // Where each row (token) of a step comes from, and which rows each adapter
 // corrects.
 struct ServingModel::Rows {
@@ -66,12 +62,6 @@ struct ServingModel::Rows {
   // the adapters' inputs z may come in those chunks (kernels::ChunkRows).
   torch::Tensor spectrum_rows;  // int32
   bool chunked = false;
-
-  // Set while a decode step is captured as a CUDA graph (and
-  // ServingModel::set_side_stream holds): each projection's spectrum product
-  // (and the down projection's FWHT) runs on this stream, into a buffer of
-  // its own, while the base projection runs; the product is added after.
-  SideStream* side = nullptr;
 };
 
 // A step's layout on the host (ServingModel::Plan), before any device work.

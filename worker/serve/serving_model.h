@@ -23,7 +23,6 @@
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,7 +32,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/spectrum_apply.h"
 #include "worker/model/config.h"
 #include "worker/model/llama.h"
 #include "worker/quant/quantizer.h"
@@ -129,13 +127,6 @@ class ServingModel {
   // is one kernel (kernels::FusedFwhtChunks) — the default; false: in rows
   // (for benchmarks to compare). Not while steps run.
   void set_chunked_z(bool chunked) { chunked_z_ = chunked; }
-  // Whether captured decode steps (CUDA graphs) run the QWHA adapters'
-  // spectrum products on a second stream, concurrently with the base
-  // projections, each into a buffer of its own that is added to the
-  // projection after both (the default; the same sums, bit for bit), or
-  // after the projection on one stream (for benchmarks). Not while steps
-  // run; graphs already captured keep the way they were captured with.
-  void set_side_stream(bool side) { side_stream_ = side; }
 
  private:
   struct Layer;
@@ -163,22 +154,10 @@ class ServingModel {
   std::pair<torch::Tensor, torch::Tensor> NormInput(const Rows& rows, int64_t layer, int first_kind,
                                                     int kinds, const torch::Tensor& h,
                                                     const torch::Tensor& weight) const;
-  // x · wᵀ (+ b) with the adapters' corrections of those slots [first_kind,
-  // first_kind + kinds): the spectrum (QWHA) products after the base
-  // projection, or with rows.side on that stream while it runs; then the
-  // LoRA deltas. z: SpectrumInput(x) if already computed, else undefined;
-  // make_z makes it where needed (default SpectrumInput(x); on the side
-  // stream where there is one).
-  torch::Tensor Project(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                        const torch::Tensor& x, torch::Tensor z, const torch::Tensor& w,
-                        const torch::Tensor& b,
-                        const std::function<torch::Tensor()>& make_z = nullptr) const;
-  // Adds the LoRA adapters' corrections of those slots to y.
-  void AddLoraDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds,
-                     const torch::Tensor& x, torch::Tensor& y) const;
-  // The spectrum tasks of those slots (y columns offset within the slots).
-  std::vector<kernels::SpectrumTask> SpectrumTasks(const Rows& rows, int64_t layer, int first_kind,
-                                                   int kinds) const;
+  // Adds the adapters' corrections of those slots to y (the base projection
+  // of x). z: SpectrumInput(x) if already computed, else undefined.
+  void AddDeltas(const Rows& rows, int64_t layer, int first_kind, int kinds, const torch::Tensor& x,
+                 torch::Tensor z, torch::Tensor& y) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
   // The attention's output [rows, heads · head_dim]. With z, where every
   // row of the step is a single token, also sets *z to SpectrumInput of it
@@ -197,7 +176,6 @@ class ServingModel {
   std::vector<SlotInfo> slots_;
   bool fused_fwht_ = true;
   bool chunked_z_ = true;
-  bool side_stream_ = true;
   bool down_chunks_ = false;  // kernels::FusedFwhtChunks of the down projection's input
   std::map<std::string, int64_t> slot_index_;
   torch::Tensor embed_tokens_;  // [vocab, hidden]
