@@ -6,11 +6,13 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "worker/data/batcher.h"
 #include "worker/data/dataset.h"
 #include "worker/io/atomic_file.h"
+#include "worker/io/in_use_lock.h"
 #include "worker/io/safetensors.h"
 #include "worker/model/llama.h"
 #include "worker/pipeline/base_cache.h"
@@ -161,6 +163,9 @@ absl::StatusOr<PreparedBase> CalibrateAndQuantize(model::LlamaModel& model,
   PreparedBase out;
   BaseCacheKey key;
   std::string entry;
+  // Held while the entry is read or written: a worker pruning the cache
+  // (runtime::PruneWorkCache, from any process) leaves the entry alone.
+  std::optional<io::InUseLock> in_use;
   if (!options.cache_dir.empty()) {
     absl::StatusOr<std::string> digest = ModelDigest(options.model_dir);
     if (!digest.ok()) return digest.status();
@@ -168,8 +173,14 @@ absl::StatusOr<PreparedBase> CalibrateAndQuantize(model::LlamaModel& model,
         *digest,       options.quant,        options.target_modules, CalibrationDigest(calibration),
         model.dtype(), model.device().type()};
     entry = BaseCacheEntryDir(options.cache_dir, key);
+    if (absl::StatusOr<io::InUseLock> lock = io::InUseLock::Take(entry); lock.ok()) {
+      in_use = std::move(*lock);
+    } else if (lock.status().code() != absl::StatusCode::kNotFound) {  // NotFound: no entry yet
+      warnings->push_back(absl::StrCat("cache: ", lock.status().message()));
+    }
     absl::StatusOr<QuantizedBase> cached = LoadQuantizedBase(entry, key, model, model.device());
     if (cached.ok()) {
+      io::MarkUsed(entry);  // pruning removes the least recently used entries first
       phase("calibrating", "cache hit: " + entry);
       phase("quantizing", "cache hit: " + entry);
       auto originals =

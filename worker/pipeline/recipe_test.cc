@@ -194,7 +194,7 @@ void ExpectSameAdapters(const fs::path& a, const fs::path& b) {
 
 // Two runs with one cache directory: the second reads the quantized base and
 // the Grams from the cache and ends bitwise where the cold run ended. A
-// damaged entry is detected, rebuilt, and serves again.
+// damaged entry is detected, rebuilt, and serves again; a hit marks it used.
 TEST(RecipeTest, CacheHitIsBitwiseIdenticalAndCorruptEntriesAreRebuilt) {
   fs::path dir = TempDir("cache");
   RecipeOptions o = BaseOptions(dir);
@@ -222,7 +222,9 @@ TEST(RecipeTest, CacheHitIsBitwiseIdenticalAndCorruptEntriesAreRebuilt) {
   // Truncate one packed weight of the (only) entry.
   fs::path entry;
   for (const auto& digest : fs::directory_iterator(dir / "cache")) {
-    for (const auto& key : fs::directory_iterator(digest.path())) entry = key.path();
+    for (const auto& key : fs::directory_iterator(digest.path())) {
+      if (key.is_directory()) entry = key.path();  // beside it: <entry>.inuse, the readers' lock
+    }
   }
   ASSERT_FALSE(entry.empty());
   const fs::path victim = entry / "model.layers.1.mlp.down_proj.quant.safetensors";
@@ -236,10 +238,16 @@ TEST(RecipeTest, CacheHitIsBitwiseIdenticalAndCorruptEntriesAreRebuilt) {
   EXPECT_NE(rebuilt->warnings[0].find("down_proj"), std::string::npos) << rebuilt->warnings[0];
   ExpectSameAdapters(dir / "cold", dir / "rebuilt");
 
+  // A hit marks the entry used (its modification time: the worker's pruning
+  // removes the least recently used entries first).
+  const auto hour_ago = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  fs::last_write_time(entry, hour_ago);
   auto [again, again_detail] = RunInto(o, dir, "again");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->quantized_base_cache_hit);
   ExpectSameAdapters(dir / "cold", dir / "again");
+  EXPECT_GT(fs::last_write_time(entry), hour_ago + std::chrono::minutes(59));
+  EXPECT_TRUE(fs::exists(entry.string() + ".inuse"));
 }
 
 // Exact match on prompt/completion eval data equals a plain greedy loop (full

@@ -67,9 +67,6 @@ absl::Status HashPrefix(int fd, int64_t size, io::Sha256Stream& hash, const std:
   return absl::OkStatus();
 }
 
-// Sets `path`'s modification (and access) time to now: a use, for pruning.
-void Touch(const std::string& path) { ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0); }
-
 }  // namespace
 
 std::string BlobCache::PathOf(const std::string& sha256) const { return root_ + "/" + sha256; }
@@ -91,7 +88,7 @@ absl::StatusOr<std::string> BlobCache::Fetch(const qwha::v1::FileInfo& file, con
   }
   const std::string final_path = PathOf(sha);
   if (Contains(sha, file.size())) {
-    Touch(final_path);
+    io::MarkUsed(final_path);
     return final_path;
   }
   if (absl::Status s = MakeDirs(root_); !s.ok()) return s;
@@ -194,7 +191,7 @@ absl::StatusOr<std::string> MaterializeFileSet(const BlobCache& cache,
   }
   struct stat st;
   if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    Touch(dir);
+    io::MarkUsed(dir);
     return dir;
   }
   for (const auto& f : files) {
@@ -227,33 +224,6 @@ absl::StatusOr<std::string> MaterializeFileSet(const BlobCache& cache,
   }
   if (absl::Status s = SyncDirectory(DirName(dir)); !s.ok()) return s;
   return dir;
-}
-
-absl::StatusOr<InUseLock> InUseLock::Take(const std::string& dir) {
-  const std::string path = dir + ".inuse";
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "open", path);
-  while (::flock(fd, LOCK_SH) != 0) {
-    if (errno != EINTR) {
-      const int err = errno;
-      ::close(fd);
-      return ErrnoStatus(err, "lock", path);
-    }
-  }
-  return InUseLock(fd);
-}
-
-InUseLock& InUseLock::operator=(InUseLock&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = other.fd_;
-    other.fd_ = -1;
-  }
-  return *this;
-}
-
-InUseLock::~InUseLock() {
-  if (fd_ >= 0) ::close(fd_);
 }
 
 namespace {
@@ -369,6 +339,20 @@ absl::StatusOr<PruneStats> PruneWorkCache(const BlobCache& cache,
     }
   }
   return stats;
+}
+
+std::vector<std::string> ChildDirectories(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename().string().find(".tmp.") != std::string::npos) continue;
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      out.push_back(it->path().string());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace qwha::runtime

@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "qwha/v1/registry.pb.h"
+#include "worker/io/in_use_lock.h"
 
 namespace qwha::runtime {
 
@@ -83,23 +84,9 @@ absl::StatusOr<std::string> MaterializeFileSet(const BlobCache& cache,
                                                const std::string& expected_digest,
                                                const std::string& dir);
 
-// A shared flock on "<dir>.inuse", held while a job reads the materialized
-// directory `dir` (from any process): PruneWorkCache leaves it alone. Move-only;
-// the destructor releases it.
-class InUseLock {
- public:
-  // Internal naming the path if the lock file cannot be created or locked.
-  static absl::StatusOr<InUseLock> Take(const std::string& dir);
-  InUseLock(InUseLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
-  InUseLock& operator=(InUseLock&& other) noexcept;
-  InUseLock(const InUseLock&) = delete;
-  InUseLock& operator=(const InUseLock&) = delete;
-  ~InUseLock();
-
- private:
-  explicit InUseLock(int fd) : fd_(fd) {}
-  int fd_ = -1;
-};
+// A job holds an io::InUseLock on each materialized directory it reads
+// (worker/io/in_use_lock.h): PruneWorkCache leaves it alone.
+using io::InUseLock;
 
 struct PruneStats {
   int64_t removed_blobs = 0;
@@ -123,5 +110,11 @@ struct PruneStats {
 absl::StatusOr<PruneStats> PruneWorkCache(const BlobCache& cache,
                                           const std::vector<std::string>& dir_roots,
                                           int64_t max_bytes, std::chrono::seconds min_idle);
+
+// The directories directly under `dir` (not those being built, *.tmp.*), as
+// PruneWorkCache roots: the quantized-base cache's <cache dir>/<model digest>
+// directories, whose entries (one per quantization key) are pruned like
+// materialized inputs. Empty if `dir` is missing.
+std::vector<std::string> ChildDirectories(const std::string& dir);
 
 }  // namespace qwha::runtime

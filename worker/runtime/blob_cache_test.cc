@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -289,6 +290,58 @@ TEST(PruneTest, RemovesTheLeastRecentlyUsedUntilTheRestFits) {
   auto none = PruneWorkCache(empty, {root + "/missing"}, 0, std::chrono::minutes(10));
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_EQ(none->bytes_before, 0);
+}
+
+// The quantized-base cache (<cache dir>/<model digest>/<key>/files, written
+// by worker/pipeline/base_cache.cc) pruned with the inputs: its entries are
+// units under ChildDirectories(cache dir), least recently used first, never
+// one being built (<key>.tmp.*) or one a reader holds (io::InUseLock).
+TEST(PruneTest, QuantizedBaseEntriesArePrunedLikeInputs) {
+  const std::string root = TempDir("prune-bases");
+  BlobCache cache(root + "/blobs");
+  const std::string cache_dir = root + "/cache";
+  auto entry = [&](const std::string& digest, const std::string& key, int64_t bytes) {
+    const std::string dir = cache_dir + "/" + digest + "/" + key;
+    std::filesystem::create_directories(dir);
+    EXPECT_TRUE(io::WriteFileAtomically(dir + "/manifest.json", "{}").ok());
+    EXPECT_TRUE(io::WriteFileAtomically(dir + "/w.quant.safetensors",
+                                        RandomBytes(static_cast<size_t>(bytes) - 2, 7))
+                    .ok());
+    return dir;
+  };
+  const std::string old_a = entry("d1", "rtn-b4-g64-a", 1000);
+  const std::string held = entry("d1", "rtn-b2-g64-b", 2000);
+  const std::string recent = entry("d2", "gptq-b4-g128-c", 4000);
+  const std::string building = entry("d2", "rtn-b3-g64-d.tmp.77.5", 8000);
+  Age(old_a, std::chrono::hours(3));
+  Age(held, std::chrono::hours(4));
+  Age(recent, std::chrono::hours(1));
+  Age(building, std::chrono::hours(5));
+  const std::vector<std::string> roots = ChildDirectories(cache_dir);
+  EXPECT_EQ(roots, (std::vector<std::string>{cache_dir + "/d1", cache_dir + "/d2"}));
+  EXPECT_TRUE(ChildDirectories(root + "/missing").empty());
+
+  auto lock = InUseLock::Take(held);
+  ASSERT_TRUE(lock.ok()) << lock.status();
+  // 6000 bytes: the oldest, `held`, is in use, so the next oldest goes.
+  auto pruned = PruneWorkCache(cache, roots, 6000, std::chrono::minutes(10));
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(pruned->bytes_before, 7000);  // the entry being built is not counted
+  EXPECT_EQ(pruned->removed_dirs, 1);
+  EXPECT_EQ(pruned->bytes_after, 6000);
+  EXPECT_FALSE(PathExists(old_a));
+  EXPECT_TRUE(PathExists(held + "/w.quant.safetensors"));
+  EXPECT_TRUE(PathExists(recent + "/manifest.json"));
+  EXPECT_TRUE(PathExists(building + "/manifest.json"));
+  // Released: it goes too (oldest), the recent one stays within 4500.
+  lock = absl::InternalError("released");
+  auto released =
+      PruneWorkCache(cache, ChildDirectories(cache_dir), 4500, std::chrono::minutes(10));
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->removed_dirs, 1);
+  EXPECT_FALSE(PathExists(held));
+  EXPECT_FALSE(PathExists(held + ".inuse"));
+  EXPECT_TRUE(PathExists(recent + "/manifest.json"));
 }
 
 }  // namespace

@@ -372,15 +372,19 @@ std::string JobRunner::Run(const v1::AcquireJobResponse& assignment) {
 
 void JobRunner::PruneInputs() {
   if (config_.cache_max_bytes <= 0) return;
+  // Fetched inputs, and the quantized bases (<cache dir>/<model digest>/<key>).
+  std::vector<std::string> roots = {config_.work_dir + "/models", config_.work_dir + "/datasets"};
+  if (!config_.cache_dir.empty()) {
+    for (std::string& dir : ChildDirectories(config_.cache_dir)) roots.push_back(std::move(dir));
+  }
   absl::StatusOr<PruneStats> pruned =
-      PruneWorkCache(cache_, {config_.work_dir + "/models", config_.work_dir + "/datasets"},
-                     config_.cache_max_bytes, config_.cache_min_idle);
+      PruneWorkCache(cache_, roots, config_.cache_max_bytes, config_.cache_min_idle);
   if (!pruned.ok()) {
     std::cerr << "qwha-worker: pruning the input cache: " << pruned.status() << "\n";
     return;
   }
   if (pruned->removed_blobs + pruned->removed_dirs > 0) {
-    std::cerr << "qwha-worker: input cache over " << config_.cache_max_bytes << " bytes: removed "
+    std::cerr << "qwha-worker: cache over " << config_.cache_max_bytes << " bytes: removed "
               << pruned->removed_blobs << " blobs and " << pruned->removed_dirs << " directories, "
               << pruned->bytes_before << " -> " << pruned->bytes_after << " bytes\n";
   }

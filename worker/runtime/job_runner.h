@@ -17,8 +17,9 @@
 //   lost       the lease is gone (FailedPrecondition or lease_lost): the child
 //              is killed and nothing more is sent for the job
 //
-// After each job the fetched inputs are pruned to RunnerConfig::cache_max_bytes
-// (least recently used first; a running job's directories are locked).
+// After each job the fetched inputs and the quantized-base cache's entries are
+// pruned to RunnerConfig::cache_max_bytes (least recently used first; a
+// running job's directories are locked).
 //
 // Thread safety: Run is called on one thread at a time — the worker's main
 // thread, which outlives the child (PR_SET_PDEATHSIG is tied to the thread
@@ -49,9 +50,10 @@ struct RunnerConfig {
   // while the scheduler is unreachable.
   std::chrono::milliseconds final_patience = std::chrono::minutes(15);
   bool keep_job_dirs = false;  // keep <work>/jobs/<id>/ after the job (debugging)
-  // After each job, the fetched inputs (blobs/, models/, datasets/) are pruned
-  // to this many bytes, least recently used first, sparing what was used in
-  // the last cache_min_idle or is held by a running job (PruneWorkCache); 0: no limit.
+  // After each job, the fetched inputs (blobs/, models/, datasets/) and the
+  // quantized bases under cache_dir are pruned to this many bytes, least
+  // recently used first, sparing what was used in the last cache_min_idle or
+  // is held by a running job (PruneWorkCache); 0: no limit.
   int64_t cache_max_bytes = 0;
   std::chrono::seconds cache_min_idle = std::chrono::minutes(10);
 };
@@ -71,7 +73,8 @@ class JobRunner {
 
  private:
   class Job;
-  // PruneWorkCache of the work dir's inputs to config_.cache_max_bytes; logs.
+  // PruneWorkCache of the work dir's inputs and of the quantized bases under
+  // config_.cache_dir to config_.cache_max_bytes; logs.
   void PruneInputs();
   RunnerConfig config_;
   SchedulerClient& client_;

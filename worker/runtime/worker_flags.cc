@@ -26,9 +26,9 @@ std::string WorkerUsage() {
          "  --token T          bearer token for the scheduler [$QWHA_TOKEN]\n"
          "  --cache-dir DIR    quantized-base cache [<work-dir>/cache]\n"
          "  --poll-ms MS       AcquireJob long-poll wait, 1..30000 [5000]\n"
-         "  --cache-max-gib N  keep the fetched inputs (blobs/, models/, datasets/) within N GiB,\n"
-         "                     least recently used removed first after each job; 0: no limit "
-         "[100]\n"
+         "  --cache-max-gib N  keep the fetched inputs (blobs/, models/, datasets/) and the\n"
+         "                     quantized bases (--cache-dir) within N GiB, least recently used\n"
+         "                     removed first after each job; 0: no limit [100]\n"
          "  --keep-job-dirs    keep <work-dir>/jobs/<id>/ after each job\n";
 }
 

@@ -27,7 +27,8 @@ struct WorkerFlags {
   std::string token;       // bearer token; empty: none
   std::string cache_dir;   // quantized-base cache; empty: <work_dir>/cache
   int64_t poll_ms = 5000;  // AcquireJob long-poll wait, 1..30000
-  // The fetched inputs' budget (PruneWorkCache after each job); 0: no limit.
+  // The budget of the fetched inputs and the quantized bases (PruneWorkCache
+  // after each job); 0: no limit.
   int64_t cache_max_bytes = int64_t{100} << 30;
   bool keep_job_dirs = false;
 };
