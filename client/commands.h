@@ -39,6 +39,8 @@ class Context {
 
   // The client for the resolved address and token, created on first use.
   Client& client();
+  // The resolved API token (--token, $QWHA_TOKEN, the config file); may be empty.
+  const std::string& token() const { return config_.token; }
 
   // Prints "qwhactl: error: <message>" (for UNAVAILABLE: which address could
   // not be reached and where it came from) and returns ExitCodeForStatus.

@@ -32,8 +32,10 @@ std::unique_ptr<v1::InferenceService::Stub> Stub(Context& context) {
       grpc::CreateChannel(ServerAddress(context), grpc::InsecureChannelCredentials()));
 }
 
-// A deadline: --timeout when given, else `fallback` (none when zero).
-void SetDeadline(Context& context, grpc::ClientContext* call, std::chrono::milliseconds fallback) {
+// The token (as the scheduler's calls carry it: qwha-serve --token) and a
+// deadline: --timeout when given, else `fallback` (none when zero).
+void Prepare(Context& context, grpc::ClientContext* call, std::chrono::milliseconds fallback) {
+  if (!context.token().empty()) call->AddMetadata("authorization", "Bearer " + context.token());
   const auto timeout = context.flags().Has("timeout") ? context.timeout() : fallback;
   if (timeout.count() > 0) call->set_deadline(std::chrono::system_clock::now() + timeout);
 }
@@ -47,6 +49,9 @@ int Fail(Context& context, const grpc::Status& status) {
   } else if (absl::IsDeadlineExceeded(s)) {
     message = absl::StrCat("the inference server at ", ServerAddress(context),
                            " did not answer in time: ", message);
+  } else if (absl::IsUnauthenticated(s)) {
+    message = absl::StrCat("the inference server at ", ServerAddress(context), ": ", message,
+                           " (set the token with --token, QWHA_TOKEN or the config file)");
   }
   context.err() << "qwhactl: error: " << message << "\n";
   return ExitCodeForStatus(s);
@@ -59,7 +64,7 @@ int Load(Context& context) {
   request.set_adapter_id(context.arg(0));
   request.set_name(context.flags().String("name"));
   grpc::ClientContext call;
-  SetDeadline(context, &call, std::chrono::minutes(10));
+  Prepare(context, &call, std::chrono::minutes(10));
   v1::LoadedAdapter loaded;
   grpc::Status status = Stub(context)->LoadAdapter(&call, request, &loaded);
   if (!status.ok()) return Fail(context, status);
@@ -76,7 +81,7 @@ int Unload(Context& context) {
   v1::UnloadAdapterRequest request;
   request.set_name(context.arg(0));
   grpc::ClientContext call;
-  SetDeadline(context, &call, std::chrono::milliseconds(0));
+  Prepare(context, &call, std::chrono::milliseconds(0));
   v1::UnloadAdapterResponse response;
   grpc::Status status = Stub(context)->UnloadAdapter(&call, request, &response);
   if (!status.ok()) return Fail(context, status);
@@ -89,7 +94,7 @@ int Unload(Context& context) {
 
 int List(Context& context) {
   grpc::ClientContext call;
-  SetDeadline(context, &call, std::chrono::seconds(30));
+  Prepare(context, &call, std::chrono::seconds(30));
   v1::ListLoadedAdaptersResponse response;
   grpc::Status status =
       Stub(context)->ListAdapters(&call, v1::ListLoadedAdaptersRequest(), &response);
@@ -168,7 +173,7 @@ int Generate(Context& context) {
   request.set_ignore_eos(f.Bool("ignore-eos"));
 
   grpc::ClientContext call;
-  SetDeadline(context, &call, std::chrono::milliseconds(0));
+  Prepare(context, &call, std::chrono::milliseconds(0));
   auto reader = Stub(context)->Generate(&call, request);
   v1::GenerateResponse response, last;
   std::string text;

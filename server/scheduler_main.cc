@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
   scheduler::DeployerOptions deployer_options;
   deployer_options.max_attempts = static_cast<int>(flags.deploy_attempts);
   deployer_options.initial_backoff_seconds = flags.deploy_backoff_seconds;
+  deployer_options.token = flags.token;
   scheduler::DeployerObserver deployer_observer;
   deployer_observer.on_load_attempt = [&] { metrics.CountDeploymentAttempt(); };
   deployer_observer.on_target_done = [&](bool loaded) { metrics.CountDeployment(loaded); };

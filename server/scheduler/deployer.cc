@@ -112,6 +112,7 @@ grpc::Status Deployer::Load(const std::string& address, const std::string& adapt
   auto stub = v1::InferenceService::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext call;
+  if (!options_.token.empty()) call.AddMetadata("authorization", "Bearer " + options_.token);
   call.set_deadline(
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(options_.load_timeout_seconds * 1000)));

@@ -55,6 +55,10 @@ struct DeployerOptions {
   double initial_backoff_seconds = 1;  // before the 2nd call; doubles after each
   double max_backoff_seconds = 60;
   double load_timeout_seconds = 300;  // deadline of one LoadAdapter call
+  // Sent as "authorization: Bearer <token>" with each LoadAdapter call (the
+  // scheduler's own --token: qwha-serve's --token defaults to the same
+  // $QWHA_TOKEN); empty: none.
+  std::string token;
 };
 
 // Hooks for metrics; any may be empty. Called after the outcome commits.

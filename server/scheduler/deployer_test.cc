@@ -31,6 +31,10 @@ class RecordingInference final : public v1::InferenceService::Service {
     {
       std::lock_guard<std::mutex> lock(mu_);
       loads_.push_back(request->adapter_id());
+      auto it = context->client_metadata().find("authorization");
+      authorization_ = it == context->client_metadata().end()
+                           ? ""
+                           : std::string(it->second.data(), it->second.size());
     }
     if (block_) {
       for (int i = 0; i < 1000 && !context->IsCancelled(); ++i) {
@@ -46,12 +50,18 @@ class RecordingInference final : public v1::InferenceService::Service {
     std::lock_guard<std::mutex> lock(mu_);
     return loads_;
   }
+  // The last call's authorization metadata ("" without one).
+  std::string authorization() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return authorization_;
+  }
   std::atomic<grpc::StatusCode> code_{grpc::StatusCode::OK};
   std::atomic<bool> block_{false};
 
  private:
   std::mutex mu_;
   std::vector<std::string> loads_;
+  std::string authorization_;
 };
 
 struct InferenceServer {
@@ -113,6 +123,7 @@ class DeployerTest : public ::testing::Test {
     options.max_attempts = 3;
     options.initial_backoff_seconds = 0.05;
     options.load_timeout_seconds = 10;
+    options.token = "deploy-t0k";
     return options;
   }
 
@@ -219,6 +230,7 @@ TEST_F(DeployerTest, LoadsOnLiveServersOfTheJobsBaseModelOnly) {
   ASSERT_TRUE(worked.ok()) << worked.status();
   EXPECT_EQ(*worked, 1);
   EXPECT_EQ(same.service.loads(), std::vector<std::string>{adapter});
+  EXPECT_EQ(same.service.authorization(), "Bearer deploy-t0k");  // the scheduler's token
   EXPECT_TRUE(other.service.loads().empty()) << "called a server of another base model";
   EXPECT_TRUE(stale.service.loads().empty()) << "called a server past its TTL";
   EXPECT_EQ(DeploymentState(job), "done");

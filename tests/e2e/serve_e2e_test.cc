@@ -3,8 +3,9 @@
 // LoRA); a real qwha-serve process pulls them from the scheduler's registry
 // and serves them, driven over gRPC and qwhactl. Nothing is mocked. The
 // reference for every generation is computed here, in process, from the
-// pulled adapter files merged into the quantized weights. The last test has
-// the scheduler push a new adapter to a registered qwha-serve by itself.
+// pulled adapter files merged into the quantized weights. One test guards the
+// API with a token; the last has the scheduler push a new adapter to a
+// registered qwha-serve by itself.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -240,6 +241,45 @@ TEST_F(ServeE2eTest, BudgetEvictsTheLeastRecentlyUsedAndReloadsOnDemand) {
   auto [code, output] = h().Qwhactl({"serve", "list", "--server", Server()});
   EXPECT_EQ(code, 0) << output;
   EXPECT_NE(output.find(adapters_.qwha1), std::string::npos) << output;
+}
+
+// qwha-serve --token: every InferenceService call must carry the bearer
+// token. Without it, or with another, a call fails UNAUTHENTICATED naming the
+// header and changes nothing; qwhactl sends its --token (and says how to set
+// one when refused).
+TEST_F(ServeE2eTest, ATokenGuardsEveryInferenceCall) {
+  StartServer({"--token", "s3cret"});
+  const grpc::Status denied = Load(adapters_.qwha1, "guarded");
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::UNAUTHENTICATED) << denied.error_message();
+  EXPECT_NE(denied.error_message().find("authorization"), std::string::npos)
+      << denied.error_message();
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer wrong");
+    v1::ListLoadedAdaptersResponse response;
+    const grpc::Status wrong =
+        stub_->ListAdapters(&context, v1::ListLoadedAdaptersRequest(), &response);
+    EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED) << wrong.error_message();
+  }
+  const auto refused = Generate(Request(kPrompt, "", 4));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(refused.tokens.empty());
+
+  auto [refused_code, refused_out] =
+      h().Qwhactl({"serve", "list", "--server", Server(), "--token", "wrong"});
+  EXPECT_NE(refused_code, 0) << refused_out;
+  EXPECT_NE(refused_out.find("--token"), std::string::npos) << refused_out;
+  auto [load_code, loaded] =
+      h().Qwhactl({"serve", "load", adapters_.qwha1, "--server", Server(), "--token", "s3cret"});
+  EXPECT_EQ(load_code, 0) << loaded;
+  auto [list_code, listed] =
+      h().Qwhactl({"serve", "list", "--server", Server(), "--token", "s3cret"});
+  EXPECT_EQ(list_code, 0) << listed;
+  EXPECT_NE(listed.find(adapters_.qwha1), std::string::npos) << listed;
+  auto [gen_code, generated] =
+      h().Qwhactl({"generate", "--server", Server(), "--token", "s3cret", "--adapter",
+                   adapters_.qwha1, "--max-new-tokens", "4", "Genesis 1:1"});
+  EXPECT_EQ(gen_code, 0) << generated;
 }
 
 TEST_F(ServeE2eTest, SucceededJobWithTheOptionIsLoadedOnTheRegisteredServerByItself) {

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "server/api/auth.h"
 #include "worker/serve/prompt.h"
 #include "worker/serve/serving_adapter.h"
 
@@ -63,9 +64,10 @@ struct EventQueue {
 
 }  // namespace
 
-grpc::Status InferenceServiceImpl::LoadAdapter(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::LoadAdapter(grpc::ServerContext* context,
                                                const v1::LoadAdapterRequest* request,
                                                v1::LoadedAdapter* response) {
+  if (absl::Status auth = api::CheckToken(context, deps_.token); !auth.ok()) return ToGrpc(auth);
   if (request->adapter_id().empty())
     return ToGrpc(absl::InvalidArgumentError("adapter_id: required"));
   const std::string name = request->name().empty() ? request->adapter_id() : request->name();
@@ -78,6 +80,7 @@ grpc::Status InferenceServiceImpl::LoadAdapter(grpc::ServerContext*,
 grpc::Status InferenceServiceImpl::UnloadAdapter(grpc::ServerContext* context,
                                                  const v1::UnloadAdapterRequest* request,
                                                  v1::UnloadAdapterResponse* response) {
+  if (absl::Status auth = api::CheckToken(context, deps_.token); !auth.ok()) return ToGrpc(auth);
   if (request->name().empty()) return ToGrpc(absl::InvalidArgumentError("name: required"));
   std::optional<std::chrono::milliseconds> wait;
   const auto deadline = context->deadline();
@@ -93,9 +96,10 @@ grpc::Status InferenceServiceImpl::UnloadAdapter(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceServiceImpl::ListAdapters(grpc::ServerContext*,
+grpc::Status InferenceServiceImpl::ListAdapters(grpc::ServerContext* context,
                                                 const v1::ListLoadedAdaptersRequest*,
                                                 v1::ListLoadedAdaptersResponse* response) {
+  if (absl::Status auth = api::CheckToken(context, deps_.token); !auth.ok()) return ToGrpc(auth);
   for (const AdapterInfo& info : deps_.cache->List()) ToProto(info, response->add_adapters());
   response->set_memory_budget_bytes(deps_.cache->budget_bytes());
   response->set_memory_used_bytes(deps_.cache->used_bytes());
@@ -170,6 +174,7 @@ absl::StatusOr<GenerationRequest> InferenceServiceImpl::Prepare(
 grpc::Status InferenceServiceImpl::Generate(grpc::ServerContext* context,
                                             const v1::GenerateRequest* request,
                                             grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (absl::Status auth = api::CheckToken(context, deps_.token); !auth.ok()) return ToGrpc(auth);
   absl::StatusOr<GenerationRequest> prepared = Prepare(*request);
   if (!prepared.ok()) {
     if (deps_.metrics) deps_.metrics->Rejected();

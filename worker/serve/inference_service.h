@@ -37,6 +37,9 @@ struct InferenceServiceDeps {
   const tokenizer::Tokenizer* tokenizer = nullptr;  // may be null
   ServeMetrics* metrics = nullptr;                  // may be null
   std::string base_model_digest;                    // reported by ListAdapters
+  // Non-empty: every call must carry "authorization: Bearer <token>"
+  // (UNAUTHENTICATED otherwise, before anything else is looked at).
+  std::string token;
 };
 
 class InferenceServiceImpl final : public v1::InferenceService::Service {

@@ -47,6 +47,8 @@ constexpr char kUsage[] = R"(usage: qwha-serve --model DIR [flags]
   --http HOST:PORT            /metrics (default 127.0.0.1:7431)
   --registry HOST:PORT        the scheduler whose RegistryService holds the adapters
   --registry-token TOKEN      its API token (default $QWHA_TOKEN)
+  --token TOKEN               require "authorization: Bearer TOKEN" on every
+                              InferenceService call (default $QWHA_TOKEN; empty: open)
   --advertise HOST[:PORT]     register with the --registry scheduler as reachable at
                               HOST:PORT (PORT: the gRPC port bound) and heartbeat; the
                               scheduler then pushes new adapters of this base model here
@@ -112,6 +114,7 @@ int main(int argc, char** argv) {
   std::string dtype, listen = "127.0.0.1:7430", http_address = "127.0.0.1:7431";
   std::string registry, adapter_dir, work_dir, port_file, advertise;
   std::string token = std::getenv("QWHA_TOKEN") ? std::getenv("QWHA_TOKEN") : "";
+  std::string api_token = token;  // --token: this server's own API
   serve::AdapterCacheOptions cache_options;
   serve::EngineOptions engine_options;
   for (int i = 1; i < argc; ++i) {
@@ -152,6 +155,8 @@ int main(int argc, char** argv) {
       registry = value;
     else if (arg == "--registry-token")
       token = value;
+    else if (arg == "--token")
+      api_token = value;
     else if (arg == "--advertise")
       ok = !(advertise = value).empty();
     else if (arg == "--adapter-dir")
@@ -227,7 +232,7 @@ int main(int argc, char** argv) {
   auto http = http::HttpServer::Start(http_address, metrics.registry());
   if (!http.ok()) return std::cerr << "qwha-serve: " << http.status() << "\n", 1;
   serve::InferenceServiceImpl service(
-      {engine->get(), cache.get(), model->get(), tokenizer.get(), &metrics, *digest});
+      {engine->get(), cache.get(), model->get(), tokenizer.get(), &metrics, *digest, api_token});
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
