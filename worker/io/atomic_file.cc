@@ -12,7 +12,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace qwha::io {
-namespace {
 
 absl::Status ErrnoStatus(int err, const std::string& what, const std::string& path) {
   std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(err));
@@ -28,6 +27,8 @@ absl::Status ErrnoStatus(int err, const std::string& what, const std::string& pa
       return absl::InternalError(msg);
   }
 }
+
+namespace {
 
 std::string DirName(const std::string& path) {
   size_t slash = path.rfind('/');

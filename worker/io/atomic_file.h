@@ -19,6 +19,10 @@ namespace qwha::io {
 // Status (Internal / NotFound / PermissionDenied) names the path and errno text.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view data);
 
+// "<what> <path>: <errno text>" as NotFound (ENOENT, ENOTDIR),
+// PermissionDenied (EACCES, EPERM, EROFS) or Internal.
+absl::Status ErrnoStatus(int err, const std::string& what, const std::string& path);
+
 // Returns the whole content of `path`; NotFound / PermissionDenied / Internal
 // naming the path and errno text otherwise.
 absl::StatusOr<std::string> ReadFile(const std::string& path);

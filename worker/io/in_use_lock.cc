@@ -6,32 +6,22 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
-#include "absl/strings/str_cat.h"
+#include "worker/io/atomic_file.h"
 
 namespace qwha::io {
-namespace {
-
-absl::Status LockError(int err, const char* what, const std::string& path) {
-  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  if (err == ENOENT || err == ENOTDIR) return absl::NotFoundError(message);
-  return absl::InternalError(message);
-}
-
-}  // namespace
 
 void MarkUsed(const std::string& path) { ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0); }
 
 absl::StatusOr<InUseLock> InUseLock::Take(const std::string& dir) {
   const std::string path = dir + ".inuse";
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return LockError(errno, "open", path);
+  if (fd < 0) return ErrnoStatus(errno, "open", path);
   while (::flock(fd, LOCK_SH) != 0) {
     if (errno != EINTR) {
       const int err = errno;
       ::close(fd);
-      return LockError(err, "lock", path);
+      return ErrnoStatus(err, "lock", path);
     }
   }
   return InUseLock(fd);

@@ -20,7 +20,8 @@ void MarkUsed(const std::string& path);
 class InUseLock {
  public:
   // NotFound if the directory that would hold the lock file is missing;
-  // Internal naming the path if the lock file cannot be created or locked.
+  // PermissionDenied or Internal naming the path if the lock file cannot be
+  // created or locked.
   static absl::StatusOr<InUseLock> Take(const std::string& dir);
   InUseLock(InUseLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   InUseLock& operator=(InUseLock&& other) noexcept;
