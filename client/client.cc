@@ -7,6 +7,7 @@
 #include "client/call_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "server/api/auth.h"
 
 namespace qwha::client {
 namespace internal {
@@ -18,9 +19,7 @@ absl::Status FromGrpc(const grpc::Status& status) {
 
 std::unique_ptr<grpc::ClientContext> MakeContext(const ClientOptions& options, bool unary) {
   auto context = std::make_unique<grpc::ClientContext>();
-  if (!options.token.empty()) {
-    context->AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
-  }
+  api::AddToken(context.get(), options.token);
   if (unary && options.timeout.count() > 0) {
     context->set_deadline(std::chrono::system_clock::now() + options.timeout);
   }

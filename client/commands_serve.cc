@@ -12,6 +12,7 @@
 #include "client/commands.h"
 #include "client/render.h"
 #include "qwha/v1/inference.grpc.pb.h"
+#include "server/api/auth.h"
 
 namespace qwha::client {
 namespace {
@@ -35,7 +36,7 @@ std::unique_ptr<v1::InferenceService::Stub> Stub(Context& context) {
 // The token (as the scheduler's calls carry it: qwha-serve --token) and a
 // deadline: --timeout when given, else `fallback` (none when zero).
 void Prepare(Context& context, grpc::ClientContext* call, std::chrono::milliseconds fallback) {
-  if (!context.token().empty()) call->AddMetadata("authorization", "Bearer " + context.token());
+  api::AddToken(call, context.token());
   const auto timeout = context.flags().Has("timeout") ? context.timeout() : fallback;
   if (timeout.count() > 0) call->set_deadline(std::chrono::system_clock::now() + timeout);
 }

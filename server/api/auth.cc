@@ -19,4 +19,8 @@ absl::Status CheckToken(const grpc::ServerContext* context, const std::string& t
   return absl::OkStatus();
 }
 
+void AddToken(grpc::ClientContext* call, const std::string& token) {
+  if (!token.empty()) call->AddMetadata("authorization", "Bearer " + token);
+}
+
 }  // namespace qwha::api

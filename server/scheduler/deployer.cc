@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "qwha/v1/inference.grpc.pb.h"
+#include "server/api/auth.h"
 #include "server/scheduler/status_macros.h"
 #include "server/store/schema.h"
 
@@ -112,7 +113,7 @@ grpc::Status Deployer::Load(const std::string& address, const std::string& adapt
   auto stub = v1::InferenceService::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext call;
-  if (!options_.token.empty()) call.AddMetadata("authorization", "Bearer " + options_.token);
+  api::AddToken(&call, options_.token);
   call.set_deadline(
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(options_.load_timeout_seconds * 1000)));

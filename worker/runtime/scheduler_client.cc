@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "server/api/auth.h"
 #include "worker/runtime/local_files.h"
 
 namespace qwha::runtime {
@@ -42,7 +43,7 @@ std::unique_ptr<grpc::ClientContext> SchedulerClient::Context(
     std::chrono::milliseconds timeout) const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + timeout);
-  if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+  api::AddToken(context.get(), token_);
   return context;
 }
 

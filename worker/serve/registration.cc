@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "server/api/auth.h"
 
 namespace qwha::serve {
 namespace {
@@ -56,7 +57,7 @@ SchedulerRegistration::~SchedulerRegistration() {
 grpc::Status SchedulerRegistration::RegisterOnce() {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
+  api::AddToken(&context, token_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return grpc::Status(grpc::StatusCode::CANCELLED, "stopping");

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/api/auth.h"
 #include "worker/io/atomic_file.h"
 #include "worker/io/sha256.h"
 
@@ -32,7 +33,7 @@ RegistryAdapterSource::RegistryAdapterSource(std::shared_ptr<grpc::Channel> chan
 std::unique_ptr<grpc::ClientContext> RegistryAdapterSource::Context() const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
-  if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+  api::AddToken(context.get(), token_);
   return context;
 }
 
