@@ -164,7 +164,7 @@ struct SpectrumApplyTuning {
   // resident per SM over the launch, else 24 (2 blocks per SM).
   int warps_per_block = 0;
   // Entry loads: 0 without allocating in L1; 1 through L1 (the 24- and
-  // 32-warp window stream of bfloat16 only; other launches keep 0).
+  // 32-warp window stream of bfloat16 only; other launches fail).
   int load_hint = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);

@@ -693,6 +693,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   // Benchmarks: entry loads through L1 (LoadEntries; the 24- and 32-warp
   // stream kernels of bfloat16 only).
   const int hint = std::is_same_v<E, __nv_bfloat16> ? tuned_hint.load(std::memory_order_relaxed) : 0;
+  bool hinted = false;
   if constexpr (TM == 4 && (S == 8 || S == 4) && K == 8 && kShared && kMinBlocks == 3 &&
                 sizeof(E) == 2) {
     // The window stream (the default here: one layer of 8 adapters × 4
@@ -725,9 +726,11 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
     if (stream_kernel && !probe && (warps == 32 || (warps != 16 && few))) {
       kernel = StreamKernelWithHint<TM, S, K, kShared, 1, E, 32>(hint);
       block_warps = 32;
+      hinted = true;
     } else if (stream_kernel && !probe && warps != 16 && per_sm >= 2) {
       kernel = StreamKernelWithHint<TM, S, K, kShared, 2, E, 24>(hint);
       block_warps = 24;
+      hinted = true;
     }
     blocks = (blocks * kWarpsPerBlock + block_warps - 1) / block_warps;
   }
@@ -735,6 +738,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
                                  : block_warps == 24 ? configured_24
                                  : stream_kernel     ? configured_stream
                                                      : configured_shared;
+  if (hint != 0 && !hinted) return cudaErrorInvalidValue;  // no such kernel for this launch
   if (probe || hint != 0) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Limits().shared);
