@@ -152,18 +152,29 @@ struct Raw8 {
   uint4 v0, v1;  // v1: the upper 4 float32 values (unused for 2-byte values)
 };
 
-// Loads of entries: through the read-only path without allocating in L1
-// (each entry is read once; qwha-serve-bench's harness, one layer of 8
-// adapters x 4 tokens from DRAM: 78.9 against 82.6 us through L1, 89.6
-// against 93.5 with uneven rows); kHint 1 (benchmarks: SpectrumApplyTuning::
-// load_hint) through L1 as before, for comparison.
+// Entries [pos, pos + 8) (zeros past end; rows are padded to multiples of 8,
+// so a lane's 8 entries are all in or all out).
+// Loads of entries through the read-only path with cache hints (kHint & 7, the
+// benchmarks' SpectrumApplyTuning::load_hint): 0 none; 1 and 2 an L2 fetch of
+// 128 or 256 bytes around each miss (the lane's next windows are the bytes
+// that follow); 3 the 256 bytes without allocating in L1; 4 no L1 allocation.
+// kHint & 8: entries in units of 32 (32 gap bytes, then 32 values) instead of
+// 16 (benchmarks: a segment's window of 32 entries then reads whole sectors).
 template <int kHint>
 __device__ __forceinline__ uint2 LoadEntries(const uint2* p) {
   uint2 r;
-  if constexpr (kHint == 1) {
-    r = __ldg(p);
-  } else {
+  if constexpr ((kHint & 7) == 1) {
+    asm("ld.global.nc.L2::128B.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  } else if constexpr ((kHint & 7) == 2) {
+    asm("ld.global.nc.L2::256B.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  } else if constexpr ((kHint & 7) == 3) {
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];"
+        : "=r"(r.x), "=r"(r.y)
+        : "l"(p));
+  } else if constexpr ((kHint & 7) == 4) {
     asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  } else {
+    r = __ldg(p);
   }
   return r;
 }
@@ -171,29 +182,40 @@ __device__ __forceinline__ uint2 LoadEntries(const uint2* p) {
 template <int kHint>
 __device__ __forceinline__ uint4 LoadEntries(const uint4* p) {
   uint4 r;
-  if constexpr (kHint == 1) {
-    r = __ldg(p);
-  } else {
+  if constexpr ((kHint & 7) == 1) {
+    asm("ld.global.nc.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+  } else if constexpr ((kHint & 7) == 2) {
+    asm("ld.global.nc.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+  } else if constexpr ((kHint & 7) == 3) {
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+  } else if constexpr ((kHint & 7) == 4) {
     asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
         : "l"(p));
+  } else {
+    r = __ldg(p);
   }
   return r;
 }
 
-// Entries [pos, pos + 8) (zeros past end; rows are padded to multiples of 8,
-// so a lane's 8 entries are all in or all out).
 template <typename E, int kHint = 0>
 __device__ __forceinline__ Raw8 LoadRaw8(const SpectrumApplyTask& task, int pos, int end) {
   Raw8 raw;
   raw.g = make_uint2(0u, 0u);
   raw.v0 = raw.v1 = make_uint4(0u, 0u, 0u, 0u);
   if (pos < end) {
-    // pos is a multiple of 8: the 8 entries are half of one unit of 16.
+    // pos is a multiple of 8: the 8 entries are half (a quarter) of one unit.
+    constexpr int kUnit = (kHint & 8) != 0 ? 32 : 16;
     const unsigned char* unit =
-        task.units + static_cast<int64_t>(pos >> 4) * (16 * (1 + sizeof(E)));
-    raw.g = LoadEntries<kHint>(reinterpret_cast<const uint2*>(unit + (pos & 15)));
-    const uint4* p = reinterpret_cast<const uint4*>(unit + 16 + (pos & 15) * sizeof(E));
+        task.units + static_cast<int64_t>(pos / kUnit) * (kUnit * (1 + sizeof(E)));
+    raw.g = LoadEntries<kHint>(reinterpret_cast<const uint2*>(unit + pos % kUnit));
+    const uint4* p = reinterpret_cast<const uint4*>(unit + kUnit + pos % kUnit * sizeof(E));
     raw.v0 = LoadEntries<kHint>(p);
     if constexpr (sizeof(E) == 4) raw.v1 = LoadEntries<kHint>(p + 1);
   }
@@ -644,15 +666,31 @@ std::atomic<int> tuned_warps{0};
 
 std::atomic<int> tuned_hint{0};
 
-// The stream kernel of load hint `hint` (0 or 1; see LoadEntries); hint 1
-// only for bfloat16 (benchmarks), so that the other types instantiate one
-// kernel.
+// The stream kernel of load hint `hint` (0, 1, 2, 3, 4, 8 or 12; see
+// LoadEntries); hints other than 0 only for bfloat16 (benchmarks), so that
+// the other types instantiate one kernel.
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int W>
 auto StreamKernelWithHint(int hint) {
+  auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 0>;
   if constexpr (std::is_same_v<E, __nv_bfloat16>) {
-    if (hint == 1) return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 1>;
+    switch (hint) {
+      case 1:
+        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 1>;
+      case 2:
+        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 2>;
+      case 3:
+        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 3>;
+      case 4:
+        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 4>;
+      case 8:
+        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 8>;
+      case 12:
+        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 12>;
+      default:
+        break;
+    }
   }
-  return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 0>;
+  return kernel;
 }
 
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
@@ -690,8 +728,8 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   const int diag = tuned_diag.load(std::memory_order_relaxed);
   bool probe = false, stream_kernel = false;
   int block_warps = kWarpsPerBlock;
-  // Benchmarks: entry loads through L1 (LoadEntries; the 24- and 32-warp
-  // stream kernels of bfloat16 only).
+  // Benchmarks: entry loads with a cache hint or in units of 32
+  // (LoadEntries; the 24- and 32-warp stream kernels of bfloat16 only).
   const int hint = std::is_same_v<E, __nv_bfloat16> ? tuned_hint.load(std::memory_order_relaxed) : 0;
   bool hinted = false;
   if constexpr (TM == 4 && (S == 8 || S == 4) && K == 8 && kShared && kMinBlocks == 3 &&
@@ -738,7 +776,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
                                  : block_warps == 24 ? configured_24
                                  : stream_kernel     ? configured_stream
                                                      : configured_shared;
-  if (hint != 0 && !hinted) return cudaErrorInvalidValue;  // no such kernel for this launch
+  if (hint != 0 && !hinted) return cudaErrorInvalidValue;  // no kernel reads that layout
   if (probe || hint != 0) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Limits().shared);
