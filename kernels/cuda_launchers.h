@@ -163,10 +163,6 @@ struct SpectrumApplyTuning {
   // block per SM); 0 or 24: 32 where no more than 2 blocks of 16 would be
   // resident per SM over the launch, else 24 (2 blocks per SM).
   int warps_per_block = 0;
-  // Entry loads of the 24- and 32-warp window stream (bfloat16): 0 plain; 1 or
-  // 2 with an L2 fetch of 128 or 256 bytes per miss; 3 that without L1
-  // allocation; 4 without L1 allocation only.
-  int load_hint = 0;
 };
 void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning);
 

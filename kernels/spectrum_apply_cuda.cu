@@ -36,7 +36,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/cuda_elements.cuh"
@@ -154,70 +153,19 @@ struct Raw8 {
 
 // Entries [pos, pos + 8) (zeros past end; rows are padded to multiples of 8,
 // so a lane's 8 entries are all in or all out).
-// Loads of entries through the read-only path with cache hints (kHint & 7, the
-// benchmarks' SpectrumApplyTuning::load_hint): 0 none; 1 and 2 an L2 fetch of
-// 128 or 256 bytes around each miss (the lane's next windows are the bytes
-// that follow); 3 the 256 bytes without allocating in L1; 4 no L1 allocation.
-// kHint & 8: entries in units of 32 (32 gap bytes, then 32 values) instead of
-// 16 (benchmarks: a segment's window of 32 entries then reads whole sectors).
-template <int kHint>
-__device__ __forceinline__ uint2 LoadEntries(const uint2* p) {
-  uint2 r;
-  if constexpr ((kHint & 7) == 1) {
-    asm("ld.global.nc.L2::128B.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
-  } else if constexpr ((kHint & 7) == 2) {
-    asm("ld.global.nc.L2::256B.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
-  } else if constexpr ((kHint & 7) == 3) {
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];"
-        : "=r"(r.x), "=r"(r.y)
-        : "l"(p));
-  } else if constexpr ((kHint & 7) == 4) {
-    asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
-  } else {
-    r = __ldg(p);
-  }
-  return r;
-}
-
-template <int kHint>
-__device__ __forceinline__ uint4 LoadEntries(const uint4* p) {
-  uint4 r;
-  if constexpr ((kHint & 7) == 1) {
-    asm("ld.global.nc.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
-  } else if constexpr ((kHint & 7) == 2) {
-    asm("ld.global.nc.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
-  } else if constexpr ((kHint & 7) == 3) {
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
-  } else if constexpr ((kHint & 7) == 4) {
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
-  } else {
-    r = __ldg(p);
-  }
-  return r;
-}
-
-template <typename E, int kHint = 0>
+template <typename E>
 __device__ __forceinline__ Raw8 LoadRaw8(const SpectrumApplyTask& task, int pos, int end) {
   Raw8 raw;
   raw.g = make_uint2(0u, 0u);
   raw.v0 = raw.v1 = make_uint4(0u, 0u, 0u, 0u);
   if (pos < end) {
-    // pos is a multiple of 8: the 8 entries are half (a quarter) of one unit.
-    constexpr int kUnit = (kHint & 8) != 0 ? 32 : 16;
+    // pos is a multiple of 8: the 8 entries are half of one unit of 16.
     const unsigned char* unit =
-        task.units + static_cast<int64_t>(pos / kUnit) * (kUnit * (1 + sizeof(E)));
-    raw.g = LoadEntries<kHint>(reinterpret_cast<const uint2*>(unit + pos % kUnit));
-    const uint4* p = reinterpret_cast<const uint4*>(unit + kUnit + pos % kUnit * sizeof(E));
-    raw.v0 = LoadEntries<kHint>(p);
-    if constexpr (sizeof(E) == 4) raw.v1 = LoadEntries<kHint>(p + 1);
+        task.units + static_cast<int64_t>(pos >> 4) * (16 * (1 + sizeof(E)));
+    raw.g = __ldg(reinterpret_cast<const uint2*>(unit + (pos & 15)));
+    const uint4* p = reinterpret_cast<const uint4*>(unit + 16 + (pos & 15) * sizeof(E));
+    raw.v0 = __ldg(p);
+    if constexpr (sizeof(E) == 4) raw.v1 = __ldg(p + 1);
   }
   return raw;
 }
@@ -252,11 +200,11 @@ struct RawK {
   Raw8 part[K / 8];
 };
 
-template <int K, typename E, int kHint = 0>
+template <int K, typename E>
 __device__ __forceinline__ RawK<K> LoadRawK(const SpectrumApplyTask& task, int pos, int end) {
   RawK<K> raw;
 #pragma unroll
-  for (int q = 0; q < K / 8; ++q) raw.part[q] = LoadRaw8<E, kHint>(task, pos + 8 * q, end);
+  for (int q = 0; q < K / 8; ++q) raw.part[q] = LoadRaw8<E>(task, pos + 8 * q, end);
   return raw;
 }
 
@@ -398,7 +346,7 @@ __device__ __forceinline__ void WaitBulkCopy(uint64_t* bar) {
 // block per SM where no more than 2 blocks of 16 would be resident: fewer
 // stagings of z for the same warps; see LaunchBatch).
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int kProbe = 0,
-          int kAhead = 0, int W = kWarpsPerBlock, int kHint = 0>
+          int kAhead = 0, int W = kWarpsPerBlock>
 __global__ void __launch_bounds__(W * 32, kMinBlocks)
     SpectrumApplyKernel(const TaskBatch batch, const E* __restrict__ z, int64_t ldz,
                         E* __restrict__ y, int64_t ldy, const int32_t* __restrict__ y_rows,
@@ -453,7 +401,7 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
   RawK<K> pw[D];
   auto fetch = [&](int k, int& b, int& e, RawK<K>& w) {
     bounds(k, b, e);
-    w = LoadRawK<K, E, kHint>(task, b + K * sl, e);
+    w = LoadRawK<K, E>(task, b + K * sl, e);
   };
   auto fill = [&]() {
     load_group();
@@ -588,17 +536,17 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
         auto load_in_order = [&]() {
           const int at = flat + K * lane;
           flat += 32 * K;
-          return LoadRawK<K, E, kHint>(task, at, flat_end);
+          return LoadRawK<K, E>(task, at, flat_end);
         };
         RawK<K> cur = pw[0];
-        if (windows == 0) cur = LoadRawK<K, E, kHint>(task, nb + K * sl, ne);
+        if (windows == 0) cur = LoadRawK<K, E>(task, nb + K * sl, ne);
         for (int w = 0; w < windows; ++w) {
           // Two loads under a condition: selecting the place first and
           // loading once measured ~3 us per layer slower as served.
           const RawK<K> next = kProbe == 3 ? load_in_order()
                                : w + 1 < windows
-                                   ? LoadRawK<K, E, kHint>(task, begin + (w + 1) * K * S + K * sl, end)
-                                   : LoadRawK<K, E, kHint>(task, nb + K * sl, ne);
+                                   ? LoadRawK<K, E>(task, begin + (w + 1) * K * S + K * sl, end)
+                                   : LoadRawK<K, E>(task, nb + K * sl, ne);
           window(cur, w);
           cur = next;
         }
@@ -607,7 +555,7 @@ __global__ void __launch_bounds__(W * 32, kMinBlocks)
       } else {
         if (windows > 0) window(pw[0], 0);
         for (int w = 1; w < windows; ++w) {
-          window(LoadRawK<K, E, kHint>(task, begin + w * K * S + K * sl, end), w);
+          window(LoadRawK<K, E>(task, begin + w * K * S + K * sl, end), w);
         }
       }
       // Reduce-scatter within the segment: at offset o, a lane keeps the half
@@ -664,35 +612,6 @@ std::atomic<int> tuned_rows{0};
 std::atomic<int> tuned_pipeline{0};
 std::atomic<int> tuned_warps{0};
 
-std::atomic<int> tuned_hint{0};
-
-// The stream kernel of load hint `hint` (0, 1, 2, 3, 4, 8 or 12; see
-// LoadEntries); hints other than 0 only for bfloat16 (benchmarks), so that
-// the other types instantiate one kernel.
-template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E, int W>
-auto StreamKernelWithHint(int hint) {
-  auto kernel = SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 0>;
-  if constexpr (std::is_same_v<E, __nv_bfloat16>) {
-    switch (hint) {
-      case 1:
-        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 1>;
-      case 2:
-        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 2>;
-      case 3:
-        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 3>;
-      case 4:
-        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 4>;
-      case 8:
-        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 8>;
-      case 12:
-        return SpectrumApplyKernel<TM, S, K, kShared, kMinBlocks, E, 0, 1, W, 12>;
-      default:
-        break;
-    }
-  }
-  return kernel;
-}
-
 template <int TM, int S, int K, bool kShared, int kMinBlocks, typename E>
 cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, int max_tokens,
                         const void* z, int64_t ldz, bool z_chunks, void* y, int64_t ldy,
@@ -728,10 +647,6 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
   const int diag = tuned_diag.load(std::memory_order_relaxed);
   bool probe = false, stream_kernel = false;
   int block_warps = kWarpsPerBlock;
-  // Benchmarks: entry loads with a cache hint or in units of 32
-  // (LoadEntries; the 24- and 32-warp stream kernels of bfloat16 only).
-  const int hint = std::is_same_v<E, __nv_bfloat16> ? tuned_hint.load(std::memory_order_relaxed) : 0;
-  bool hinted = false;
   if constexpr (TM == 4 && (S == 8 || S == 4) && K == 8 && kShared && kMinBlocks == 3 &&
                 sizeof(E) == 2) {
     // The window stream (the default here: one layer of 8 adapters × 4
@@ -762,13 +677,11 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
     const int warps = tuned_warps.load(std::memory_order_relaxed);
     const bool few = static_cast<int64_t>(blocks) * count * chunks <= 2 * limits.sms;
     if (stream_kernel && !probe && (warps == 32 || (warps != 16 && few))) {
-      kernel = StreamKernelWithHint<TM, S, K, kShared, 1, E, 32>(hint);
+      kernel = SpectrumApplyKernel<TM, S, K, kShared, 1, E, 0, 1, 32>;
       block_warps = 32;
-      hinted = true;
     } else if (stream_kernel && !probe && warps != 16 && per_sm >= 2) {
-      kernel = StreamKernelWithHint<TM, S, K, kShared, 2, E, 24>(hint);
+      kernel = SpectrumApplyKernel<TM, S, K, kShared, 2, E, 0, 1, 24>;
       block_warps = 24;
-      hinted = true;
     }
     blocks = (blocks * kWarpsPerBlock + block_warps - 1) / block_warps;
   }
@@ -776,8 +689,7 @@ cudaError_t LaunchBatch(const TaskBatch& batch, int count, int n, int max_rows, 
                                  : block_warps == 24 ? configured_24
                                  : stream_kernel     ? configured_stream
                                                      : configured_shared;
-  if (hint != 0 && !hinted) return cudaErrorInvalidValue;  // no kernel reads that layout
-  if (probe || hint != 0) {
+  if (probe) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Limits().shared);
     if (err != cudaSuccess) return err;
@@ -963,7 +875,6 @@ void SetSpectrumApplyTuning(const SpectrumApplyTuning& tuning) {
   tuned_rows.store(tuning.rows, std::memory_order_relaxed);
   tuned_pipeline.store(tuning.pipeline, std::memory_order_relaxed);
   tuned_warps.store(tuning.warps_per_block, std::memory_order_relaxed);
-  tuned_hint.store(tuning.load_hint, std::memory_order_relaxed);
 }
 
 cudaError_t LaunchSpectrumApply(const SpectrumApplyTask* tasks, int num_tasks, const void* z,

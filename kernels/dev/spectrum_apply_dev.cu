@@ -64,17 +64,13 @@ struct Spectrum {
   // row_ptr, and the entries in units of 16 (16 gap bytes, then 16 values).
   std::vector<int32_t*> c_row_ptr;
   std::vector<uint8_t*> c_units;
-  std::vector<uint8_t*> c_units32;  // the same entries in units of 32 (load_hint & 8)
   size_t bytes() const { return row_ptr.size() * 4 + gaps.size() * 3; }
 };
 
 // Rows of about `mean` entries (lengths spread with coefficient of variation
 // `cv`), random distinct columns, bf16 values ~ N(0, 0.02); packed as
-// PackSpectrum packs (fillers for steps > 255, rows padded to multiples of
-// `pad`: 8 as PackSpectrum, or 32 for windows of 32 entries that start units
-// of 32).
-Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& rng,
-                      int pad = 8) {
+// PackSpectrum packs (fillers for steps > 255, rows padded to multiples of 8).
+Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& rng) {
   Spectrum s;
   s.rows = rows, s.n = n;
   std::normal_distribution<double> len(mean, mean * cv);
@@ -100,32 +96,26 @@ Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& 
       s.values.push_back(ToBf(val(rng)));
       prev = c;
     }
-    while (s.gaps.size() % pad) s.gaps.push_back(0), s.values.push_back(0);
+    while (s.gaps.size() % 8) s.gaps.push_back(0), s.values.push_back(0);
     s.row_ptr.push_back(static_cast<int32_t>(s.gaps.size()));
   }
   // The units of PackSpectrum: unit u = entries [16u, 16u + 16), their gap
-  // bytes, then their values; and the same in units of 32.
-  auto pack = [&](size_t per) {
-    const size_t units = (s.gaps.size() + per - 1) / per;
-    std::vector<uint8_t> packed(units * per * 3, 0);
-    for (size_t e = 0; e < s.gaps.size(); ++e) {
-      uint8_t* unit = packed.data() + (e / per) * per * 3;
-      unit[e % per] = s.gaps[e];
-      std::memcpy(unit + per + 2 * (e % per), &s.values[e], 2);
-    }
-    return packed;
-  };
-  const std::vector<uint8_t> packed = pack(16), packed32 = pack(32);
+  // bytes, then their values.
+  const size_t units = (s.gaps.size() + 15) / 16;
+  std::vector<uint8_t> packed(units * 48, 0);
+  for (size_t e = 0; e < s.gaps.size(); ++e) {
+    uint8_t* unit = packed.data() + (e / 16) * 48;
+    unit[e % 16] = s.gaps[e];
+    std::memcpy(unit + 16 + 2 * (e % 16), &s.values[e], 2);
+  }
   for (int c = 0; c < kCopies; ++c) {
     int32_t* rp;
-    uint8_t *u, *u32;
+    uint8_t* u;
     CK(cudaMalloc(&rp, s.row_ptr.size() * 4));
     CK(cudaMalloc(&u, packed.size()));
-    CK(cudaMalloc(&u32, packed32.size()));
     CK(cudaMemcpy(rp, s.row_ptr.data(), s.row_ptr.size() * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(u, packed.data(), packed.size(), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(u32, packed32.data(), packed32.size(), cudaMemcpyHostToDevice));
-    s.c_row_ptr.push_back(rp), s.c_units.push_back(u), s.c_units32.push_back(u32);
+    s.c_row_ptr.push_back(rp), s.c_units.push_back(u);
   }
   return s;
 }
@@ -135,8 +125,7 @@ struct Launch {
   std::string name;
   int n = 0, cols = 0;
   std::vector<qc::SpectrumApplyTask> tasks;
-  std::vector<std::vector<qc::SpectrumApplyTask>> copies;    // the tasks on each copy
-  std::vector<std::vector<qc::SpectrumApplyTask>> copies32;  // ... in units of 32
+  std::vector<std::vector<qc::SpectrumApplyTask>> copies;  // the tasks on each copy
   std::vector<const Spectrum*> spectra;
   uint16_t* d_y = nullptr;
   size_t bytes = 0;
@@ -228,15 +217,11 @@ int main(int argc, char** argv) {
   const int hidden = 4096, inter = 11008;
   const int in_of[7] = {hidden, hidden, hidden, hidden, hidden, hidden, inter};
   const int out_of[7] = {hidden, hidden, hidden, hidden, inter, inter, hidden};
-  // The spectra, and the same spectra with rows padded to multiples of 32
-  // (the same draws: a generator of the same seed).
-  std::vector<std::vector<Spectrum>> spec(kAdapters), spec32(kAdapters);
-  std::mt19937_64 rng32(rng);
+  std::vector<std::vector<Spectrum>> spec(kAdapters);
   for (int a = 0; a < kAdapters; ++a) {
     for (int k = 0; k < 7; ++k) {
       const double mean = 64.0 * (in_of[k] + out_of[k]) / out_of[k];
       spec[a].push_back(MakeSpectrum(out_of[k], in_of[k], mean, cv, rng));
-      spec32[a].push_back(MakeSpectrum(out_of[k], in_of[k], mean, cv, rng32, 32));
     }
   }
   // z for the two input widths: [32, n] bf16 ~ N(0, 1); token rows shuffled.
@@ -278,8 +263,8 @@ int main(int argc, char** argv) {
     const char* name;
     int first, kinds;
   } groups[4] = {{"q/k/v", 0, 3}, {"o", 3, 1}, {"gate/up", 4, 2}, {"down", 6, 1}};
-  auto make_launches = [&](const std::vector<std::vector<Spectrum>>& spec, size_t* total_bytes) {
   std::vector<Launch> launches;
+  size_t total_bytes = 0;
   for (const auto& g : groups) {
     Launch l;
     l.name = g.name;
@@ -302,29 +287,17 @@ int main(int argc, char** argv) {
         t[i].row_ptr = l.spectra[i]->c_row_ptr[c];
         t[i].units = l.spectra[i]->c_units[c];
       }
-      l.copies.push_back(t);
-      for (size_t i = 0; i < t.size(); ++i) t[i].units = l.spectra[i]->c_units32[c];
-      l.copies32.push_back(std::move(t));
+      l.copies.push_back(std::move(t));
     }
     CK(cudaMalloc(&l.d_y, static_cast<size_t>(kTokens) * l.cols * 2));
-    *total_bytes += l.bytes;
+    total_bytes += l.bytes;
     launches.push_back(std::move(l));
   }
-  return launches;
-  };
-  size_t total_bytes = 0, total_bytes32 = 0;
-  std::vector<Launch> launches = make_launches(spec, &total_bytes);
-  std::vector<Launch> launches32 = make_launches(spec32, &total_bytes32);
-  std::printf("entries of one layer: %.1f MiB (rows padded to 32 entries: %.1f MiB)\n",
-              total_bytes / 1048576.0, total_bytes32 / 1048576.0);
-  // What run() and the variants' loops use: the entries' layout (0 units of
-  // 16, 1 units of 32, 2 units of 32 of the rows padded to 32) and launches.
-  int layout = 0;
-  std::vector<Launch>* cur = &launches;
+  std::printf("entries of one layer: %.1f MiB\n", total_bytes / 1048576.0);
   cudaStream_t stream;
   CK(cudaStreamCreate(&stream));
   auto run = [&](const Launch& l, int copy = 0) {
-    const std::vector<qc::SpectrumApplyTask>& tasks = layout == 0 ? l.copies[copy] : l.copies32[copy];
+    const std::vector<qc::SpectrumApplyTask>& tasks = l.copies[copy];
     if (chunks == 1 || (chunks == 2 && l.n == hidden)) {
       CK(qc::LaunchSpectrumApply(tasks.data(), static_cast<int>(tasks.size()),
                                  l.n == hidden ? static_cast<const void*>(d_zc4) : d_zc11, 4 * l.n,
@@ -383,7 +356,7 @@ int main(int argc, char** argv) {
   // Check every launch against a float64 reference (y starts at zero).
   auto check = [&](const char* what) {
     double worst = 0;
-    for (const Launch& l : *cur) {
+    for (const Launch& l : launches) {
       CK(cudaMemsetAsync(l.d_y, 0, static_cast<size_t>(kTokens) * l.cols * 2, stream));
       run(l);
       std::vector<uint16_t> y(static_cast<size_t>(kTokens) * l.cols);
@@ -423,12 +396,9 @@ int main(int argc, char** argv) {
   struct Variant {
     const char* name;
     qc::SpectrumApplyTuning t;
-    int layout = 0;  // of the entries (`layout` above)
   };
-  auto tuning = [](int lanes, int rows, int diag, int pipeline = 0, int staging = 0,
-                   int hint = 0) {
+  auto tuning = [](int lanes, int rows, int diag, int pipeline = 0, int staging = 0) {
     qc::SpectrumApplyTuning t;
-    t.load_hint = hint;
     t.staging = staging;
     t.lanes_per_row = lanes;
     t.rows = rows;
@@ -441,14 +411,6 @@ int main(int argc, char** argv) {
       // The same launches again: equal to the first row once the untimed
       // pass below warms up (without it, 91.8 against 87.7 on an H100).
       {"default again (order check)", tuning(0, 0, 0, 0, 1)},
-      {"entry loads: L2 fetch 128 B", tuning(0, 0, 0, 0, 0, 1)},
-      {"entry loads: L2 fetch 256 B", tuning(0, 0, 0, 0, 0, 2)},
-      {"entry loads: 256 B, no L1 allocation", tuning(0, 0, 0, 0, 0, 3)},
-      {"entry loads: no L1 allocation", tuning(0, 0, 0, 0, 0, 4)},
-      {"units of 32 entries", tuning(0, 0, 0, 0, 0, 8), 1},
-      {"units of 32, no L1 allocation", tuning(0, 0, 0, 0, 0, 12), 1},
-      {"units of 32, rows padded to 32", tuning(0, 0, 0, 0, 0, 8), 2},
-      {"default, third time", tuning(0, 0, 0, 0, 1)},
       {"step pipeline", tuning(0, 0, 0, 1)},
       {"8 lanes, stream", tuning(8, 0, 0)},
       {"8 lanes, strided, step (old default)", tuning(8, 2, 0, 1)},
@@ -459,24 +421,19 @@ int main(int argc, char** argv) {
       {"entries loaded, unused", tuning(0, 0, 5)},
       {"... read in order (coalesced)", tuning(0, 0, 6)},
   };
-  auto use = [&](const Variant& v) {
-    qc::SetSpectrumApplyTuning(v.t);
-    layout = v.layout;
-    cur = v.layout == 2 ? &launches32 : &launches;
-  };
   for (const Variant& v : variants) {
     if (v.t.diagnostic != 0) continue;
-    use(v);
+    qc::SetSpectrumApplyTuning(v.t);
     ok &= check(v.name);
   }
-  use(variants[0]);
+  qc::SetSpectrumApplyTuning({});
 
   // One layer's GPU time per copy, summed over its launches (per-launch
   // figures in *parts): per_copy(li, c) enqueues launch li's work on copy c.
   auto time_layer = [&](const std::function<void(size_t, int)>& per_copy, std::string* parts) {
     float sum = 0;
     parts->clear();
-    for (size_t li = 0; li < cur->size(); ++li) {
+    for (size_t li = 0; li < launches.size(); ++li) {
       const float us = TimeIt(reps, stream,
                               [&] {
                                 for (int c = 0; c < kCopies; ++c) per_copy(li, c);
@@ -489,7 +446,7 @@ int main(int argc, char** argv) {
     }
     return sum;
   };
-  auto product_only = [&](size_t li, int c) { run((*cur)[li], c); };
+  auto product_only = [&](size_t li, int c) { run(launches[li], c); };
   std::string parts;
   // Time each launch (GPU time per launch, from graph replays) per variant,
   // after one untimed pass (without it the first variant came out ~4 us per
@@ -497,12 +454,12 @@ int main(int argc, char** argv) {
   (void)time_layer(product_only, &parts);
   std::printf("\n%-36s %9s  %s\n", "variant (one layer, us)", "layer", "q/k/v o gate/up down");
   for (const Variant& v : variants) {
-    use(v);
+    qc::SetSpectrumApplyTuning(v.t);
     const float sum = time_layer(product_only, &parts);
     std::printf("%-36s %9.1f  %s   (%.0f GB/s)\n", v.name, sum, parts.c_str(),
-                (v.layout == 2 ? total_bytes32 : total_bytes) / (sum * 1e-6) / 1e9);
+                total_bytes / (sum * 1e-6) / 1e9);
   }
-  use(variants[0]);
+  qc::SetSpectrumApplyTuning({});
   // The bandwidth reference: the same bytes streamed (one buffer per launch
   // and copy), by the whole grid in order, then as one slice per warp (48
   // warps per SM, as the product).

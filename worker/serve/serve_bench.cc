@@ -11,7 +11,7 @@
 //                    [--rank 64] [--prompt-len 128] [--new-tokens 128]
 //                    [--batches 1,32] [--repeats 3] [--work-dir DIR]
 //                    [--kernel-only 1]  (stop after the kernel measurements)
-//                    [--alt-tuning "L,B,E,M,S,D,R,P[,W[,H]][;...]"]  (CUDA: also 8
+//                    [--alt-tuning "L,B,E,M,S,D,R,P[,W][;...]"]  (CUDA: also 8
 //                    adapters with those SpectrumApplyTuning fields)
 //                    [--trace DIR]  (CUDA builds with the Kineto profiler: a
 //                    timeline of batch-32 graph steps, base and 8 adapters,
@@ -77,9 +77,9 @@ struct Flags {
   int repeats = 3;
   bool kernel_only = false;  // --kernel-only 1: stop after the kernel measurements
   std::string trace_dir;     // --trace DIR: Chrome traces of batch-32 graph steps
-  // --alt-tuning "L,B,E,M,S,D,R,P[,W[,H]][;...]": 8-adapter rows with those
+  // --alt-tuning "L,B,E,M,S,D,R,P[,W][;...]": 8-adapter rows with those
   // SpectrumApplyTuning fields (lanes, blocks/SM, entries, min blocks,
-  // staging, diagnostic, rows, pipeline, warps per block, load hint; CUDA builds), e.g.
+  // staging, diagnostic, rows, pipeline, warps per block; CUDA builds), e.g.
   // diagnostic 2 (no staging of z) for what the staging costs in the step.
   std::vector<std::vector<int>> alt_tunings;
 };
@@ -187,14 +187,13 @@ void WriteAdapter(const serve::ServingModel& base, const Flags& f, const std::st
 }
 
 // The product's launch tuning for what follows (kernels::cuda::
-// SpectrumApplyTuning's fields in order, 8 to 10; empty: the defaults). CUDA
+// SpectrumApplyTuning's fields in order, 8 or 9; empty: the defaults). CUDA
 // benchmark builds only.
 void SetTuning(const std::vector<int>& t) {
 #ifdef QWHA_SERVE_BENCH_CUDA_STATS
   kernels::cuda::SpectrumApplyTuning tuning;
   if (t.size() >= 8) {
-    tuning = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t.size() > 8 ? t[8] : 0,
-              t.size() > 9 ? t[9] : 0};
+    tuning = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t.size() > 8 ? t[8] : 0};
   }
   kernels::cuda::SetSpectrumApplyTuning(tuning);
 #else
@@ -605,7 +604,7 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
           if (!absl::SimpleAtoi(x, &value)) return false;
           fields.push_back(value);
         }
-        if (fields.size() < 8 || fields.size() > 10) return false;
+        if (fields.size() != 8 && fields.size() != 9) return false;
         f->alt_tunings.push_back(std::move(fields));
       }
     } else if (a == "--trace")
