@@ -9,6 +9,7 @@
 #include "client/commands.h"
 #include "client/config.h"
 #include "client/flags.h"
+#include "server/api/tls.h"
 
 namespace qwha::client {
 namespace {
@@ -18,6 +19,9 @@ const std::vector<FlagSpec>& GlobalFlags() {
       {"address", FlagType::kString, "HOST:PORT",
        "scheduler address (default: $QWHA_ADDRESS, config file, 127.0.0.1:7420)"},
       {"token", FlagType::kString, "TOKEN", "API token (default: $QWHA_TOKEN, config file)"},
+      {"tls-ca", FlagType::kString, "FILE",
+       "use TLS, trusting these PEM roots (\"system\": the system's; default: $QWHA_TLS_CA, "
+       "config file, plaintext)"},
       {"config", FlagType::kString, "FILE",
        "config file (default: $QWHA_CONFIG, ~/.config/qwha/config.yaml)"},
       {"output", FlagType::kString, "table|json", "output format (default table)", 'o'},
@@ -204,6 +208,7 @@ int RunQwhactl(const std::vector<std::string>& args, const CliEnvironment& envir
   ConfigInputs inputs;
   if (flags->Has("address")) inputs.address_flag = flags->String("address");
   if (flags->Has("token")) inputs.token_flag = flags->String("token");
+  if (flags->Has("tls-ca")) inputs.tls_ca_flag = flags->String("tls-ca");
   if (flags->Has("config")) inputs.config_flag = flags->String("config");
   inputs.env = environment.env;
   auto config = ResolveConfig(inputs);
@@ -211,9 +216,20 @@ int RunQwhactl(const std::vector<std::string>& args, const CliEnvironment& envir
     err << "qwhactl: error: " << config.status().message() << "\n";
     return kExitUsage;
   }
+  // Errors name where the roots came from: the flag, the variable, or the file's key.
+  const std::string& source = config->tls_ca_source;
+  auto credentials = api::ChannelCredentials(
+      config->tls_ca, source.empty() || source == "--tls-ca" || source == "QWHA_TLS_CA"
+                          ? source
+                          : absl::StrCat("tls_ca in ", source));
+  if (!credentials.ok()) {
+    err << "qwhactl: error: " << credentials.status().message() << "\n";
+    return kExitUsage;
+  }
   Context context(path, *std::move(flags), *std::move(config),
                   std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)),
                   output == "json", environment, out, err);
+  context.set_credentials(*std::move(credentials));
   return command->run(context);
 }
 

@@ -41,6 +41,12 @@ class Context {
   Client& client();
   // The resolved API token (--token, $QWHA_TOKEN, the config file); may be empty.
   const std::string& token() const { return config_.token; }
+  // The resolved TLS roots (--tls-ca, $QWHA_TLS_CA, the config file); "" for plaintext.
+  const std::string& tls_ca() const { return config_.tls_ca; }
+  // The channel credentials of every connection: TLS when --tls-ca,
+  // $QWHA_TLS_CA or the config file's tls_ca names roots, else plaintext.
+  const std::shared_ptr<grpc::ChannelCredentials>& credentials() const { return credentials_; }
+  void set_credentials(std::shared_ptr<grpc::ChannelCredentials> c) { credentials_ = std::move(c); }
 
   // Prints "qwhactl: error: <message>" (for UNAVAILABLE: which address could
   // not be reached and where it came from) and returns ExitCodeForStatus.
@@ -64,6 +70,7 @@ class Context {
   std::ostream& out_;
   std::ostream& err_;
   std::unique_ptr<Client> client_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   bool transfer_shown_ = false;
 };
 

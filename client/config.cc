@@ -24,6 +24,7 @@ std::optional<std::string> NonEmpty(const std::optional<std::string>& value) {
 struct FileSettings {
   std::optional<std::string> address;
   std::optional<std::string> token;
+  std::optional<std::string> tls_ca;
 };
 
 absl::StatusOr<FileSettings> ParseConfigFile(const std::string& content, const std::string& path) {
@@ -33,17 +34,18 @@ absl::StatusOr<FileSettings> ParseConfigFile(const std::string& content, const s
   if (document->kind == Node::Kind::kNull) return settings;  // an empty file
   if (document->kind != Node::Kind::kMap) {
     return absl::InvalidArgumentError(
-        NodeError(path, *document, "", "expected a mapping with keys address and token"));
+        NodeError(path, *document, "", "expected a mapping with keys address, token and tls_ca"));
   }
   for (const auto& [key, value] : document->fields) {
-    std::optional<std::string>* slot = key == "address" ? &settings.address
-                                       : key == "token" ? &settings.token
-                                                        : nullptr;
+    std::optional<std::string>* slot = key == "address"  ? &settings.address
+                                       : key == "token"  ? &settings.token
+                                       : key == "tls_ca" ? &settings.tls_ca
+                                                         : nullptr;
     if (slot == nullptr) {
-      std::string hint = ClosestName(key, {"address", "token"});
+      std::string hint = ClosestName(key, {"address", "token", "tls_ca"});
       return absl::InvalidArgumentError(
           NodeError(path, value, key,
-                    hint.empty() ? "unknown key (the keys are address and token)"
+                    hint.empty() ? "unknown key (the keys are address, token and tls_ca)"
                                  : absl::StrCat("unknown key (did you mean ", hint, "?)")));
     }
     if (value.kind == Node::Kind::kNull) continue;
@@ -110,6 +112,17 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const ConfigInputs& inputs) {
     config.token = *env;
   } else if (file.token) {
     config.token = *file.token;
+  }
+
+  if (auto flag = NonEmpty(inputs.tls_ca_flag)) {
+    config.tls_ca = *flag;
+    config.tls_ca_source = "--tls-ca";
+  } else if (auto env = Get(inputs.env, "QWHA_TLS_CA")) {
+    config.tls_ca = *env;
+    config.tls_ca_source = "QWHA_TLS_CA";
+  } else if (file.tls_ca) {
+    config.tls_ca = *file.tls_ca;
+    config.tls_ca_source = path;
   }
   return config;
 }

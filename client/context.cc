@@ -36,6 +36,7 @@ Client& Context::client() {
     ClientOptions options;
     options.address = config_.address;
     options.token = config_.token;
+    options.credentials = credentials_;
     options.timeout = timeout_;
     client_ = std::make_unique<Client>(std::move(options));
   }
@@ -49,8 +50,10 @@ int Context::Fail(const absl::Status& status) {
                            ? "the default"
                            : absl::StrCat("from ", config_.address_source);
   if (absl::IsUnavailable(status)) {
-    message = absl::StrCat("cannot reach the scheduler at ", config_.address, " (", source,
-                           "): ", status.message());
+    message = absl::StrCat(
+        "cannot reach the scheduler at ", config_.address, " (", source, "): ", status.message(),
+        config_.tls_ca.empty() ? " (if it serves TLS, give its CA with --tls-ca or QWHA_TLS_CA)"
+                               : "");
   } else if (absl::IsDeadlineExceeded(status)) {
     message = absl::StrCat(
         "the scheduler at ", config_.address, " (", source, ") did not answer in time (--timeout ",

@@ -23,6 +23,7 @@
 #include "server/api/auth.h"
 #include "server/api/job_service.h"
 #include "server/api/metrics.h"
+#include "server/api/tls.h"
 #include "server/api/worker_service.h"
 #include "server/http/http_server.h"
 #include "server/registry/adapter_http.h"
@@ -40,6 +41,10 @@ constexpr char kUsage[] = R"(usage: qwha-scheduler [flags]
   --data-dir DIR            store and blobs (default $QWHA_DATA_DIR or ~/.local/share/qwha)
   --model-root DIR          base models may be registered from below DIR (default: off)
   --token TOKEN             require "authorization: Bearer TOKEN" (default $QWHA_TOKEN)
+  --tls-cert FILE --tls-key FILE   serve gRPC over TLS with this PEM certificate chain and key
+                            (default: plaintext; use TLS wherever a token crosses a network)
+  --serve-tls-ca FILE       pushes to inference servers use TLS, trusting these PEM roots
+                            ("system": the system's roots; default: plaintext)
   --lease-seconds N         job lease after each heartbeat (default 15)
   --max-upload-bytes N      largest uploaded file (default 17179869184)
   --max-dataset-bytes N     largest dataset (default 1073741824)
@@ -57,6 +62,7 @@ struct Flags {
   std::string data_dir;
   std::string model_root;
   std::string token;
+  std::string tls_cert, tls_key, serve_tls_ca;
   double lease_seconds = 15;
   int64_t max_upload_bytes = int64_t{16} << 30;
   int64_t max_dataset_bytes = int64_t{1} << 30;
@@ -100,6 +106,12 @@ int main(int argc, char** argv) {
       flags.model_root = value;
     else if (arg == "--token")
       flags.token = value;
+    else if (arg == "--tls-cert")
+      flags.tls_cert = value;
+    else if (arg == "--tls-key")
+      flags.tls_key = value;
+    else if (arg == "--serve-tls-ca")
+      flags.serve_tls_ca = value;
     else if (arg == "--lease-seconds")
       ok = absl::SimpleAtod(value, &flags.lease_seconds) && flags.lease_seconds > 0;
     else if (arg == "--max-upload-bytes")
@@ -121,6 +133,10 @@ int main(int argc, char** argv) {
       return Usage(absl::StrCat(arg, ": unknown flag"));
     if (!ok) return Usage(absl::StrCat(arg, ": '", value, "' is not a positive number"));
   }
+  auto server_credentials = api::ServerCredentials({flags.tls_cert, flags.tls_key});
+  if (!server_credentials.ok()) return Usage(std::string(server_credentials.status().message()));
+  auto serve_credentials = api::ChannelCredentials(flags.serve_tls_ca, "--serve-tls-ca");
+  if (!serve_credentials.ok()) return Usage(std::string(serve_credentials.status().message()));
   if (flags.data_dir.empty()) {
     const char* home = std::getenv("HOME");
     flags.data_dir = absl::StrCat(home ? home : ".", "/.local/share/qwha");
@@ -170,6 +186,7 @@ int main(int argc, char** argv) {
   deployer_options.max_attempts = static_cast<int>(flags.deploy_attempts);
   deployer_options.initial_backoff_seconds = flags.deploy_backoff_seconds;
   deployer_options.token = flags.token;
+  deployer_options.credentials = *serve_credentials;
   scheduler::DeployerObserver deployer_observer;
   deployer_observer.on_load_attempt = [&] { metrics.CountDeploymentAttempt(); };
   deployer_observer.on_target_done = [&](bool loaded) { metrics.CountDeployment(loaded); };
@@ -187,7 +204,7 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(flags.listen, *server_credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(&job_service);
   builder.RegisterService(&registry_service);
@@ -202,8 +219,9 @@ int main(int argc, char** argv) {
                                              absl::StrCat(grpc_port, " ", (*http)->port(), "\n"));
     if (!s.ok()) return std::cerr << s << "\n", 1;
   }
-  std::cerr << "qwha-scheduler: grpc " << grpc_port << ", http " << (*http)->port() << ", data "
-            << flags.data_dir << std::endl;
+  std::cerr << "qwha-scheduler: grpc " << grpc_port << " ("
+            << api::TransportName(!flags.tls_cert.empty()) << "), http " << (*http)->port()
+            << ", data " << flags.data_dir << std::endl;
 
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);

@@ -38,6 +38,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -59,6 +60,9 @@ struct DeployerOptions {
   // scheduler's own --token: qwha-serve's --token defaults to the same
   // $QWHA_TOKEN); empty: none.
   std::string token;
+  // Of the channels to inference servers (the scheduler's --serve-tls-ca);
+  // null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 // Hooks for metrics; any may be empty. Called after the outcome commits.

@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "qwha/v1/inference.grpc.pb.h"
+#include "server/api/tls.h"
 #include "server/scheduler/test_util.h"
 #include "server/store/schema.h"
 #include "worker/io/atomic_file.h"
@@ -65,9 +67,10 @@ class RecordingInference final : public v1::InferenceService::Service {
 };
 
 struct InferenceServer {
-  InferenceServer() {
+  explicit InferenceServer(
+      std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials()) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort("127.0.0.1:0", credentials, &port);
     builder.RegisterService(&service);
     server = builder.BuildAndStart();
   }
@@ -253,6 +256,36 @@ TEST_F(DeployerTest, LoadsOnLiveServersOfTheJobsBaseModelOnly) {
   // Nothing is due any more; no server is called twice.
   EXPECT_EQ(*deployer_->RunDue(), 0);
   EXPECT_EQ(same.service.loads().size(), 1u);
+}
+
+// The test certificates' file (tests/fixtures/tls).
+std::string TlsFixture(const std::string& name) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return absl::StrCat(srcdir != nullptr ? absl::StrCat(srcdir, "/qwha") : ".",
+                      "/tests/fixtures/tls/", name);
+}
+
+TEST_F(DeployerTest, PushesReachTlsServersWithTheConfiguredRoots) {
+  auto server_credentials =
+      api::ServerCredentials({TlsFixture("server.pem"), TlsFixture("server.key")});
+  ASSERT_TRUE(server_credentials.ok()) << server_credentials.status();
+  InferenceServer secure(*server_credentials);
+  Register(secure.address(), digest_);
+  // Plaintext pushes cannot reach it: the deployment fails after its attempts.
+  auto [plain_job, plain_adapter] = SucceededJob(true);
+  RunUntilDone(plain_job);
+  EXPECT_TRUE(secure.service.loads().empty());
+  EXPECT_EQ(failed_, 1);
+  // With the CA (the scheduler's --serve-tls-ca), the push loads it.
+  DeployerOptions options = Fast();
+  auto roots = api::ChannelCredentials(TlsFixture("ca.pem"), "--serve-tls-ca");
+  ASSERT_TRUE(roots.ok()) << roots.status();
+  options.credentials = *roots;
+  Open(options);
+  auto [job, adapter] = SucceededJob(true);
+  RunUntilDone(job);
+  EXPECT_EQ(secure.service.loads(), std::vector<std::string>{adapter});
+  EXPECT_EQ(secure.service.authorization(), "Bearer deploy-t0k");
 }
 
 TEST_F(DeployerTest, UnreachableServerIsRetriedWithBackoffThenMarkedFailed) {

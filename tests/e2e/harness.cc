@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "server/api/tls.h"
 #include "worker/io/atomic_file.h"
 #include "worker/io/sha256.h"
 
@@ -146,7 +147,9 @@ void Harness::KillScheduler() {
 }
 
 void Harness::Connect() {
-  auto channel = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  auto credentials = api::ChannelCredentials(tls_ca_);
+  auto channel = grpc::CreateChannel(
+      address(), credentials.ok() ? *credentials : grpc::InsecureChannelCredentials());
   jobs_ = v1::JobService::NewStub(channel);
   registry_ = v1::RegistryService::NewStub(channel);
 }

@@ -85,6 +85,11 @@ class Harness {
   // Runs client/qwhactl with args against this scheduler; returns (exit code, stdout+stderr).
   std::pair<int, std::string> Qwhactl(const std::vector<std::string>& args);
 
+  // The harness's own stubs speak TLS trusting these PEM roots (call before
+  // StartScheduler for a scheduler started with --tls-cert/--tls-key); ""
+  // plaintext. qwhactl and workers take their own --tls-ca.
+  void set_tls_ca(const std::string& ca) { tls_ca_ = ca; }
+
  private:
   void Connect();
   std::string dir_;
@@ -94,6 +99,7 @@ class Harness {
   std::unique_ptr<v1::JobService::Stub> jobs_;
   std::unique_ptr<v1::RegistryService::Stub> registry_;
   int scheduler_starts_ = 0;
+  std::string tls_ca_;
 };
 
 }  // namespace qwha::e2e

@@ -282,6 +282,26 @@ TEST_F(ServeE2eTest, ATokenGuardsEveryInferenceCall) {
   EXPECT_EQ(gen_code, 0) << generated;
 }
 
+// qwha-serve over TLS (the test certificates): the fixture's stub and qwhactl
+// with the CA are served; qwhactl without it is refused with the hint.
+TEST_F(ServeE2eTest, ATlsServerServesClientsThatTrustItsCa) {
+  const std::string tls = Runfile("tests/fixtures/tls");
+  StartServer({"--tls-cert", tls + "/server.pem", "--tls-key", tls + "/server.key"},
+              tls + "/ca.pem");
+  ASSERT_TRUE(Load(adapters_.qwha1, "secure").ok());
+  auto [list_code, listed] =
+      h().Qwhactl({"serve", "list", "--server", Server(), "--tls-ca", tls + "/ca.pem"});
+  EXPECT_EQ(list_code, 0) << listed;
+  EXPECT_NE(listed.find(adapters_.qwha1), std::string::npos) << listed;
+  auto [gen_code, generated] =
+      h().Qwhactl({"generate", "--server", Server(), "--tls-ca", tls + "/ca.pem", "--adapter",
+                   adapters_.qwha1, "--max-new-tokens", "4", "Genesis 1:1"});
+  EXPECT_EQ(gen_code, 0) << generated;
+  auto [plain_code, plain] = h().Qwhactl({"serve", "list", "--server", Server()});
+  EXPECT_EQ(plain_code, 6) << plain;
+  EXPECT_NE(plain.find("give its CA with --tls-ca"), std::string::npos) << plain;
+}
+
 TEST_F(ServeE2eTest, SucceededJobWithTheOptionIsLoadedOnTheRegisteredServerByItself) {
   StartServer({"--advertise", "127.0.0.1"});
   // Registered before its port file appeared.

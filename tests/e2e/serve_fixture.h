@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "qwha/v1/inference.grpc.pb.h"
+#include "server/api/tls.h"
 #include "tests/e2e/harness.h"
 #include "tests/e2e/merged_reference.h"
 
@@ -71,8 +72,9 @@ class ServeE2eTest : public ::testing::Test {
   Harness& h() { return *harness_; }
   std::string ModelDir() { return h().dir() + "/models/demo"; }
 
-  // Starts qwha-serve against the harness's registry (2-bit RTN, as SmallJob).
-  void StartServer(const std::vector<std::string>& extra = {}) {
+  // Starts qwha-serve against the harness's registry (2-bit RTN, as SmallJob);
+  // the fixture's stub trusts the PEM roots `tls_ca` ("": plaintext).
+  void StartServer(const std::vector<std::string>& extra = {}, const std::string& tls_ca = "") {
     const std::string ports = h().dir() + "/serve.ports";
     ::unlink(ports.c_str());
     std::vector<std::string> argv = {Runfile("worker/serve/qwha-serve"),
@@ -105,8 +107,10 @@ class ServeE2eTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ASSERT_NE(grpc_port_, 0) << "qwha-serve did not start; see " << server_->log_path();
-    stub_ = v1::InferenceService::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", grpc_port_), grpc::InsecureChannelCredentials()));
+    auto credentials = api::ChannelCredentials(tls_ca);
+    ASSERT_TRUE(credentials.ok()) << credentials.status();
+    stub_ = v1::InferenceService::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", grpc_port_), *credentials));
   }
   void TearDown() override {
     if (server_) {

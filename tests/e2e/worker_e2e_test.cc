@@ -197,5 +197,44 @@ TEST(WorkerE2eTest, AWrongTokenStopsTheWorkerWithAClearError) {
   EXPECT_TRUE(h.worker(*right).Running());
 }
 
+// TLS end to end: a scheduler serving TLS (the test certificates), a worker
+// and qwhactl that trust its CA; a job runs through, and clients without the
+// CA, or with another one, are refused with an error that says what to set.
+TEST(WorkerE2eTest, AJobRunsOverTlsAndPlaintextClientsAreRefused) {
+  const std::string tls = Runfile("tests/fixtures/tls");
+  Harness h("worker_tls");
+  h.set_tls_ca(tls + "/ca.pem");  // the harness's own calls
+  ASSERT_TRUE(
+      h.StartScheduler(3, {"--tls-cert", tls + "/server.pem", "--tls-key", tls + "/server.key"})
+          .ok());
+  auto model = h.RegisterDemoModel();
+  auto dataset = h.UploadDataset(TrainData(), "kjv");
+  ASSERT_TRUE(model.ok() && dataset.ok()) << model.status() << dataset.status();
+  auto worker = h.StartWorker("w1", {"--tls-ca", tls + "/ca.pem"});
+  ASSERT_TRUE(worker.ok());
+  auto job = h.WaitFinished(Submit(h, h.SmallJob(*model, *dataset, 2)).id(), 300);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->state(), v1::SUCCEEDED) << job->error() << Log(h, *worker);
+  auto [rc, out] = h.Qwhactl({"--tls-ca", tls + "/ca.pem", "get", job->id()});
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("SUCCEEDED"), std::string::npos) << out;
+
+  // Without the CA: refused, with the hint; with another CA: refused.
+  std::tie(rc, out) = h.Qwhactl({"get", job->id()});
+  EXPECT_EQ(rc, 6) << out;
+  EXPECT_NE(out.find("give its CA with --tls-ca"), std::string::npos) << out;
+  std::tie(rc, out) = h.Qwhactl({"--tls-ca", tls + "/other-ca.pem", "get", job->id()});
+  EXPECT_EQ(rc, 6) << out;
+  // A CA file that does not exist is a usage error naming the flag.
+  std::tie(rc, out) = h.Qwhactl({"--tls-ca", h.dir() + "/missing.pem", "get", job->id()});
+  EXPECT_EQ(rc, 3) << out;
+  EXPECT_NE(out.find("--tls-ca: cannot read"), std::string::npos) << out;
+  // A worker without the CA cannot register.
+  auto plain = h.StartWorker("w2");
+  ASSERT_TRUE(plain.ok());
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_EQ(Log(h, *plain).find("registered with"), std::string::npos) << Log(h, *plain);
+}
+
 }  // namespace
 }  // namespace qwha::e2e

@@ -26,7 +26,8 @@ absl::Status FromGrpc(const grpc::Status& status, const char* method) {
 
 }  // namespace
 
-SchedulerClient::SchedulerClient(const std::string& address, std::string token)
+SchedulerClient::SchedulerClient(const std::string& address, std::string token,
+                                 std::shared_ptr<grpc::ChannelCredentials> credentials)
     : address_(address), token_(std::move(token)) {
   grpc::ChannelArguments args;
   // Reconnect quickly after a scheduler restart (the default backoff grows
@@ -35,7 +36,8 @@ SchedulerClient::SchedulerClient(const std::string& address, std::string token)
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(16 << 20);
-  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(
+      address_, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
   stub_ = v1::WorkerService::NewStub(channel_);
 }
 

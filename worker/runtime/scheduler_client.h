@@ -31,8 +31,10 @@ namespace v1 = ::qwha::v1;
 class SchedulerClient {
  public:
   // A client of the scheduler at `address` ("host:port"); the connection is
-  // made lazily. `token` empty: no authorization metadata.
-  SchedulerClient(const std::string& address, std::string token);
+  // made lazily. `token` empty: no authorization metadata. `credentials`
+  // null: plaintext (api::ChannelCredentials gives TLS).
+  SchedulerClient(const std::string& address, std::string token,
+                  std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   SchedulerClient(const SchedulerClient&) = delete;
   SchedulerClient& operator=(const SchedulerClient&) = delete;
 

@@ -24,6 +24,8 @@ std::string WorkerUsage() {
          "  --device D         cpu, cuda or cuda:N [cuda:0 if CUDA is available, else cpu]\n"
          "  --http HOST:PORT   serve /metrics here (port 0: any free port) [off]\n"
          "  --token T          bearer token for the scheduler [$QWHA_TOKEN]\n"
+         "  --tls-ca FILE      reach the scheduler over TLS, trusting these PEM roots\n"
+         "                     (\"system\": the system's roots) [plaintext]\n"
          "  --cache-dir DIR    quantized-base cache [<work-dir>/cache]\n"
          "  --poll-ms MS       AcquireJob long-poll wait, 1..30000 [5000]\n"
          "  --cache-max-gib N  keep the fetched inputs (blobs/, models/, datasets/) and the\n"
@@ -39,7 +41,7 @@ absl::StatusOr<WorkerFlags> ParseWorkerFlags(const std::vector<std::string>& arg
   const std::map<std::string, std::string*> values = {
       {"--scheduler", &f.scheduler}, {"--work-dir", &f.work_dir}, {"--name", &f.name},
       {"--device", &f.device},       {"--http", &f.http},         {"--token", &f.token},
-      {"--cache-dir", &f.cache_dir},
+      {"--cache-dir", &f.cache_dir}, {"--tls-ca", &f.tls_ca},
   };
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i];

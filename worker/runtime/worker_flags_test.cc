@@ -6,11 +6,11 @@ namespace qwha::runtime {
 namespace {
 
 TEST(WorkerFlagsTest, ParsesEveryFlagInBothForms) {
-  auto f =
-      ParseWorkerFlags({"--scheduler", "127.0.0.1:7070", "--work-dir=/w", "--name", "gpu0",
-                        "--device=cuda:1", "--http", "127.0.0.1:0", "--token", "t0k", "--cache-dir",
-                        "/c", "--poll-ms=250", "--keep-job-dirs", "--cache-max-gib", "7"},
-                       nullptr);
+  auto f = ParseWorkerFlags(
+      {"--scheduler", "127.0.0.1:7070", "--work-dir=/w", "--name", "gpu0", "--device=cuda:1",
+       "--http", "127.0.0.1:0", "--token", "t0k", "--cache-dir", "/c", "--poll-ms=250",
+       "--keep-job-dirs", "--cache-max-gib", "7", "--tls-ca=/etc/qwha/ca.pem"},
+      nullptr);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->scheduler, "127.0.0.1:7070");
   EXPECT_EQ(f->work_dir, "/w");
@@ -22,6 +22,7 @@ TEST(WorkerFlagsTest, ParsesEveryFlagInBothForms) {
   EXPECT_EQ(f->poll_ms, 250);
   EXPECT_TRUE(f->keep_job_dirs);
   EXPECT_EQ(f->cache_max_bytes, int64_t{7} << 30);
+  EXPECT_EQ(f->tls_ca, "/etc/qwha/ca.pem");
   EXPECT_EQ(
       ParseWorkerFlags({"--scheduler", "h:1", "--work-dir", "/w", "--cache-max-gib=0"}, nullptr)
           ->cache_max_bytes,

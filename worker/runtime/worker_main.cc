@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "server/api/tls.h"
 #include "server/http/http_server.h"
 #include "worker/runtime/device_info.h"
 #include "worker/runtime/job_runner.h"
@@ -84,7 +85,9 @@ int WorkerMain(const std::vector<std::string>& args) {
     std::cerr << "qwha-worker: metrics on http://" << flags->http.substr(0, flags->http.rfind(':'))
               << ":" << http_server->port() << "/metrics\n";
   }
-  SchedulerClient client(flags->scheduler, flags->token);
+  auto credentials = api::ChannelCredentials(flags->tls_ca);
+  if (!credentials.ok()) return Usage(std::string(credentials.status().message()));
+  SchedulerClient client(flags->scheduler, flags->token, *credentials);
   DeviceProbe probe(*device);
   metrics.SetDevice(probe.Sample());
   WorkerSession session(client, probe, metrics, flags->name, g_stop);

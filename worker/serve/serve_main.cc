@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/api/tls.h"
 #include "server/http/http_server.h"
 #include "worker/io/atomic_file.h"
 #include "worker/io/sha256.h"
@@ -47,8 +48,12 @@ constexpr char kUsage[] = R"(usage: qwha-serve --model DIR [flags]
   --http HOST:PORT            /metrics (default 127.0.0.1:7431)
   --registry HOST:PORT        the scheduler whose RegistryService holds the adapters
   --registry-token TOKEN      its API token (default $QWHA_TOKEN)
+  --registry-tls-ca FILE      reach the registry over TLS, trusting these PEM roots
+                              ("system": the system's roots; default: plaintext)
   --token TOKEN               require "authorization: Bearer TOKEN" on every
                               InferenceService call (default $QWHA_TOKEN; empty: open)
+  --tls-cert FILE --tls-key FILE   serve gRPC over TLS with this PEM certificate chain
+                              and key (default: plaintext)
   --advertise HOST[:PORT]     register with the --registry scheduler as reachable at
                               HOST:PORT (PORT: the gRPC port bound) and heartbeat; the
                               scheduler then pushes new adapters of this base model here
@@ -113,6 +118,7 @@ int main(int argc, char** argv) {
   std::string device = torch::cuda::is_available() ? "cuda" : "cpu";
   std::string dtype, listen = "127.0.0.1:7430", http_address = "127.0.0.1:7431";
   std::string registry, adapter_dir, work_dir, port_file, advertise;
+  std::string tls_cert, tls_key, registry_tls_ca;
   std::string token = std::getenv("QWHA_TOKEN") ? std::getenv("QWHA_TOKEN") : "";
   std::string api_token = token;  // --token: this server's own API
   serve::AdapterCacheOptions cache_options;
@@ -157,6 +163,12 @@ int main(int argc, char** argv) {
       token = value;
     else if (arg == "--token")
       api_token = value;
+    else if (arg == "--tls-cert")
+      tls_cert = value;
+    else if (arg == "--tls-key")
+      tls_key = value;
+    else if (arg == "--registry-tls-ca")
+      registry_tls_ca = value;
     else if (arg == "--advertise")
       ok = !(advertise = value).empty();
     else if (arg == "--adapter-dir")
@@ -191,6 +203,12 @@ int main(int argc, char** argv) {
   auto parsed_dtype = model::ParseDtypeName(dtype);
   if (!parsed_dtype.ok()) return Usage(absl::StrCat("--dtype: ", parsed_dtype.status().message()));
   model_options.dtype = *parsed_dtype;
+  auto server_credentials = api::ServerCredentials({tls_cert, tls_key});
+  if (!server_credentials.ok()) return Usage(std::string(server_credentials.status().message()));
+  auto registry_credentials = api::ChannelCredentials(registry_tls_ca, "--registry-tls-ca");
+  if (!registry_credentials.ok()) {
+    return Usage(std::string(registry_credentials.status().message()));
+  }
   model_options.max_seq_len = engine_options.max_seq_len;
   const bool own_work_dir = work_dir.empty();
   if (own_work_dir) {
@@ -216,7 +234,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<serve::AdapterSource> source;
   if (!registry.empty()) {
     source = std::make_unique<serve::RegistryAdapterSource>(
-        grpc::CreateChannel(registry, grpc::InsecureChannelCredentials()), token, work_dir);
+        grpc::CreateChannel(registry, *registry_credentials), token, work_dir);
   } else {
     source = std::make_unique<serve::DirectoryAdapterSource>(adapter_dir);
   }
@@ -237,7 +255,7 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(listen, *server_credentials, &grpc_port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0)
@@ -256,7 +274,7 @@ int main(int argc, char** argv) {
     if (model_path.filename().empty()) model_path = model_path.parent_path();
     request.set_name(model_path.filename().string());
     auto started = serve::SchedulerRegistration::Start(
-        grpc::CreateChannel(registry, grpc::InsecureChannelCredentials()), token, request);
+        grpc::CreateChannel(registry, *registry_credentials), token, request);
     if (!started.ok()) return std::cerr << "qwha-serve: " << started.status() << "\n", 1;
     registration = *std::move(started);
     std::cerr << "qwha-serve: advertised to " << registry << " as " << request.address()
@@ -267,11 +285,11 @@ int main(int argc, char** argv) {
         io::WriteFileAtomically(port_file, absl::StrCat(grpc_port, " ", (*http)->port(), "\n"));
     if (!st.ok()) return std::cerr << "qwha-serve: " << st << "\n", 1;
   }
-  std::cerr << "qwha-serve: grpc " << grpc_port << ", http " << (*http)->port() << ", model "
-            << model_options.model_dir << " (" << model_options.quant.bits << "-bit rtn, group "
-            << model_options.quant.group_size << ", " << dtype << " on " << device << ", base "
-            << (*model)->memory_bytes() << " bytes, KV " << (*engine)->stats().kv_bytes
-            << " bytes) ready in "
+  std::cerr << "qwha-serve: grpc " << grpc_port << " (" << api::TransportName(!tls_cert.empty())
+            << "), http " << (*http)->port() << ", model " << model_options.model_dir << " ("
+            << model_options.quant.bits << "-bit rtn, group " << model_options.quant.group_size
+            << ", " << dtype << " on " << device << ", base " << (*model)->memory_bytes()
+            << " bytes, KV " << (*engine)->stats().kv_bytes << " bytes) ready in "
             << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
             << " s" << std::endl;
 
