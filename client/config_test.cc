@@ -72,6 +72,33 @@ TEST_F(ConfigTest, FlagOverEnvironmentOverFileOverDefault) {
   EXPECT_EQ(Resolve().token, "flag-token");
 }
 
+TEST_F(ConfigTest, TlsRootsFromFlagEnvironmentOrFile) {
+  EXPECT_EQ(Resolve().tls_ca, "");  // plaintext by default
+  WriteHomeConfig("tls_ca: /etc/qwha/ca.pem\n");
+  ResolvedConfig config = Resolve();
+  EXPECT_EQ(config.tls_ca, "/etc/qwha/ca.pem");
+  EXPECT_EQ(config.tls_ca_source, home_ + "/.config/qwha/config.yaml");
+  inputs_.env["QWHA_TLS_CA"] = "system";
+  config = Resolve();
+  EXPECT_EQ(config.tls_ca, "system");
+  EXPECT_EQ(config.tls_ca_source, "QWHA_TLS_CA");
+  inputs_.tls_ca_flag = "/flag/ca.pem";
+  config = Resolve();
+  EXPECT_EQ(config.tls_ca, "/flag/ca.pem");
+  EXPECT_EQ(config.tls_ca_source, "--tls-ca");
+  // A file that names unreadable roots fails qwhactl with the key and file.
+  inputs_.tls_ca_flag.reset();
+  inputs_.env.erase("QWHA_TLS_CA");
+  WriteHomeConfig("tls_ca: /nonexistent/ca.pem\n");
+  std::ostringstream out, err;
+  CliEnvironment environment;
+  environment.env = inputs_.env;
+  EXPECT_EQ(RunQwhactl({"list"}, environment, out, err), 3);
+  EXPECT_THAT(err.str(), HasSubstr("tls_ca in " + home_ +
+                                   "/.config/qwha/config.yaml: cannot "
+                                   "read /nonexistent/ca.pem"));
+}
+
 TEST_F(ConfigTest, EmptyValuesCountAsUnset) {
   WriteHomeConfig("address: file-host:1\n");
   inputs_.env["QWHA_ADDRESS"] = "";
