@@ -92,38 +92,27 @@ absl::StatusOr<ResolvedConfig> ResolveConfig(const ConfigInputs& inputs) {
     }
   }
 
-  if (auto flag = NonEmpty(inputs.address_flag)) {
-    config.address = *flag;
-    config.address_source = "--address";
-  } else if (auto env = Get(inputs.env, "QWHA_ADDRESS")) {
-    config.address = *env;
-    config.address_source = "QWHA_ADDRESS";
-  } else if (file.address) {
-    config.address = *file.address;
-    config.address_source = path;
-  } else {
-    config.address = kDefaultAddress;
-    config.address_source = "default";
-  }
-
-  if (auto flag = NonEmpty(inputs.token_flag)) {
-    config.token = *flag;
-  } else if (auto env = Get(inputs.env, "QWHA_TOKEN")) {
-    config.token = *env;
-  } else if (file.token) {
-    config.token = *file.token;
-  }
-
-  if (auto flag = NonEmpty(inputs.tls_ca_flag)) {
-    config.tls_ca = *flag;
-    config.tls_ca_source = "--tls-ca";
-  } else if (auto env = Get(inputs.env, "QWHA_TLS_CA")) {
-    config.tls_ca = *env;
-    config.tls_ca_source = "QWHA_TLS_CA";
-  } else if (file.tls_ca) {
-    config.tls_ca = *file.tls_ca;
-    config.tls_ca_source = path;
-  }
+  // Each setting: the flag, else the variable, else the file's key; the value
+  // and where it came from ("--flag", the variable's name or the file's path).
+  auto pick = [&](const std::optional<std::string>& flag, const std::string& flag_name,
+                  const std::string& variable, const std::optional<std::string>& from_file,
+                  std::string* value, std::string* source) {
+    if (auto f = NonEmpty(flag)) {
+      *value = *f, *source = flag_name;
+    } else if (auto env = Get(inputs.env, variable)) {
+      *value = *env, *source = variable;
+    } else if (from_file) {
+      *value = *from_file, *source = path;
+    }
+  };
+  config.address = kDefaultAddress;
+  config.address_source = "default";
+  pick(inputs.address_flag, "--address", "QWHA_ADDRESS", file.address, &config.address,
+       &config.address_source);
+  std::string token_source;
+  pick(inputs.token_flag, "--token", "QWHA_TOKEN", file.token, &config.token, &token_source);
+  pick(inputs.tls_ca_flag, "--tls-ca", "QWHA_TLS_CA", file.tls_ca, &config.tls_ca,
+       &config.tls_ca_source);
   return config;
 }
 
