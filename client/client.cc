@@ -57,9 +57,7 @@ Client::Client(ClientOptions options)
   grpc::ChannelArguments args;
   // Adapter chunks are ≤ 1 MiB plus framing; leave room for large listings.
   args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(
-      options_.address,
-      options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(options_.address, options_.credentials, args);
   stubs_->jobs = qwha::v1::JobService::NewStub(channel);
   stubs_->registry = qwha::v1::RegistryService::NewStub(channel);
 }

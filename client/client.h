@@ -40,8 +40,8 @@ struct ClientOptions {
   std::string address = kDefaultAddress;
   // Sent as "authorization: Bearer <token>" on every call; empty: not sent.
   std::string token;
-  // Of the channel (api::ChannelCredentials: TLS); null: plaintext.
-  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Of the channel (api::ChannelCredentials gives TLS).
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   // Deadline of each unary call. Streaming calls (Watch, uploads, downloads)
   // have no deadline: they run until the server ends them or fail.
   std::chrono::milliseconds timeout = std::chrono::seconds(30);

@@ -70,7 +70,7 @@ class Context {
   std::ostream& out_;
   std::ostream& err_;
   std::unique_ptr<Client> client_;
-  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_ = grpc::InsecureChannelCredentials();
   bool transfer_shown_ = false;
 };
 

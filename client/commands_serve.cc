@@ -29,9 +29,8 @@ std::string ServerAddress(Context& context) {
 }
 
 std::unique_ptr<v1::InferenceService::Stub> Stub(Context& context) {
-  return v1::InferenceService::NewStub(grpc::CreateChannel(
-      ServerAddress(context),
-      context.credentials() ? context.credentials() : grpc::InsecureChannelCredentials()));
+  return v1::InferenceService::NewStub(
+      grpc::CreateChannel(ServerAddress(context), context.credentials()));
 }
 
 // The token (as the scheduler's calls carry it: qwha-serve --token) and a
@@ -46,11 +45,10 @@ int Fail(Context& context, const grpc::Status& status) {
   const absl::Status s(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   std::string message = status.error_message();
   if (absl::IsUnavailable(s)) {
-    message =
-        absl::StrCat("cannot reach the inference server at ", ServerAddress(context), ": ", message,
-                     context.credentials() == nullptr || context.tls_ca().empty()
-                         ? " (if it serves TLS, give its CA with --tls-ca or QWHA_TLS_CA)"
-                         : "");
+    message = absl::StrCat(
+        "cannot reach the inference server at ", ServerAddress(context), ": ", message,
+        context.tls_ca().empty() ? " (if it serves TLS, give its CA with --tls-ca or QWHA_TLS_CA)"
+                                 : "");
   } else if (absl::IsDeadlineExceeded(s)) {
     message = absl::StrCat("the inference server at ", ServerAddress(context),
                            " did not answer in time: ", message);

@@ -110,8 +110,7 @@ absl::StatusOr<bool> Deployer::ChooseTargets(const Deployment& d) {
 
 grpc::Status Deployer::Load(const std::string& address, const std::string& adapter_id,
                             v1::LoadedAdapter* loaded) {
-  auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(
-      address, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials()));
+  auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(address, options_.credentials));
   grpc::ClientContext call;
   api::AddToken(&call, options_.token);
   call.set_deadline(

@@ -60,9 +60,9 @@ struct DeployerOptions {
   // scheduler's own --token: qwha-serve's --token defaults to the same
   // $QWHA_TOKEN); empty: none.
   std::string token;
-  // Of the channels to inference servers (the scheduler's --serve-tls-ca);
-  // null: plaintext.
-  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Of the channels to inference servers (the scheduler's --serve-tls-ca:
+  // api::ChannelCredentials).
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
 };
 
 // Hooks for metrics; any may be empty. Called after the outcome commits.

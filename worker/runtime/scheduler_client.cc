@@ -36,8 +36,7 @@ SchedulerClient::SchedulerClient(const std::string& address, std::string token,
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(16 << 20);
-  channel_ = grpc::CreateCustomChannel(
-      address_, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(address_, credentials, args);
   stub_ = v1::WorkerService::NewStub(channel_);
 }
 

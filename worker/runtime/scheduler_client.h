@@ -31,10 +31,11 @@ namespace v1 = ::qwha::v1;
 class SchedulerClient {
  public:
   // A client of the scheduler at `address` ("host:port"); the connection is
-  // made lazily. `token` empty: no authorization metadata. `credentials`
-  // null: plaintext (api::ChannelCredentials gives TLS).
-  SchedulerClient(const std::string& address, std::string token,
-                  std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+  // made lazily. `token` empty: no authorization metadata. `credentials`:
+  // of the channel (api::ChannelCredentials gives TLS).
+  SchedulerClient(
+      const std::string& address, std::string token,
+      std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials());
   SchedulerClient(const SchedulerClient&) = delete;
   SchedulerClient& operator=(const SchedulerClient&) = delete;
 
