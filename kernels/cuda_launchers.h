@@ -111,13 +111,13 @@ cudaError_t LaunchRmsNormBackward(const void* dy, const void* x, const void* wei
                                   int64_t rows, int64_t hidden, float eps, DType dtype,
                                   cudaStream_t stream);
 
-// One task of LaunchSpectrumApply: a packed spectrum (spectrum_apply.h
-// layout: row_ptr int32 [rows + 1] with multiples of 8; entries in units of
-// 16, each 16 gap bytes then 16 values of the launch's dtype, 16-byte
-// aligned) and the tokens it applies to.
+// One task of LaunchSpectrumApply: a packed spectrum (spectrum_layout.h:
+// row_ptr int32 [rows + 1] with multiples of kRowAlign; entries in units of
+// kUnitEntries, each its gap bytes then its values of the launch's dtype,
+// 16-byte aligned) and the tokens it applies to.
 struct SpectrumApplyTask {
   const int32_t* row_ptr;
-  const uint8_t* units;  // entries in units of 16: 16 gap bytes, then 16 values
+  const uint8_t* units;  // entries in units (spectrum_layout.h): gap bytes, then values
   int32_t rows;
   int32_t n;          // columns of F (rows of zt)
   int32_t y_col;      // row r adds to column y_col + r of y

@@ -28,20 +28,24 @@ bool SupportedValueDtype(torch::ScalarType t) {
   return t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16;
 }
 
-// Entry e's gap and value in units of 16 interleaved entries (spectrum_apply.h).
+// Entry e's gap and value in units of kUnitEntries interleaved entries
+// (spectrum_layout.h).
 uint8_t* UnitGap(uint8_t* base, int64_t e, int64_t value_size) {
-  return base + (e / 16) * UnitBytes(value_size) + e % 16;
+  return base + (e / kUnitEntries) * UnitBytes(value_size) + e % kUnitEntries;
 }
 const uint8_t* UnitGap(const uint8_t* base, int64_t e, int64_t value_size) {
-  return base + (e / 16) * UnitBytes(value_size) + e % 16;
+  return base + (e / kUnitEntries) * UnitBytes(value_size) + e % kUnitEntries;
 }
 template <typename V>
 V* UnitValue(uint8_t* base, int64_t e) {
-  return reinterpret_cast<V*>(base + (e / 16) * UnitBytes(sizeof(V)) + 16) + e % 16;
+  return reinterpret_cast<V*>(base + (e / kUnitEntries) * UnitBytes(sizeof(V)) + kUnitEntries) +
+         e % kUnitEntries;
 }
 template <typename V>
 const V* UnitValue(const uint8_t* base, int64_t e) {
-  return reinterpret_cast<const V*>(base + (e / 16) * UnitBytes(sizeof(V)) + 16) + e % 16;
+  return reinterpret_cast<const V*>(base + (e / kUnitEntries) * UnitBytes(sizeof(V)) +
+                                    kUnitEntries) +
+         e % kUnitEntries;
 }
 
 int64_t Storage(const torch::Tensor& t) {
@@ -49,7 +53,7 @@ int64_t Storage(const torch::Tensor& t) {
 }
 
 // Entries a row takes: its k entries, one filler per step beyond 255, then
-// padding to a multiple of 8. idx [k]: the row's flat indices, increasing,
+// padding to a multiple of kRowAlign. idx [k]: the row's flat indices, increasing,
 // from row_start = row · n.
 int64_t RowEntries(const int64_t* idx, int64_t k, int64_t row_start) {
   int64_t entries = k;
@@ -59,7 +63,7 @@ int64_t RowEntries(const int64_t* idx, int64_t k, int64_t row_start) {
     if (step > kMaxStep) entries += (step - 1) / kMaxStep;
     prev = idx[i];
   }
-  return (entries + 7) / 8 * 8;
+  return (entries + kRowAlign - 1) / kRowAlign * kRowAlign;
 }
 
 }  // namespace
@@ -68,8 +72,8 @@ int64_t PackedSpectrum::bytes() const { return Storage(row_ptr) + Storage(entrie
 
 int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
                                  torch::ScalarType value_dtype) {
-  const int64_t per_row = 7 + (n + kMaxStep - 1) / kMaxStep;
-  const int64_t entries = count + rows * per_row + 15;  // the last unit, whole
+  const int64_t per_row = kRowAlign - 1 + (n + kMaxStep - 1) / kMaxStep;
+  const int64_t entries = count + rows * per_row + kUnitEntries - 1;  // the last unit, whole
   return 4 * (rows + 1) + entries * (1 + static_cast<int64_t>(c10::elementSize(value_dtype)));
 }
 
@@ -132,10 +136,11 @@ absl::StatusOr<PackedSpectrum> PackSpectrum(const torch::Tensor& flat_index,
   int32_t* rp = row_ptr.data_ptr<int32_t>();
   for (int64_t r = 0; r <= rows; ++r) rp[r] = static_cast<int32_t>(offsets[static_cast<size_t>(r)]);
 
-  // Steps and values, row by row, into units of 16; fillers and padding are
+  // Steps and values, row by row, into units; fillers and padding are
   // (step, 0).
   const int64_t value_size = static_cast<int64_t>(c10::elementSize(value_dtype));
-  torch::Tensor units = torch::zeros({(entries + 15) / 16 * UnitBytes(value_size)}, torch::kUInt8);
+  torch::Tensor units = torch::zeros(
+      {(entries + kUnitEntries - 1) / kUnitEntries * UnitBytes(value_size)}, torch::kUInt8);
   uint8_t* base = units.data_ptr<uint8_t>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, source.scalar_type(), "PackIn", [&] {
     using In = scalar_t;

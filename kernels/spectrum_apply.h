@@ -7,12 +7,13 @@
 //              entry's step is from column 0). A step of 256 or more is split
 //              by filler entries of step 255 and value 0.
 //   a value    in float32, bfloat16 or float16.
-// Each row is padded with (step 0, value 0) entries to a multiple of 8; row r
-// spans entries [row_ptr[r], row_ptr[r + 1]). Gaps and values are interleaved
-// in units of 16 entries (`entries`, uint8): unit u holds the 16 gaps of
-// entries 16u .. 16u + 15, then their 16 values, so that a GPU lane's 8
-// entries are one piece of memory (one stream per warp instead of two;
-// kUnitBytes(value size) bytes per unit). With bfloat16 values an entry takes
+// Each row is padded with (step 0, value 0) entries to a multiple of
+// kRowAlign (32, spectrum_layout.h); row r spans entries [row_ptr[r],
+// row_ptr[r + 1]). Gaps and values are interleaved in units of kUnitEntries
+// (32) entries (`entries`, uint8): unit u holds the 32 gaps of entries 32u ..
+// 32u + 31, then their 32 values, so that a GPU lane's 8 entries are two
+// pieces of one unit and a 4-lane window of 32 entries is one unit
+// (UnitBytes(value size) bytes per unit). With bfloat16 values an entry takes
 // 3 bytes (int32 CSR with float32 values: 8). Fillers and padding add zero
 // terms only, so they change no result.
 //
@@ -39,19 +40,17 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/spectrum_layout.h"
 
 namespace qwha::kernels {
-
-// Bytes of one unit of 16 interleaved entries whose values take value_size bytes.
-constexpr int64_t UnitBytes(int64_t value_size) { return 16 * (1 + value_size); }
 
 struct PackedSpectrum {
   int64_t rows = 0;
   int64_t n = 0;
   int64_t count = 0;  // packed entries, row_ptr[rows]
   torch::ScalarType value_dtype = torch::kFloat32;
-  torch::Tensor row_ptr;  // int32 [rows + 1], multiples of 8
-  torch::Tensor entries;  // uint8 [ceil(count / 16) · UnitBytes(value size)]
+  torch::Tensor row_ptr;  // int32 [rows + 1], multiples of kRowAlign
+  torch::Tensor entries;  // uint8 [ceil(count / kUnitEntries) · UnitBytes(value size)]
 
   // Bytes of the two tensors.
   int64_t bytes() const;
@@ -60,8 +59,8 @@ struct PackedSpectrum {
 };
 
 // An upper bound of PackedSpectrum::bytes() for `count` entries of a
-// [rows, n] spectrum with values in `value_dtype` (at most 7 padding entries
-// and one filler per 255 columns in every row).
+// [rows, n] spectrum with values in `value_dtype` (at most kRowAlign - 1
+// padding entries and one filler per 255 columns in every row).
 int64_t PackedSpectrumBytesBound(int64_t count, int64_t rows, int64_t n,
                                  torch::ScalarType value_dtype);
 

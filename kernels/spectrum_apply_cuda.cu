@@ -40,6 +40,7 @@
 
 #include "kernels/cuda_elements.cuh"
 #include "kernels/cuda_launchers.h"
+#include "kernels/spectrum_layout.h"
 
 namespace qwha::kernels::cuda {
 namespace {
@@ -151,19 +152,23 @@ struct Raw8 {
   uint4 v0, v1;  // v1: the upper 4 float32 values (unused for 2-byte values)
 };
 
-// Entries [pos, pos + 8) (zeros past end; rows are padded to multiples of 8,
-// so a lane's 8 entries are all in or all out).
+// Entries [pos, pos + 8) (zeros past end; rows are padded to multiples of
+// kRowAlign, so a lane's 8 entries are all in or all out).
 template <typename E>
 __device__ __forceinline__ Raw8 LoadRaw8(const SpectrumApplyTask& task, int pos, int end) {
   Raw8 raw;
   raw.g = make_uint2(0u, 0u);
   raw.v0 = raw.v1 = make_uint4(0u, 0u, 0u, 0u);
   if (pos < end) {
-    // pos is a multiple of 8: the 8 entries are half of one unit of 16.
+    // pos (>= 0) is a multiple of 8: the 8 entries are a quarter of one unit.
+    constexpr unsigned kUnit = static_cast<unsigned>(kUnitEntries);
+    static_assert((kUnit & (kUnit - 1)) == 0, "units of a power of two entries");
+    const unsigned in_unit = static_cast<unsigned>(pos) % kUnit;
     const unsigned char* unit =
-        task.units + static_cast<int64_t>(pos >> 4) * (16 * (1 + sizeof(E)));
-    raw.g = __ldg(reinterpret_cast<const uint2*>(unit + (pos & 15)));
-    const uint4* p = reinterpret_cast<const uint4*>(unit + 16 + (pos & 15) * sizeof(E));
+        task.units +
+        static_cast<int64_t>(static_cast<unsigned>(pos) / kUnit) * (kUnit * (1 + sizeof(E)));
+    raw.g = __ldg(reinterpret_cast<const uint2*>(unit + in_unit));
+    const uint4* p = reinterpret_cast<const uint4*>(unit + kUnitEntries + in_unit * sizeof(E));
     raw.v0 = __ldg(p);
     if constexpr (sizeof(E) == 4) raw.v1 = __ldg(p + 1);
   }

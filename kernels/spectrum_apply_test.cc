@@ -64,10 +64,11 @@ TEST(SpectrumApplyTest, PackingKeepsEveryEntryAndRespectsTheBound) {
         EXPECT_EQ(f->rows, rows);
         EXPECT_EQ(f->n, n);
         EXPECT_EQ(f->device(), dev);
-        EXPECT_EQ(f->entries.numel(), (f->count + 15) / 16 * UnitBytes(c10::elementSize(dtype)));
+        EXPECT_EQ(f->entries.numel(), (f->count + kUnitEntries - 1) / kUnitEntries *
+                                          UnitBytes(c10::elementSize(dtype)));
         EXPECT_EQ(f->dtype(), dtype);
         torch::Tensor rp = f->row_ptr.cpu();
-        for (int64_t r = 0; r <= rows; ++r) EXPECT_EQ(rp[r].item<int>() % 8, 0) << r;
+        for (int64_t r = 0; r <= rows; ++r) EXPECT_EQ(rp[r].item<int>() % kRowAlign, 0) << r;
         EXPECT_EQ(rp[0].item<int>(), 0);
         EXPECT_EQ(rp[rows].item<int64_t>(), f->count);
         // Row 2 (one entry at column n - 1) needs fillers once n - 1 > 255.
@@ -79,12 +80,13 @@ TEST(SpectrumApplyTest, PackingKeepsEveryEntryAndRespectsTheBound) {
         EXPECT_LE(f->bytes(), PackedSpectrumBytesBound(idx.size(0), rows, n, dtype));
         EXPECT_EQ(f->bytes(), 4 * (rows + 1) + f->entries.numel());
         // The units' gap bytes: row 0 is empty, row 1 holds every column, so
-        // entry 0 steps 0 and entries 1 .. n - 1 step 1 (16 gaps, then 16 values).
+        // entry 0 steps 0 and entries 1 .. n - 1 step 1 (32 gaps, then 32 values).
         const torch::Tensor u = f->entries.cpu();
         const int64_t unit = UnitBytes(c10::elementSize(dtype));
+        ASSERT_EQ(kUnitEntries, 32);
         EXPECT_EQ(u[0].item<int>(), 0);
-        for (int64_t e : {int64_t{1}, int64_t{15}, int64_t{16}, n - 1}) {
-          EXPECT_EQ(u[(e / 16) * unit + e % 16].item<int>(), 1) << n << " " << dtype << " " << e;
+        for (int64_t e : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{31}, int64_t{32}, n - 1}) {
+          EXPECT_EQ(u[(e / 32) * unit + e % 32].item<int>(), 1) << n << " " << dtype << " " << e;
         }
       }
     }

@@ -30,6 +30,7 @@
 
 #include "kernels/cuda_launchers.h"
 #include "kernels/dev/dev_check.h"
+#include "kernels/spectrum_layout.h"
 
 namespace qc = qwha::kernels::cuda;
 
@@ -61,7 +62,7 @@ struct Spectrum {
   std::vector<uint16_t> values;
   // Device copies (the same contents at other addresses), so that timed
   // sequences read more than the L2 cache holds, as a model's layers do:
-  // row_ptr, and the entries in units of 16 (16 gap bytes, then 16 values).
+  // row_ptr, and the entries in units (their gap bytes, then their values).
   std::vector<int32_t*> c_row_ptr;
   std::vector<uint8_t*> c_units;
   size_t bytes() const { return row_ptr.size() * 4 + gaps.size() * 3; }
@@ -69,7 +70,8 @@ struct Spectrum {
 
 // Rows of about `mean` entries (lengths spread with coefficient of variation
 // `cv`), random distinct columns, bf16 values ~ N(0, 0.02); packed as
-// PackSpectrum packs (fillers for steps > 255, rows padded to multiples of 8).
+// PackSpectrum packs (fillers for steps > 255, rows padded to multiples of
+// kRowAlign, units of kUnitEntries: kernels/spectrum_layout.h).
 Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& rng) {
   Spectrum s;
   s.rows = rows, s.n = n;
@@ -96,17 +98,18 @@ Spectrum MakeSpectrum(int rows, int n, double mean, double cv, std::mt19937_64& 
       s.values.push_back(ToBf(val(rng)));
       prev = c;
     }
-    while (s.gaps.size() % 8) s.gaps.push_back(0), s.values.push_back(0);
+    while (s.gaps.size() % qwha::kernels::kRowAlign) s.gaps.push_back(0), s.values.push_back(0);
     s.row_ptr.push_back(static_cast<int32_t>(s.gaps.size()));
   }
-  // The units of PackSpectrum: unit u = entries [16u, 16u + 16), their gap
+  // The units of PackSpectrum: unit u = entries [32u, 32u + 32), their gap
   // bytes, then their values.
-  const size_t units = (s.gaps.size() + 15) / 16;
-  std::vector<uint8_t> packed(units * 48, 0);
+  constexpr size_t kUnit = qwha::kernels::kUnitEntries;
+  const size_t units = (s.gaps.size() + kUnit - 1) / kUnit;
+  std::vector<uint8_t> packed(units * qwha::kernels::UnitBytes(2), 0);
   for (size_t e = 0; e < s.gaps.size(); ++e) {
-    uint8_t* unit = packed.data() + (e / 16) * 48;
-    unit[e % 16] = s.gaps[e];
-    std::memcpy(unit + 16 + 2 * (e % 16), &s.values[e], 2);
+    uint8_t* unit = packed.data() + (e / kUnit) * qwha::kernels::UnitBytes(2);
+    unit[e % kUnit] = s.gaps[e];
+    std::memcpy(unit + kUnit + 2 * (e % kUnit), &s.values[e], 2);
   }
   for (int c = 0; c < kCopies; ++c) {
     int32_t* rp;
