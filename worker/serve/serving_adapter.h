@@ -5,7 +5,7 @@
 //     Δ(x) = (s/n) · (x Hᵀ) · F_denseᵀ
 //     F is kept sparse in the packed layout of kernels/spectrum_apply.h:
 //     8-bit column steps and values pre-multiplied by s/n in the serving
-//     dtype (3 bytes per parameter in bfloat16, plus row padding, fillers for
+//     dtype (3 bytes per parameter in bfloat16, plus row padding to 32 entries, fillers for
 //     column steps over 255 and 4·(out + 1) row offsets). The product runs as
 //     FWHT (kernels/fwht.h) of the rows, then kernels::SpectrumApply, which
 //     serves every adapter of a batch and every slot sharing an input in one
