@@ -219,9 +219,7 @@ int RunQwhactl(const std::vector<std::string>& args, const CliEnvironment& envir
   // Errors name where the roots came from: the flag, the variable, or the file's key.
   const std::string& source = config->tls_ca_source;
   auto credentials = api::ChannelCredentials(
-      config->tls_ca, source.empty() || source == "--tls-ca" || source == "QWHA_TLS_CA"
-                          ? source
-                          : absl::StrCat("tls_ca in ", source));
+      config->tls_ca, source == config->config_path ? absl::StrCat("tls_ca in ", source) : source);
   if (!credentials.ok()) {
     err << "qwhactl: error: " << credentials.status().message() << "\n";
     return kExitUsage;

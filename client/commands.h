@@ -43,6 +43,12 @@ class Context {
   const std::string& token() const { return config_.token; }
   // The resolved TLS roots (--tls-ca, $QWHA_TLS_CA, the config file); "" for plaintext.
   const std::string& tls_ca() const { return config_.tls_ca; }
+  // Appended to "cannot reach" errors: how to trust a TLS server's CA, when
+  // no roots are configured; "" otherwise.
+  const char* TlsHint() const {
+    return config_.tls_ca.empty() ? " (if it serves TLS, give its CA with --tls-ca or QWHA_TLS_CA)"
+                                  : "";
+  }
   // The channel credentials of every connection: TLS when --tls-ca,
   // $QWHA_TLS_CA or the config file's tls_ca names roots, else plaintext.
   const std::shared_ptr<grpc::ChannelCredentials>& credentials() const { return credentials_; }

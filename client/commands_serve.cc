@@ -45,10 +45,8 @@ int Fail(Context& context, const grpc::Status& status) {
   const absl::Status s(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   std::string message = status.error_message();
   if (absl::IsUnavailable(s)) {
-    message = absl::StrCat(
-        "cannot reach the inference server at ", ServerAddress(context), ": ", message,
-        context.tls_ca().empty() ? " (if it serves TLS, give its CA with --tls-ca or QWHA_TLS_CA)"
-                                 : "");
+    message = absl::StrCat("cannot reach the inference server at ", ServerAddress(context), ": ",
+                           message, context.TlsHint());
   } else if (absl::IsDeadlineExceeded(s)) {
     message = absl::StrCat("the inference server at ", ServerAddress(context),
                            " did not answer in time: ", message);

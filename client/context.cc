@@ -50,10 +50,8 @@ int Context::Fail(const absl::Status& status) {
                            ? "the default"
                            : absl::StrCat("from ", config_.address_source);
   if (absl::IsUnavailable(status)) {
-    message = absl::StrCat(
-        "cannot reach the scheduler at ", config_.address, " (", source, "): ", status.message(),
-        config_.tls_ca.empty() ? " (if it serves TLS, give its CA with --tls-ca or QWHA_TLS_CA)"
-                               : "");
+    message = absl::StrCat("cannot reach the scheduler at ", config_.address, " (", source,
+                           "): ", status.message(), TlsHint());
   } else if (absl::IsDeadlineExceeded(status)) {
     message = absl::StrCat(
         "the scheduler at ", config_.address, " (", source, ") did not answer in time (--timeout ",

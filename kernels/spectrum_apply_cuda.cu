@@ -166,7 +166,7 @@ __device__ __forceinline__ Raw8 LoadRaw8(const SpectrumApplyTask& task, int pos,
     const unsigned in_unit = static_cast<unsigned>(pos) % kUnit;
     const unsigned char* unit =
         task.units +
-        static_cast<int64_t>(static_cast<unsigned>(pos) / kUnit) * (kUnit * (1 + sizeof(E)));
+        static_cast<int64_t>(static_cast<unsigned>(pos) / kUnit) * UnitBytes(sizeof(E));
     raw.g = __ldg(reinterpret_cast<const uint2*>(unit + in_unit));
     const uint4* p = reinterpret_cast<const uint4*>(unit + kUnitEntries + in_unit * sizeof(E));
     raw.v0 = __ldg(p);

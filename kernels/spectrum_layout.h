@@ -17,7 +17,13 @@ namespace qwha::kernels {
 constexpr int64_t kUnitEntries = 32;
 constexpr int64_t kRowAlign = 32;
 
-// Bytes of one unit whose values take value_size bytes.
-constexpr int64_t UnitBytes(int64_t value_size) { return kUnitEntries * (1 + value_size); }
+// Bytes of one unit whose values take value_size bytes (host and device code).
+#ifdef __CUDACC__
+#define QWHA_LAYOUT_FN __host__ __device__ constexpr
+#else
+#define QWHA_LAYOUT_FN constexpr
+#endif
+QWHA_LAYOUT_FN int64_t UnitBytes(int64_t value_size) { return kUnitEntries * (1 + value_size); }
+#undef QWHA_LAYOUT_FN
 
 }  // namespace qwha::kernels
